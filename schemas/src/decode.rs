@@ -29,11 +29,7 @@ pub struct FieldError {
 
 impl fmt::Display for FieldError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.path.is_empty() {
-            f.write_str(&self.reason)
-        } else {
-            write!(f, "{}: {}", self.path, self.reason)
-        }
+        if self.path.is_empty() { f.write_str(&self.reason) } else { write!(f, "{}: {}", self.path, self.reason) }
     }
 }
 
@@ -46,12 +42,7 @@ pub struct Invalid {
 
 impl Invalid {
     fn whole(reason: String) -> Self {
-        Self {
-            errors: vec![FieldError {
-                path: String::new(),
-                reason,
-            }],
-        }
+        Self { errors: vec![FieldError { path: String::new(), reason }] }
     }
 }
 
@@ -71,35 +62,22 @@ impl std::error::Error for Invalid {}
 
 /// Decodes and validates one message value (one JSONL line, one Kafka value).
 pub fn decode(bytes: &[u8]) -> Result<CloudEvent, Invalid> {
-    let text = std::str::from_utf8(bytes).map_err(|e| {
-        Invalid::whole(format!(
-            "not valid UTF-8: invalid byte at offset {}",
-            e.valid_up_to()
-        ))
-    })?;
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| Invalid::whole(format!("not valid UTF-8: invalid byte at offset {}", e.valid_up_to())))?;
     decode_str(text)
 }
 
 /// [`decode`] for text that is already known to be UTF-8.
 pub fn decode_str(text: &str) -> Result<CloudEvent, Invalid> {
-    let value: Value<'_> =
-        serde_json::from_str(text).map_err(|e| Invalid::whole(format!("not valid JSON: {e}")))?;
+    let value: Value<'_> = serde_json::from_str(text).map_err(|e| Invalid::whole(format!("not valid JSON: {e}")))?;
     let Value::Object(envelope) = &value else {
-        return Err(Invalid::whole(format!(
-            "must be a JSON object (a CloudEvent), got {}",
-            describe(&value)
-        )));
+        return Err(Invalid::whole(format!("must be a JSON object (a CloudEvent), got {}", describe(&value))));
     };
     let mut check = Checker::default();
-    let event = check.envelope(Obj {
-        fields: envelope,
-        path: "",
-    });
+    let event = check.envelope(Obj { fields: envelope, path: "" });
     match event {
         Some(event) if check.errors.is_empty() => Ok(event),
-        _ => Err(Invalid {
-            errors: check.errors,
-        }),
+        _ => Err(Invalid { errors: check.errors }),
     }
 }
 
@@ -127,27 +105,15 @@ struct Checker {
 
 impl Checker {
     fn fail(&mut self, obj: Obj<'_, '_>, key: &str, reason: String) {
-        self.errors.push(FieldError {
-            path: format!("{}{key}", obj.path),
-            reason,
-        });
+        self.errors.push(FieldError { path: format!("{}{key}", obj.path), reason });
     }
 
     /// The field's value; JSON `null` counts as absent.
-    fn field<'v, 'ctx>(
-        &mut self,
-        obj: Obj<'v, 'ctx>,
-        key: &str,
-        presence: Presence,
-    ) -> Option<&'v Value<'ctx>> {
+    fn field<'v, 'ctx>(&mut self, obj: Obj<'v, 'ctx>, key: &str, presence: Presence) -> Option<&'v Value<'ctx>> {
         match obj.fields.get(key) {
             Some(Value::Null) | None => {
                 if presence == Required {
-                    let found = if obj.fields.get(key).is_some() {
-                        ", got null"
-                    } else {
-                        ""
-                    };
+                    let found = if obj.fields.get(key).is_some() { ", got null" } else { "" };
                     self.fail(obj, key, format!("is required{found}"));
                 }
                 None
@@ -160,11 +126,7 @@ impl Checker {
         match self.field(obj, key, presence)? {
             Value::Str(text) => Some(text.as_ref()),
             other => {
-                self.fail(
-                    obj,
-                    key,
-                    format!("must be a string, got {}", describe(other)),
-                );
+                self.fail(obj, key, format!("must be a string, got {}", describe(other)));
                 None
             }
         }
@@ -183,11 +145,7 @@ impl Checker {
     fn cve_id(&mut self, obj: Obj<'_, '_>, key: &str) -> Option<String> {
         let text = self.str(obj, key, Required)?;
         if !is_cve_id(text) {
-            self.fail(
-                obj,
-                key,
-                format!("must be a CVE id like CVE-2026-12345, got {}", quote(text)),
-            );
+            self.fail(obj, key, format!("must be a CVE id like CVE-2026-12345, got {}", quote(text)));
             return None;
         }
         Some(text.to_owned())
@@ -196,11 +154,7 @@ impl Checker {
     fn sha256(&mut self, obj: Obj<'_, '_>, key: &str) -> Option<String> {
         let text = self.str(obj, key, Optional)?;
         if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
-            self.fail(
-                obj,
-                key,
-                format!("must be 64 hexadecimal characters, got {}", quote(text)),
-            );
+            self.fail(obj, key, format!("must be 64 hexadecimal characters, got {}", quote(text)));
             return None;
         }
         Some(text.to_ascii_lowercase())
@@ -217,11 +171,7 @@ impl Checker {
         let text = self.str(obj, key, presence)?;
         let parsed = parse(text);
         if parsed.is_none() {
-            self.fail(
-                obj,
-                key,
-                format!("must be one of {}, got {}", names.join(", "), quote(text)),
-            );
+            self.fail(obj, key, format!("must be one of {}, got {}", names.join(", "), quote(text)));
         }
         parsed
     }
@@ -230,59 +180,29 @@ impl Checker {
         match self.field(obj, key, presence)? {
             Value::Bool(flag) => Some(*flag),
             other => {
-                self.fail(
-                    obj,
-                    key,
-                    format!("must be true or false, got {}", describe(other)),
-                );
+                self.fail(obj, key, format!("must be true or false, got {}", describe(other)));
                 None
             }
         }
     }
 
-    fn number(
-        &mut self,
-        obj: Obj<'_, '_>,
-        key: &str,
-        presence: Presence,
-        min: f64,
-        max: f64,
-    ) -> Option<f64> {
+    fn number(&mut self, obj: Obj<'_, '_>, key: &str, presence: Presence, min: f64, max: f64) -> Option<f64> {
         let value = self.field(obj, key, presence)?;
         let Some(number) = value.as_f64().filter(|_| value.is_number()) else {
-            self.fail(
-                obj,
-                key,
-                format!("must be a number, got {}", describe(value)),
-            );
+            self.fail(obj, key, format!("must be a number, got {}", describe(value)));
             return None;
         };
         if !(min..=max).contains(&number) {
-            self.fail(
-                obj,
-                key,
-                format!("must be between {min} and {max}, got {}", describe(value)),
-            );
+            self.fail(obj, key, format!("must be between {min} and {max}, got {}", describe(value)));
             return None;
         }
         Some(number)
     }
 
-    fn integer(
-        &mut self,
-        obj: Obj<'_, '_>,
-        key: &str,
-        presence: Presence,
-        min: u64,
-        max: u64,
-    ) -> Option<u64> {
+    fn integer(&mut self, obj: Obj<'_, '_>, key: &str, presence: Presence, min: u64, max: u64) -> Option<u64> {
         let value = self.field(obj, key, presence)?;
         let Value::Number(number) = value else {
-            self.fail(
-                obj,
-                key,
-                format!("must be an integer, got {}", describe(value)),
-            );
+            self.fail(obj, key, format!("must be an integer, got {}", describe(value)));
             return None;
         };
         let in_range = number.as_u64().filter(|n| (min..=max).contains(n));
@@ -303,14 +223,7 @@ impl Checker {
         let text = self.str(obj, key, presence)?;
         let parsed = Timestamp::parse_rfc3339(text);
         if parsed.is_none() {
-            self.fail(
-                obj,
-                key,
-                format!(
-                    "must be an RFC 3339 timestamp with offset, got {}",
-                    quote(text)
-                ),
-            );
+            self.fail(obj, key, format!("must be an RFC 3339 timestamp with offset, got {}", quote(text)));
         }
         parsed
     }
@@ -319,11 +232,7 @@ impl Checker {
         let text = self.str(obj, key, Optional)?;
         let parsed = Date::parse(text);
         if parsed.is_none() {
-            self.fail(
-                obj,
-                key,
-                format!("must be a calendar date YYYY-MM-DD, got {}", quote(text)),
-            );
+            self.fail(obj, key, format!("must be a calendar date YYYY-MM-DD, got {}", quote(text)));
         }
         parsed
     }
@@ -338,11 +247,7 @@ impl Checker {
     ) -> Option<Vec<String>> {
         let value = self.field(obj, key, presence)?;
         let Value::Array(items) = value else {
-            self.fail(
-                obj,
-                key,
-                format!("must be an array of strings, got {}", describe(value)),
-            );
+            self.fail(obj, key, format!("must be an array of strings, got {}", describe(value)));
             return None;
         };
         let n_errors = self.errors.len();
@@ -353,11 +258,7 @@ impl Checker {
                     None => out.push(text.to_string()),
                     Some(reason) => self.fail(obj, &format!("{key}[{idx}]"), reason),
                 },
-                other => self.fail(
-                    obj,
-                    &format!("{key}[{idx}]"),
-                    format!("must be a string, got {}", describe(other)),
-                ),
+                other => self.fail(obj, &format!("{key}[{idx}]"), format!("must be a string, got {}", describe(other))),
             }
         }
         (self.errors.len() == n_errors).then_some(out)
@@ -366,11 +267,7 @@ impl Checker {
     fn labels(&mut self, obj: Obj<'_, '_>, key: &str) -> Option<BTreeMap<String, String>> {
         let value = self.field(obj, key, Optional)?;
         let Value::Object(fields) = value else {
-            self.fail(
-                obj,
-                key,
-                format!("must be an object of strings, got {}", describe(value)),
-            );
+            self.fail(obj, key, format!("must be an object of strings, got {}", describe(value)));
             return None;
         };
         let n_errors = self.errors.len();
@@ -380,11 +277,7 @@ impl Checker {
                 Value::Str(text) => {
                     out.insert(name.to_owned(), text.to_string());
                 }
-                other => self.fail(
-                    obj,
-                    &format!("{key}.{name}"),
-                    format!("must be a string, got {}", describe(other)),
-                ),
+                other => self.fail(obj, &format!("{key}.{name}"), format!("must be a string, got {}", describe(other))),
             }
         }
         (self.errors.len() == n_errors).then_some(out)
@@ -394,24 +287,13 @@ impl Checker {
         if let Some(version) = self.str(env, "specversion", Required)
             && version != "1.0"
         {
-            self.fail(
-                env,
-                "specversion",
-                format!("must be \"1.0\", got {}", quote(version)),
-            );
+            self.fail(env, "specversion", format!("must be \"1.0\", got {}", quote(version)));
         }
         let id = self.text(env, "id", Required);
         if let Some(id) = &id
             && id.chars().count() > MAX_ID_CHARS
         {
-            self.fail(
-                env,
-                "id",
-                format!(
-                    "must be at most {MAX_ID_CHARS} characters, got {}",
-                    id.chars().count()
-                ),
-            );
+            self.fail(env, "id", format!("must be at most {MAX_ID_CHARS} characters, got {}", id.chars().count()));
         }
         let source = self.text(env, "source", Required);
         let event_type = self.str(env, "type", Required).and_then(|name| {
@@ -424,16 +306,9 @@ impl Checker {
         let time = self.timestamp(env, "time", Required);
         let subject = self.text(env, "subject", Required);
         let data = match self.field(env, "data", Required) {
-            Some(Value::Object(fields)) => Some(Obj {
-                fields,
-                path: "data.",
-            }),
+            Some(Value::Object(fields)) => Some(Obj { fields, path: "data." }),
             Some(other) => {
-                self.fail(
-                    env,
-                    "data",
-                    format!("must be a JSON object, got {}", describe(other)),
-                );
+                self.fail(env, "data", format!("must be a JSON object, got {}", describe(other)));
                 None
             }
             None => None,
@@ -446,20 +321,10 @@ impl Checker {
             self.fail(
                 env,
                 "subject",
-                format!(
-                    "must equal data.{field} ({}), got {}",
-                    quote(data.subject()),
-                    quote(subject)
-                ),
+                format!("must equal data.{field} ({}), got {}", quote(data.subject()), quote(subject)),
             );
         }
-        Some(CloudEvent {
-            id: id?,
-            source: source?,
-            time: time?,
-            subject: subject?,
-            data,
-        })
+        Some(CloudEvent { id: id?, source: source?, time: time?, subject: subject?, data })
     }
 
     fn data(&mut self, event_type: EventType, d: Obj<'_, '_>) -> Option<EventData> {
@@ -467,20 +332,8 @@ impl Checker {
             EventType::AssetInventory => {
                 let asset_id = self.text(d, "asset_id", Required);
                 let hostname = self.text(d, "hostname", Optional);
-                let environment = self.enumeration(
-                    d,
-                    "environment",
-                    Required,
-                    Environment::parse,
-                    Environment::NAMES,
-                );
-                let criticality = self.enumeration(
-                    d,
-                    "criticality",
-                    Required,
-                    Criticality::parse,
-                    Criticality::NAMES,
-                );
+                let environment = self.enumeration(d, "environment", Required, Environment::parse, Environment::NAMES);
+                let criticality = self.enumeration(d, "criticality", Required, Criticality::parse, Criticality::NAMES);
                 let internet_exposed = self.bool(d, "internet_exposed", Required);
                 let segment = self.text(d, "segment", Required);
                 let os_family = self.text(d, "os_family", Optional);
@@ -503,13 +356,7 @@ impl Checker {
             EventType::VulnFinding => {
                 let asset_id = self.text(d, "asset_id", Required);
                 let cve_id = self.cve_id(d, "cve_id");
-                let status = self.enumeration(
-                    d,
-                    "status",
-                    Required,
-                    FindingStatus::parse,
-                    FindingStatus::NAMES,
-                );
+                let status = self.enumeration(d, "status", Required, FindingStatus::parse, FindingStatus::NAMES);
                 let package = self.text(d, "package", Optional);
                 let installed_version = self.text(d, "installed_version", Optional);
                 let fixed_version = self.text(d, "fixed_version", Optional);
@@ -526,13 +373,7 @@ impl Checker {
                 let deployment_id = self.text(d, "deployment_id", Required);
                 let asset_id = self.text(d, "asset_id", Required);
                 let patch_id = self.text(d, "patch_id", Required);
-                let phase = self.enumeration(
-                    d,
-                    "phase",
-                    Required,
-                    DeploymentPhase::parse,
-                    DeploymentPhase::NAMES,
-                );
+                let phase = self.enumeration(d, "phase", Required, DeploymentPhase::parse, DeploymentPhase::NAMES);
                 let rollout_id = self.text(d, "rollout_id", Optional);
                 let ring = self.enumeration(d, "ring", Optional, Ring::parse, Ring::NAMES);
                 let error_class = self.text(d, "error_class", Optional);
@@ -554,17 +395,9 @@ impl Checker {
                 let asset_id = self.text(d, "asset_id", Required);
                 let trust_score = self.number(d, "trust_score", Required, 0.0, 100.0);
                 let compliant = self.bool(d, "compliant", Required);
-                let trigger = self.enumeration(
-                    d,
-                    "trigger",
-                    Optional,
-                    PostureTrigger::parse,
-                    PostureTrigger::NAMES,
-                );
+                let trigger = self.enumeration(d, "trigger", Optional, PostureTrigger::parse, PostureTrigger::NAMES);
                 let deployment_id = self.text(d, "deployment_id", Optional);
-                let failed_checks = self
-                    .strings(d, "failed_checks", Optional, |_| None)
-                    .unwrap_or_default();
+                let failed_checks = self.strings(d, "failed_checks", Optional, |_| None).unwrap_or_default();
                 EventData::PostureAssessment(PostureAssessment {
                     asset_id: asset_id?,
                     trust_score: trust_score?,
@@ -577,8 +410,7 @@ impl Checker {
             EventType::PolicyDecision => {
                 let decision_id = self.text(d, "decision_id", Required);
                 let asset_id = self.text(d, "asset_id", Required);
-                let decision =
-                    self.enumeration(d, "decision", Required, Decision::parse, Decision::NAMES);
+                let decision = self.enumeration(d, "decision", Required, Decision::parse, Decision::NAMES);
                 let policy_id = self.text(d, "policy_id", Required);
                 let policy_version = self.text(d, "policy_version", Optional);
                 let subject_id = self.text(d, "subject_id", Optional);
@@ -599,17 +431,10 @@ impl Checker {
                 let rollout_id = self.text(d, "rollout_id", Required);
                 let patch_id = self.text(d, "patch_id", Required);
                 let stage = self.integer(d, "stage", Required, 0, u64::from(u32::MAX));
-                let verdict =
-                    self.enumeration(d, "verdict", Required, Verdict::parse, Verdict::NAMES);
+                let verdict = self.enumeration(d, "verdict", Required, Verdict::parse, Verdict::NAMES);
                 let cohort_size = self.integer(d, "cohort_size", Optional, 0, u64::MAX);
                 let failed_checks = self.integer(d, "failed_checks", Optional, 0, u64::MAX);
-                let action = self.enumeration(
-                    d,
-                    "action",
-                    Optional,
-                    CanaryAction::parse,
-                    CanaryAction::NAMES,
-                );
+                let action = self.enumeration(d, "action", Optional, CanaryAction::parse, CanaryAction::NAMES);
                 EventData::CanaryStage(CanaryStage {
                     rollout_id: rollout_id?,
                     patch_id: patch_id?,
@@ -625,27 +450,12 @@ impl Checker {
                 let dst_segment = self.text(d, "dst_segment", Required);
                 let dst_port = self.integer(d, "dst_port", Required, 0, u64::from(u16::MAX));
                 let protocol = self.text(d, "protocol", Optional);
-                let enforced_action = self.enumeration(
-                    d,
-                    "enforced_action",
-                    Required,
-                    FlowAction::parse,
-                    FlowAction::NAMES,
-                );
-                let intended_action = self.enumeration(
-                    d,
-                    "intended_action",
-                    Required,
-                    IntendedAction::parse,
-                    IntendedAction::NAMES,
-                );
-                let enforcement_mode = self.enumeration(
-                    d,
-                    "enforcement_mode",
-                    Optional,
-                    EnforcementMode::parse,
-                    EnforcementMode::NAMES,
-                );
+                let enforced_action =
+                    self.enumeration(d, "enforced_action", Required, FlowAction::parse, FlowAction::NAMES);
+                let intended_action =
+                    self.enumeration(d, "intended_action", Required, IntendedAction::parse, IntendedAction::NAMES);
+                let enforcement_mode =
+                    self.enumeration(d, "enforcement_mode", Optional, EnforcementMode::parse, EnforcementMode::NAMES);
                 let connections = self.integer(d, "connections", Required, 1, u64::MAX);
                 let src_asset_id = self.text(d, "src_asset_id", Optional);
                 let dst_asset_id = self.text(d, "dst_asset_id", Optional);
@@ -672,21 +482,11 @@ impl Checker {
                 let kev = self.bool(d, "kev", Optional).unwrap_or(false);
                 let kev_date_added = self.date(d, "kev_date_added");
                 let kev_due_date = self.date(d, "kev_due_date");
-                let exploitation = self.enumeration(
-                    d,
-                    "exploitation",
-                    Optional,
-                    Exploitation::parse,
-                    Exploitation::NAMES,
-                );
+                let exploitation =
+                    self.enumeration(d, "exploitation", Optional, Exploitation::parse, Exploitation::NAMES);
                 let automatable = self.bool(d, "automatable", Optional);
-                let technical_impact = self.enumeration(
-                    d,
-                    "technical_impact",
-                    Optional,
-                    TechnicalImpact::parse,
-                    TechnicalImpact::NAMES,
-                );
+                let technical_impact =
+                    self.enumeration(d, "technical_impact", Optional, TechnicalImpact::parse, TechnicalImpact::NAMES);
                 EventData::VulnIntel(VulnIntel {
                     cve_id: cve_id?,
                     published_at: published_at?,
@@ -708,9 +508,7 @@ impl Checker {
                 let product = self.text(d, "product", Required);
                 let released_at = self.timestamp(d, "released_at", Required);
                 let fixes_cves = self.strings(d, "fixes_cves", Required, |text| {
-                    (!is_cve_id(text)).then(|| {
-                        format!("must be a CVE id like CVE-2026-12345, got {}", quote(text))
-                    })
+                    (!is_cve_id(text)).then(|| format!("must be a CVE id like CVE-2026-12345, got {}", quote(text)))
                 });
                 let artifact_sha256 = self.sha256(d, "artifact_sha256");
                 let signed = self.bool(d, "signed", Optional);

@@ -172,11 +172,7 @@ impl Finding {
             message: title.clone(),
             metadata: Metadata {
                 version: OCSF_VERSION,
-                product: Product {
-                    name: PRODUCT,
-                    vendor_name: PRODUCT,
-                    version: env!("CARGO_PKG_VERSION"),
-                },
+                product: Product { name: PRODUCT, vendor_name: PRODUCT, version: env!("CARGO_PKG_VERSION") },
                 uid: alert_id.to_owned(),
             },
             finding_info: FindingInfo {
@@ -194,11 +190,7 @@ impl Finding {
 
     /// Names the asset involved.
     pub fn with_device(mut self, asset_id: &str, hostname: Option<&str>) -> Self {
-        self.device = Some(Device {
-            uid: asset_id.to_owned(),
-            hostname: hostname.map(str::to_owned),
-            type_id: 0,
-        });
+        self.device = Some(Device { uid: asset_id.to_owned(), hostname: hostname.map(str::to_owned), type_id: 0 });
         self
     }
 
@@ -210,11 +202,7 @@ impl Finding {
 
     /// Adds the failed control of a 2003 finding.
     pub fn with_failed_control(mut self, control: &str) -> Self {
-        self.compliance = Some(Compliance {
-            status_id: 3,
-            status: "Fail",
-            control: control.to_owned(),
-        });
+        self.compliance = Some(Compliance { status_id: 3, status: "Fail", control: control.to_owned() });
         self
     }
 
@@ -341,10 +329,7 @@ mod tests {
         assert_eq!(id, alert_id("SLA_BREACH", "gw-07/CVE-2026-31337", ""));
         assert_ne!(id, alert_id("SLA_BREACH", "gw-07/CVE-2026-31338", ""));
         assert_ne!(alert_id("A", "b/c", ""), alert_id("A", "b", "c"));
-        assert_eq!(
-            Uuid::parse_str(&id).map(|u| u.get_version_num()).ok(),
-            Some(5)
-        );
+        assert_eq!(Uuid::parse_str(&id).map(|u| u.get_version_num()).ok(), Some(5));
     }
 
     #[test]
@@ -363,14 +348,8 @@ mod tests {
         .with_vulnerability(Vulnerability {
             cve: Cve {
                 uid: "CVE-2026-31337".to_owned(),
-                cvss: vec![Cvss {
-                    base_score: 8.8,
-                    version: "3.1".to_owned(),
-                }],
-                epss: Some(Epss {
-                    score: "0.412".to_owned(),
-                    percentile: Some(0.97),
-                }),
+                cvss: vec![Cvss { base_score: 8.8, version: "3.1".to_owned() }],
+                epss: Some(Epss { score: "0.412".to_owned(), percentile: Some(0.97) }),
             },
             is_exploit_available: true,
             title: "CVE-2026-31337".to_owned(),

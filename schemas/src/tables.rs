@@ -79,12 +79,8 @@ impl Table {
 
     /// The Arrow schema of the table's Parquet files.
     pub fn schema(self) -> SchemaRef {
-        static SCHEMAS: LazyLock<Vec<SchemaRef>> = LazyLock::new(|| {
-            Table::ALL
-                .iter()
-                .map(|table| Arc::new(Schema::new(table.fields())))
-                .collect()
-        });
+        static SCHEMAS: LazyLock<Vec<SchemaRef>> =
+            LazyLock::new(|| Table::ALL.iter().map(|table| Arc::new(Schema::new(table.fields()))).collect());
         Arc::clone(&SCHEMAS[self as usize])
     }
 
@@ -123,11 +119,7 @@ impl Table {
                 text("vendor"),
                 text("product"),
                 timestamp("released_at"),
-                Field::new(
-                    "fixes_cves",
-                    DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
-                    false,
-                ),
+                Field::new("fixes_cves", DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))), false),
                 opt_text("artifact_sha256"),
                 Field::new("signed", DataType::Boolean, true),
                 timestamp("updated_at"),
@@ -251,42 +243,12 @@ mod tests {
 
     /// The contract's columns, as CONTRACT.md §3 lists them.
     const CONTRACT: &[(&str, &[&str])] = &[
-        (
-            "assets",
-            &[
-                "asset_id",
-                "environment",
-                "criticality",
-                "internet_exposed",
-                "segment",
-                "managed",
-            ],
-        ),
-        (
-            "cves",
-            &[
-                "cve_id",
-                "cvss_base",
-                "severity",
-                "epss",
-                "kev",
-                "kev_due_date",
-            ],
-        ),
+        ("assets", &["asset_id", "environment", "criticality", "internet_exposed", "segment", "managed"]),
+        ("cves", &["cve_id", "cvss_base", "severity", "epss", "kev", "kev_due_date"]),
         ("patches", &["patch_id", "vendor", "product", "released_at"]),
         (
             "exposures",
-            &[
-                "asset_id",
-                "cve_id",
-                "status",
-                "severity",
-                "kev",
-                "detected_at",
-                "remediated_at",
-                "due_at",
-                "breached",
-            ],
+            &["asset_id", "cve_id", "status", "severity", "kev", "detected_at", "remediated_at", "due_at", "breached"],
         ),
         (
             "patch_outcomes",
@@ -305,37 +267,13 @@ mod tests {
                 "posture_regressed",
             ],
         ),
-        (
-            "canary_rollups",
-            &[
-                "rollout_id",
-                "patch_id",
-                "stages",
-                "failed",
-                "inconclusive",
-                "failure_rate",
-                "gate",
-            ],
-        ),
+        ("canary_rollups", &["rollout_id", "patch_id", "stages", "failed", "inconclusive", "failure_rate", "gate"]),
         (
             "segment_drift",
-            &[
-                "window_start",
-                "src_segment",
-                "dst_segment",
-                "connections",
-                "drift_connections",
-                "drift_ratio",
-            ],
+            &["window_start", "src_segment", "dst_segment", "connections", "drift_connections", "drift_ratio"],
         ),
-        (
-            "alerts",
-            &["alert_id", "rule", "severity", "time", "entity_id", "ocsf"],
-        ),
-        (
-            "dead_letters",
-            &["topic", "partition", "offset", "error", "payload"],
-        ),
+        ("alerts", &["alert_id", "rule", "severity", "time", "entity_id", "ocsf"]),
+        ("dead_letters", &["topic", "partition", "offset", "error", "payload"]),
     ];
 
     #[test]
@@ -344,12 +282,7 @@ mod tests {
         for ((name, columns), table) in CONTRACT.iter().zip(Table::ALL) {
             assert_eq!(*name, table.name());
             let schema = table.schema();
-            let actual: Vec<&str> = schema
-                .fields()
-                .iter()
-                .map(|f| f.name().as_str())
-                .take(columns.len())
-                .collect();
+            let actual: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).take(columns.len()).collect();
             assert_eq!(&actual, columns, "table {name}");
             for key in table.key_columns() {
                 assert!(schema.field_with_name(key).is_ok(), "{name} key {key}");

@@ -92,11 +92,7 @@ impl Timestamp {
         if fraction != 0 {
             buf[len] = b'.';
             len += 1;
-            let (digits, value) = if fraction % 1_000 == 0 {
-                (3, fraction / 1_000)
-            } else {
-                (6, fraction)
-            };
+            let (digits, value) = if fraction % 1_000 == 0 { (3, fraction / 1_000) } else { (6, fraction) };
             let mut rest = value;
             for position in (0..digits).rev() {
                 buf[len + position] = b'0' + (rest % 10) as u8;
@@ -204,13 +200,7 @@ impl From<Date> for NaiveDate {
 
 /// The strict common shape; `None` sends the caller to chrono.
 fn parse_fast(b: &[u8]) -> Option<Timestamp> {
-    if b.len() < 20
-        || b[4] != b'-'
-        || b[7] != b'-'
-        || b[10] != b'T'
-        || b[13] != b':'
-        || b[16] != b':'
-    {
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' {
         return None;
     }
     let year = digits(&b[0..4])? as i32;
@@ -265,9 +255,7 @@ fn parse_fast(b: &[u8]) -> Option<Timestamp> {
 }
 
 fn digits(bytes: &[u8]) -> Option<u32> {
-    bytes.iter().try_fold(0u32, |acc, &c| {
-        c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0'))
-    })
+    bytes.iter().try_fold(0u32, |acc, &c| c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0')))
 }
 
 fn is_leap(year: i32) -> bool {
@@ -299,8 +287,7 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let day_of_era = z - era * 146_097;
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
     let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
     let mp = (5 * day_of_year + 2) / 153;
     let day = (day_of_year - (153 * mp + 2) / 5 + 1) as u32;
@@ -349,10 +336,7 @@ mod tests {
         check("2026-11-02T06:00:00Z", Some("2026-11-02T06:00:00Z"));
         check("2026-11-02T08:00:00+02:00", Some("2026-11-02T06:00:00Z"));
         check("2026-11-02T06:00:00.5Z", Some("2026-11-02T06:00:00.500Z"));
-        check(
-            "2026-11-02T06:00:00.123456789Z",
-            Some("2026-11-02T06:00:00.123456Z"),
-        );
+        check("2026-11-02T06:00:00.123456789Z", Some("2026-11-02T06:00:00.123456Z"));
         check("2024-02-29T23:59:59-00:30", Some("2024-03-01T00:29:59Z"));
         check("1969-12-31T23:59:59.999Z", Some("1969-12-31T23:59:59.999Z"));
         check("2026-11-02t06:00:00z", Some("2026-11-02T06:00:00Z"));
@@ -371,14 +355,9 @@ mod tests {
 
     #[test]
     fn dates_are_strict() {
+        assert_eq!(Date::parse("2026-11-23").map(|d| d.to_string()).as_deref(), Some("2026-11-23"));
         assert_eq!(
-            Date::parse("2026-11-23").map(|d| d.to_string()).as_deref(),
-            Some("2026-11-23")
-        );
-        assert_eq!(
-            Date::parse("2026-11-23")
-                .map(|d| d.succ().start().to_string())
-                .as_deref(),
+            Date::parse("2026-11-23").map(|d| d.succ().start().to_string()).as_deref(),
             Some("2026-11-24T00:00:00Z")
         );
         assert!(Date::parse("2026-1-23").is_none());

@@ -35,11 +35,7 @@ fn every_contract_example_is_valid() {
         types.insert(event.event_type());
         assert_eq!(event.subject, event.data.subject());
     }
-    assert_eq!(
-        types.len(),
-        EventType::ALL.len(),
-        "one example of each type"
-    );
+    assert_eq!(types.len(), EventType::ALL.len(), "one example of each type");
 }
 
 #[test]
@@ -74,10 +70,7 @@ fn reports_each_problem_with_its_path() {
         |e| {
             e["data"]["stage"] = 1.5.into();
             e["data"]["verdict"] = serde_json::Value::Null;
-            e["data"]
-                .as_object_mut()
-                .expect("object")
-                .remove("patch_id");
+            e["data"].as_object_mut().expect("object").remove("patch_id");
         },
         &[
             "data.patch_id: is required",
@@ -132,16 +125,8 @@ fn reports_each_problem_with_its_path() {
         |e| e["subject"] = "gw-08".into(),
         &[r#"subject: must equal data.asset_id ("gw-07"), got "gw-08""#],
     );
-    check(
-        "vuln.finding.v1",
-        |e| e["data"] = serde_json::json!([1]),
-        &["data: must be a JSON object, got an array"],
-    );
-    check(
-        "vuln.finding.v1",
-        |e| e["id"] = "x".repeat(129).into(),
-        &["id: must be at most 128 characters, got 129"],
-    );
+    check("vuln.finding.v1", |e| e["data"] = serde_json::json!([1]), &["data: must be a JSON object, got an array"]);
+    check("vuln.finding.v1", |e| e["id"] = "x".repeat(129).into(), &["id: must be at most 128 characters, got 129"]);
 }
 
 #[test]
@@ -156,29 +141,18 @@ fn unknown_fields_are_ignored_and_defaults_apply() {
         &[],
     );
     let mut event = example("asset.inventory.v1");
-    event["data"]
-        .as_object_mut()
-        .expect("object")
-        .remove("managed");
+    event["data"].as_object_mut().expect("object").remove("managed");
     let decoded = decode(event.to_string().as_bytes()).expect("valid");
-    let EventData::AssetInventory(inventory) = decoded.data else {
-        panic!("wrong type")
-    };
+    let EventData::AssetInventory(inventory) = decoded.data else { panic!("wrong type") };
     assert!(inventory.managed, "managed defaults to true");
 }
 
 #[test]
 fn whole_message_problems() {
     let reason = |bytes: &[u8]| decode(bytes).expect_err("invalid").to_string();
-    assert_eq!(
-        reason(b"[1,2]"),
-        "must be a JSON object (a CloudEvent), got an array"
-    );
+    assert_eq!(reason(b"[1,2]"), "must be a JSON object (a CloudEvent), got an array");
     assert!(reason(b"{\"id\": ").starts_with("not valid JSON: EOF while parsing"));
-    assert_eq!(
-        reason(b"{\"id\": \"\xff\"}"),
-        "not valid UTF-8: invalid byte at offset 8"
-    );
+    assert_eq!(reason(b"{\"id\": \"\xff\"}"), "not valid UTF-8: invalid byte at offset 8");
     assert!(reason(&[b'['; 10_000]).starts_with("not valid JSON: recursion limit exceeded"));
 }
 
@@ -249,18 +223,16 @@ fn data() -> impl Strategy<Value = EventData> {
                     })
                 }
             ),
-        (text(), cve(), pick(FindingStatus::ALL), opt(text())).prop_map(
-            |(asset_id, cve_id, status, package)| {
-                EventData::VulnFinding(VulnFinding {
-                    asset_id,
-                    cve_id,
-                    status,
-                    package,
-                    installed_version: None,
-                    fixed_version: None,
-                })
-            }
-        ),
+        (text(), cve(), pick(FindingStatus::ALL), opt(text())).prop_map(|(asset_id, cve_id, status, package)| {
+            EventData::VulnFinding(VulnFinding {
+                asset_id,
+                cve_id,
+                status,
+                package,
+                installed_version: None,
+                fixed_version: None,
+            })
+        }),
         (
             text(),
             text(),
@@ -272,16 +244,7 @@ fn data() -> impl Strategy<Value = EventData> {
             opt(any::<bool>())
         )
             .prop_map(
-                |(
-                    deployment_id,
-                    asset_id,
-                    patch_id,
-                    phase,
-                    rollout_id,
-                    ring,
-                    artifact_sha256,
-                    signature_verified,
-                )| {
+                |(deployment_id, asset_id, patch_id, phase, rollout_id, ring, artifact_sha256, signature_verified)| {
                     EventData::PatchDeployment(PatchDeployment {
                         deployment_id,
                         asset_id,
@@ -295,67 +258,44 @@ fn data() -> impl Strategy<Value = EventData> {
                     })
                 }
             ),
-        (
-            text(),
-            score(100.0),
-            any::<bool>(),
-            opt(pick(PostureTrigger::ALL)),
-            proptest::collection::vec(text(), 0..3)
-        )
-            .prop_map(
-                |(asset_id, trust_score, compliant, trigger, failed_checks)| {
-                    EventData::PostureAssessment(PostureAssessment {
-                        asset_id,
-                        trust_score,
-                        compliant,
-                        trigger,
-                        deployment_id: None,
-                        failed_checks,
-                    })
-                }
-            ),
-        (
-            text(),
-            text(),
-            pick(Decision::ALL),
-            text(),
-            opt(score(100.0))
-        )
-            .prop_map(
-                |(decision_id, asset_id, decision, policy_id, trust_score)| {
-                    EventData::PolicyDecision(PolicyDecision {
-                        decision_id,
-                        asset_id,
-                        decision,
-                        policy_id,
-                        policy_version: None,
-                        subject_id: None,
-                        resource: None,
-                        trust_score,
-                    })
-                }
-            ),
-        (
-            text(),
-            text(),
-            any::<u32>(),
-            pick(Verdict::ALL),
-            opt(any::<u64>()),
-            opt(pick(CanaryAction::ALL))
-        )
-            .prop_map(
-                |(rollout_id, patch_id, stage, verdict, cohort_size, action)| {
-                    EventData::CanaryStage(CanaryStage {
-                        rollout_id,
-                        patch_id,
-                        stage,
-                        verdict,
-                        cohort_size,
-                        failed_checks: None,
-                        action,
-                    })
-                }
-            ),
+        (text(), score(100.0), any::<bool>(), opt(pick(PostureTrigger::ALL)), proptest::collection::vec(text(), 0..3))
+            .prop_map(|(asset_id, trust_score, compliant, trigger, failed_checks)| {
+                EventData::PostureAssessment(PostureAssessment {
+                    asset_id,
+                    trust_score,
+                    compliant,
+                    trigger,
+                    deployment_id: None,
+                    failed_checks,
+                })
+            }),
+        (text(), text(), pick(Decision::ALL), text(), opt(score(100.0))).prop_map(
+            |(decision_id, asset_id, decision, policy_id, trust_score)| {
+                EventData::PolicyDecision(PolicyDecision {
+                    decision_id,
+                    asset_id,
+                    decision,
+                    policy_id,
+                    policy_version: None,
+                    subject_id: None,
+                    resource: None,
+                    trust_score,
+                })
+            }
+        ),
+        (text(), text(), any::<u32>(), pick(Verdict::ALL), opt(any::<u64>()), opt(pick(CanaryAction::ALL))).prop_map(
+            |(rollout_id, patch_id, stage, verdict, cohort_size, action)| {
+                EventData::CanaryStage(CanaryStage {
+                    rollout_id,
+                    patch_id,
+                    stage,
+                    verdict,
+                    cohort_size,
+                    failed_checks: None,
+                    action,
+                })
+            }
+        ),
         (
             text(),
             text(),
@@ -398,58 +338,44 @@ fn data() -> impl Strategy<Value = EventData> {
             opt((0i32..40_000).prop_map(Date)),
             opt(pick(Exploitation::ALL))
         )
-            .prop_map(
-                |(cve_id, published_at, cvss_base, epss, kev, kev_due_date, exploitation)| {
-                    EventData::VulnIntel(VulnIntel {
-                        cve_id,
-                        published_at,
-                        cvss_base,
-                        cvss_version: None,
-                        epss,
-                        epss_percentile: None,
-                        kev,
-                        kev_date_added: None,
-                        kev_due_date,
-                        exploitation,
-                        automatable: None,
-                        technical_impact: None,
-                    })
-                }
-            ),
-        (
-            text(),
-            text(),
-            text(),
-            timestamp(),
-            proptest::collection::vec(cve(), 1..4),
-            opt(sha()),
-            opt(any::<bool>())
-        )
-            .prop_map(
-                |(patch_id, vendor, product, released_at, fixes_cves, artifact_sha256, signed)| {
-                    EventData::PatchRelease(PatchRelease {
-                        patch_id,
-                        vendor,
-                        product,
-                        released_at,
-                        fixes_cves,
-                        artifact_sha256,
-                        signed,
-                    })
-                }
-            ),
+            .prop_map(|(cve_id, published_at, cvss_base, epss, kev, kev_due_date, exploitation)| {
+                EventData::VulnIntel(VulnIntel {
+                    cve_id,
+                    published_at,
+                    cvss_base,
+                    cvss_version: None,
+                    epss,
+                    epss_percentile: None,
+                    kev,
+                    kev_date_added: None,
+                    kev_due_date,
+                    exploitation,
+                    automatable: None,
+                    technical_impact: None,
+                })
+            }),
+        (text(), text(), text(), timestamp(), proptest::collection::vec(cve(), 1..4), opt(sha()), opt(any::<bool>()))
+            .prop_map(|(patch_id, vendor, product, released_at, fixes_cves, artifact_sha256, signed)| {
+                EventData::PatchRelease(PatchRelease {
+                    patch_id,
+                    vendor,
+                    product,
+                    released_at,
+                    fixes_cves,
+                    artifact_sha256,
+                    signed,
+                })
+            }),
     ]
 }
 
 fn event() -> impl Strategy<Value = CloudEvent> {
-    ("[a-z0-9-]{1,40}", text(), timestamp(), data()).prop_map(|(id, source, time, data)| {
-        CloudEvent {
-            id,
-            source,
-            time,
-            subject: data.subject().to_owned(),
-            data,
-        }
+    ("[a-z0-9-]{1,40}", text(), timestamp(), data()).prop_map(|(id, source, time, data)| CloudEvent {
+        id,
+        source,
+        time,
+        subject: data.subject().to_owned(),
+        data,
     })
 }
 

@@ -1,0 +1,106 @@
+//! The command line (CONTRACT.md §4).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// patchtrail measures patching as a zero-trust security control: time-to-patch
+/// and SLA compliance, canary gates, micro-segmentation drift and post-patch
+/// posture, computed in event time from Kafka into a Parquet lake, with SQL,
+/// Prometheus metrics, a risk-ranked patch queue and OCSF alerts for SIEMs.
+#[derive(Debug, Parser)]
+#[command(name = "patchtrail", version, max_term_width = 100)]
+pub struct Cli {
+    /// Log format on standard error: `text` for people, `json` for log shippers.
+    /// Filter with RUST_LOG (e.g. RUST_LOG=patchtrail=debug).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Generate a deterministic, realistic event stream of a zero-trust estate,
+    /// with the expected results (`--truth`) to check a pipeline against.
+    Simulate(SimulateArgs),
+    /// Check a file of CloudEvents (one per line) against the event contract;
+    /// prints each problem with its line and JSON path, exits 1 if any line is invalid.
+    Validate(ValidateArgs),
+    /// Embedded broker, simulated fleet, pipeline and query server in one command.
+    Demo(PendingArgs),
+    /// Run one pipeline instance of a Kafka consumer group.
+    Run(PendingArgs),
+    /// Process a file of events into the lake, without Kafka.
+    Replay(PendingArgs),
+    /// Serve the HTTP API, the priority queue and Prometheus metrics.
+    Serve(PendingArgs),
+    /// Run one SQL query against the committed lake.
+    Sql(PendingArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    /// Assets in the inventory (cloud, on-premises and edge, a few unmanaged).
+    #[arg(long, default_value_t = 2_000)]
+    pub assets: u32,
+    /// Days of events to generate.
+    #[arg(long, default_value_t = 30)]
+    pub days: u32,
+    /// Seed: the same seed and flags give byte-identical output.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Start of the simulated window (RFC 3339).
+    #[arg(long, default_value = "2026-11-01T00:00:00Z")]
+    pub start: String,
+    /// Where to write the events as JSONL; `-` for standard output.
+    #[arg(long, value_name = "FILE.jsonl", required_unless_present = "brokers")]
+    pub out: Option<PathBuf>,
+    /// Kafka bootstrap servers to produce to instead of a file.
+    #[arg(long, value_name = "LIST", conflicts_with = "out")]
+    pub brokers: Option<String>,
+    /// Also write the expected results, computed by the simulator from its own
+    /// generation (format: docs/truth.md).
+    #[arg(long, value_name = "FILE.json")]
+    pub truth: Option<PathBuf>,
+    /// Share of output lines that are malformed (added lines; no event is lost).
+    #[arg(long, default_value_t = 0.0)]
+    pub malformed_ratio: f64,
+    /// Chance that an event is delivered twice (same id), seconds to minutes apart.
+    #[arg(long, default_value_t = 0.0)]
+    pub duplicate_ratio: f64,
+    /// Chance that an event is delivered out of order, 10 minutes to 6 hours late.
+    #[arg(long, default_value_t = 0.0)]
+    pub late_ratio: f64,
+    /// Chance that a kind of traffic between two segments drifts from the
+    /// intended policy in a given hour.
+    #[arg(long, default_value_t = 0.03)]
+    pub drift_ratio: f64,
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// The file to check, one CloudEvent per line; `-` for standard input.
+    #[arg(value_name = "FILE.jsonl")]
+    pub input: PathBuf,
+    /// Print at most this many problem lines (the summary counts them all).
+    #[arg(long, default_value_t = 50)]
+    pub max_errors: usize,
+}
+
+/// Arguments of a command that a later release brings.
+#[derive(Debug, Args)]
+pub struct PendingArgs {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    pub rest: Vec<String>,
+}

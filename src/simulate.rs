@@ -1,0 +1,89 @@
+//! `patchtrail simulate`: writes a scenario to a file (or standard output).
+
+use std::fs::File;
+use std::io::{self, IsTerminal, Write};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use ingest::simulate::{ScenarioConfig, Simulator};
+use schemas::Timestamp;
+
+use crate::cli::SimulateArgs;
+
+pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
+    let mut problems = Vec::new();
+    let start = Timestamp::parse_rfc3339(&args.start);
+    if start.is_none() {
+        problems.push(format!("--start must be an RFC 3339 timestamp with offset, got {:?}", args.start));
+    }
+    let config = ScenarioConfig {
+        assets: args.assets,
+        days: args.days,
+        seed: args.seed,
+        start: start.unwrap_or_default(),
+        malformed_ratio: args.malformed_ratio,
+        duplicate_ratio: args.duplicate_ratio,
+        late_ratio: args.late_ratio,
+        drift_ratio: args.drift_ratio,
+    };
+    problems.extend(config.problems());
+    if args.brokers.is_some() {
+        problems.push("--brokers: producing to Kafka arrives with the Kafka pipeline; use --out for now".to_owned());
+    }
+    if !problems.is_empty() {
+        for problem in &problems {
+            eprintln!("error: {problem}");
+        }
+        return Ok(ExitCode::from(2));
+    }
+    let Some(out_path) = args.out else { bail!("--out is required") };
+
+    let started = Instant::now();
+    let mut simulator = Simulator::new(config, args.truth.is_some());
+    let to_stdout = out_path.as_os_str() == "-";
+    let show_progress = io::stderr().is_terminal();
+    let progress = |counts: ingest::simulate::truth::LineCounts, done: f64| {
+        if show_progress {
+            eprint!("\rsimulating: {:>5.1} % of the window, {} lines", done * 100.0, counts.total);
+        }
+    };
+    let counts = if to_stdout {
+        simulator.write_jsonl(io::stdout(), progress)
+    } else {
+        let file = File::create(&out_path).with_context(|| format!("cannot create {}", out_path.display()))?;
+        simulator.write_jsonl(file, progress)
+    }
+    .with_context(|| format!("cannot write {}", out_path.display()))?;
+    if show_progress {
+        eprint!("\r\x1b[2K");
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    eprintln!(
+        "wrote {} lines to {} in {elapsed:.2} s ({:.0} lines/s): {} events, {} late, {} duplicates, {} malformed",
+        counts.total,
+        if to_stdout { "standard output".to_owned() } else { out_path.display().to_string() },
+        counts.total as f64 / elapsed.max(1e-9),
+        counts.valid,
+        counts.late,
+        counts.duplicates,
+        counts.invalid,
+    );
+    if let Some(truth_path) = args.truth {
+        let truth = simulator.truth().context("the simulator kept no truth")?;
+        let file = File::create(&truth_path).with_context(|| format!("cannot create {}", truth_path.display()))?;
+        let mut out = io::BufWriter::new(file);
+        serde_json::to_writer(&mut out, &truth).context("cannot serialize the truth")?;
+        out.write_all(b"\n")?;
+        out.flush().with_context(|| format!("cannot write {}", truth_path.display()))?;
+        eprintln!(
+            "wrote the expected results to {}: {} exposures, {} patch outcomes, {} rollouts, {} drift windows",
+            truth_path.display(),
+            truth.exposures.len(),
+            truth.patch_outcomes.len(),
+            truth.canary_rollups.len(),
+            truth.segment_drift.len()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
