@@ -37,8 +37,10 @@ pub enum Command {
     /// Check a file of CloudEvents (one per line) against the event contract;
     /// prints each problem with its line and JSON path, exits 1 if any line is invalid.
     Validate(ValidateArgs),
-    /// Embedded broker, simulated fleet, pipeline and query server in one command.
-    Demo(PendingArgs),
+    /// See patchtrail at work on a simulated fleet. This preview generates the
+    /// fleet, validates every event and prints the expected figures; the
+    /// embedded broker, pipeline and query server join it in later releases.
+    Demo(DemoArgs),
     /// Run one pipeline instance of a Kafka consumer group.
     Run(PendingArgs),
     /// Process a file of events into the lake, without Kafka.
@@ -89,11 +91,27 @@ pub struct SimulateArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Assets in the simulated fleet.
+    #[arg(long, default_value_t = 2_000)]
+    pub assets: u32,
+    /// Days to simulate.
+    #[arg(long, default_value_t = 30)]
+    pub days: u32,
+    /// Seed of the scenario.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Exit after the summary (the preview always does).
+    #[arg(long)]
+    pub once: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct ValidateArgs {
     /// The file to check, one CloudEvent per line; `-` for standard input.
     #[arg(value_name = "FILE.jsonl")]
     pub input: PathBuf,
-    /// Print at most this many problem lines (the summary counts them all).
+    /// Print the problems of at most this many invalid lines (the summary counts them all).
     #[arg(long, default_value_t = 50)]
     pub max_errors: usize,
 }

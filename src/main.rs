@@ -2,6 +2,7 @@
 //! wires the library crates together. No domain logic lives here.
 
 mod cli;
+mod demo;
 mod simulate;
 mod validate;
 
@@ -18,7 +19,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Simulate(args) => simulate::run(args),
         Command::Validate(args) => validate::run(args),
-        Command::Demo(_) => pending("demo"),
+        Command::Demo(args) => demo::run(args),
         Command::Run(_) => pending("run"),
         Command::Replay(_) => pending("replay"),
         Command::Serve(_) => pending("serve"),
@@ -36,7 +37,7 @@ fn main() -> ExitCode {
 fn pending(command: &str) -> anyhow::Result<ExitCode> {
     eprintln!(
         "patchtrail {command} is not available yet in this build: it arrives with the processor, \
-         Kafka pipeline and query service. `simulate` and `validate` work today."
+         Kafka pipeline and query service. `simulate`, `validate` and the `demo` preview work today."
     );
     Ok(ExitCode::from(2))
 }

@@ -1,0 +1,120 @@
+//! The `patchtrail` binary as a user runs it: simulate, validate, help, errors.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+fn patchtrail(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_patchtrail")).args(args).output().expect("the binary runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn simulate(dir: &Path, name: &str, extra: &[&str]) -> std::path::PathBuf {
+    let out = dir.join(name);
+    let out_arg = out.to_str().expect("utf-8 path");
+    let mut args = vec!["simulate", "--assets", "300", "--days", "5", "--seed", "7", "--out", out_arg];
+    args.extend_from_slice(extra);
+    let output = patchtrail(&args);
+    assert!(output.status.success(), "simulate failed: {}", text(&output.stderr));
+    out
+}
+
+#[test]
+fn a_simulated_stream_validates_and_has_a_truth_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let truth = dir.path().join("truth.json");
+    let events = simulate(dir.path(), "e.jsonl", &["--truth", truth.to_str().expect("utf-8")]);
+    let output = patchtrail(&["validate", events.to_str().expect("utf-8")]);
+    let stdout = text(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(stdout.contains(" 0 invalid (0.00 %)"), "{stdout}");
+    for event_type in schemas::EventType::ALL {
+        assert!(stdout.contains(event_type.as_str()), "{event_type} in {stdout}");
+    }
+    let truth: serde_json::Value = serde_json::from_slice(&std::fs::read(truth).expect("truth written")).expect("JSON");
+    assert_eq!(truth["format"], "patchtrail-truth/1");
+    assert_eq!(truth["scenario"]["seed"], 7);
+    assert!(truth["exposures"].as_array().is_some_and(|rows| !rows.is_empty()));
+}
+
+#[test]
+fn malformed_lines_are_reported_with_their_line_and_path() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let events = simulate(dir.path(), "e.jsonl", &["--malformed-ratio", "0.01"]);
+    let output = patchtrail(&["validate", "--max-errors", "5", events.to_str().expect("utf-8")]);
+    assert_eq!(output.status.code(), Some(1), "invalid lines mean exit 1");
+    let stdout = text(&output.stdout);
+    let problems: Vec<&str> = stdout.lines().filter(|line| line.starts_with("line ")).collect();
+    assert!(problems.len() >= 5, "{stdout}");
+    assert!(problems.iter().all(|line| line.split(": ").count() >= 2), "{stdout}");
+    let summary = stdout.lines().find(|line| line.contains(" invalid (")).expect("a summary line");
+    let share: f64 = summary
+        .split(" invalid (")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .expect("a share");
+    assert!((0.7..1.3).contains(&share), "about 1 % invalid: {summary}");
+}
+
+#[test]
+fn the_same_seed_gives_the_same_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let flags = ["--late-ratio", "0.02", "--duplicate-ratio", "0.01", "--malformed-ratio", "0.01"];
+    let first = std::fs::read(simulate(dir.path(), "a.jsonl", &flags)).expect("read");
+    let second = std::fs::read(simulate(dir.path(), "b.jsonl", &flags)).expect("read");
+    assert!(first.len() > 1_000_000);
+    assert!(first == second, "byte-identical output");
+}
+
+#[test]
+fn validate_reads_standard_input() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_patchtrail"))
+        .args(["validate", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawns");
+    let examples = include_bytes!("../schemas/tests/data/examples.jsonl");
+    let mut input = examples.to_vec();
+    input.extend_from_slice(b"\n{\"specversion\":\"1.0\"}\n");
+    std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), &input).expect("writes");
+    let output = child.wait_with_output().expect("finishes");
+    let stdout = text(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("line 12: id: is required"), "{stdout}");
+    assert!(stdout.contains("10 valid, 1 invalid"), "{stdout}");
+}
+
+#[test]
+fn bad_flags_are_all_reported_with_exit_2() {
+    let output = patchtrail(&["simulate", "--days", "0", "--late-ratio", "2", "--start", "soon", "--out", "/dev/null"]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = text(&output.stderr);
+    for expected in
+        ["--days must be between 1 and 3650, got 0", "--late-ratio must be between 0 and 1, got 2", "--start must be"]
+    {
+        assert!(stderr.contains(expected), "{expected} in {stderr}");
+    }
+}
+
+#[test]
+fn help_explains_every_command() {
+    let stdout = text(&patchtrail(&["--help"]).stdout);
+    for command in ["simulate", "validate", "demo", "run", "replay", "serve", "sql", "--log-format"] {
+        assert!(stdout.contains(command), "{command} in {stdout}");
+    }
+    let stdout = text(&patchtrail(&["simulate", "--help"]).stdout);
+    for flag in ["--truth", "--malformed-ratio", "--duplicate-ratio", "--late-ratio", "--seed", "docs/truth.md"] {
+        assert!(stdout.contains(flag), "{flag} in {stdout}");
+    }
+}
+
+#[test]
+fn commands_of_later_releases_say_so() {
+    let output = patchtrail(&["replay", "--input", "x", "--lake", "y"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(text(&output.stderr).contains("not available yet"));
+}
