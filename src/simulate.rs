@@ -39,6 +39,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     }
     let Some(out_path) = args.out else { bail!("--out is required") };
 
+    tracing::debug!(?config, out = %out_path.display(), "simulating");
     let started = Instant::now();
     let mut simulator = Simulator::new(config, args.truth.is_some());
     let to_stdout = out_path.as_os_str() == "-";
