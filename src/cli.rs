@@ -51,8 +51,9 @@ pub enum Command {
     Sql(PendingArgs),
 }
 
+/// The size and seed of a simulated fleet.
 #[derive(Debug, Args)]
-pub struct SimulateArgs {
+pub struct FleetArgs {
     /// Assets in the inventory (cloud, on-premises and edge, a few unmanaged).
     #[arg(long, default_value_t = 2_000)]
     pub assets: u32,
@@ -62,6 +63,12 @@ pub struct SimulateArgs {
     /// Seed: the same seed and flags give byte-identical output.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    #[command(flatten)]
+    pub fleet: FleetArgs,
     /// Start of the simulated window (RFC 3339).
     #[arg(long, default_value = "2026-11-01T00:00:00Z")]
     pub start: String,
@@ -92,15 +99,8 @@ pub struct SimulateArgs {
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    /// Assets in the simulated fleet.
-    #[arg(long, default_value_t = 2_000)]
-    pub assets: u32,
-    /// Days to simulate.
-    #[arg(long, default_value_t = 30)]
-    pub days: u32,
-    /// Seed of the scenario.
-    #[arg(long, default_value_t = 1)]
-    pub seed: u64,
+    #[command(flatten)]
+    pub fleet: FleetArgs,
     /// Exit after the summary (the preview always does).
     #[arg(long)]
     pub once: bool,

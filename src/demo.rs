@@ -13,7 +13,9 @@ use ingest::simulate::{ScenarioConfig, Simulator};
 use crate::cli::DemoArgs;
 
 pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
-    let config = ScenarioConfig { assets: args.assets, days: args.days, seed: args.seed, ..ScenarioConfig::default() };
+    let fleet = &args.fleet;
+    let config =
+        ScenarioConfig { assets: fleet.assets, days: fleet.days, seed: fleet.seed, ..ScenarioConfig::default() };
     let problems = config.problems();
     if !problems.is_empty() {
         for problem in problems {
@@ -21,7 +23,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::from(2));
     }
-    println!("patchtrail demo (preview): {} assets over {} days, seed {}", args.assets, args.days, args.seed);
+    println!("patchtrail demo (preview): {} assets over {} days, seed {}", fleet.assets, fleet.days, fleet.seed);
     let started = Instant::now();
     let mut simulator = Simulator::new(config, true);
     let (mut valid, mut invalid) = (0u64, 0u64);

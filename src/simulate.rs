@@ -18,9 +18,9 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         problems.push(format!("--start must be an RFC 3339 timestamp with offset, got {:?}", args.start));
     }
     let config = ScenarioConfig {
-        assets: args.assets,
-        days: args.days,
-        seed: args.seed,
+        assets: args.fleet.assets,
+        days: args.fleet.days,
+        seed: args.fleet.seed,
         start: start.unwrap_or_default(),
         malformed_ratio: args.malformed_ratio,
         duplicate_ratio: args.duplicate_ratio,

@@ -8,15 +8,15 @@
 //! so a seed gives the same stream, byte for byte. Memory grows with the fleet
 //! (timers and per-asset state), never with the number of events.
 
-use std::cmp::{Ordering, Reverse};
+use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 
 use rand::{RngExt, SeedableRng};
 use rand_pcg::Pcg64Mcg;
 use schemas::*;
 
-use super::ScenarioConfig;
 use super::catalog::{DEPLOY_ERRORS, FLOWS, Os, POSTURE_CHECKS, PRODUCTS, SEGMENTS};
+use super::{Due, ScenarioConfig};
 
 const MINUTE: i64 = 60_000;
 const HOUR: i64 = 60 * MINUTE;
@@ -50,28 +50,8 @@ pub struct Fleet {
     clock: i64,
 }
 
-struct Timer {
-    at: i64,
-    seq: u64,
-    action: Action,
-}
-
-impl PartialEq for Timer {
-    fn eq(&self, other: &Self) -> bool {
-        (self.at, self.seq) == (other.at, other.seq)
-    }
-}
-impl Eq for Timer {}
-impl PartialOrd for Timer {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Timer {
-    fn cmp(&self, other: &Self) -> Ordering {
-        (self.at, self.seq).cmp(&(other.at, other.seq))
-    }
-}
+/// An actor's next step.
+type Timer = Due<i64, Action>;
 
 /// A calendar queue of timers, popped in (time, sequence) order.
 ///
@@ -455,7 +435,7 @@ impl Fleet {
 
     fn schedule(&mut self, at: i64, action: Action) {
         self.next_seq += 1;
-        self.timers.push(Timer { at, seq: self.next_seq, action });
+        self.timers.push(Due { at, seq: self.next_seq, value: action });
     }
 
     fn uniform(&mut self) -> f64 {
@@ -1127,7 +1107,7 @@ impl Iterator for Fleet {
                 return None;
             }
             self.clock = timer.at;
-            self.run(timer.at, timer.action);
+            self.run(timer.at, timer.value);
         }
         self.out.pop_front()
     }

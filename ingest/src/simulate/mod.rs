@@ -111,26 +111,28 @@ pub struct SimLine {
     pub kind: LineKind,
 }
 
-struct Held {
-    release_at: Timestamp,
+/// Something due at a time; equal times keep the order they were queued in.
+/// Ordered by (time, sequence) only, so heaps of it pop deterministically.
+struct Due<T, V> {
+    at: T,
     seq: u64,
-    line: SimLine,
+    value: V,
 }
 
-impl PartialEq for Held {
+impl<T: Ord + Copy, V> PartialEq for Due<T, V> {
     fn eq(&self, other: &Self) -> bool {
-        (self.release_at, self.seq) == (other.release_at, other.seq)
+        (self.at, self.seq) == (other.at, other.seq)
     }
 }
-impl Eq for Held {}
-impl PartialOrd for Held {
+impl<T: Ord + Copy, V> Eq for Due<T, V> {}
+impl<T: Ord + Copy, V> PartialOrd for Due<T, V> {
     fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
         Some(self.cmp(other))
     }
 }
-impl Ord for Held {
+impl<T: Ord + Copy, V> Ord for Due<T, V> {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.release_at, self.seq).cmp(&(other.release_at, other.seq))
+        (self.at, self.seq).cmp(&(other.at, other.seq))
     }
 }
 
@@ -140,7 +142,7 @@ pub struct Simulator {
     fleet: Fleet,
     faults: Pcg64Mcg,
     malformed_chance: f64,
-    held: BinaryHeap<Reverse<Held>>,
+    held: BinaryHeap<Reverse<Due<Timestamp, SimLine>>>,
     next_held: u64,
     ready: VecDeque<SimLine>,
     truth: Option<TruthBuilder>,
@@ -187,7 +189,7 @@ impl Simulator {
                 Some(event) => self.deliver(event),
                 None => {
                     let Reverse(held) = self.held.pop()?;
-                    self.ready.push_back(held.line);
+                    self.ready.push_back(held.value);
                 }
             }
         };
@@ -206,15 +208,15 @@ impl Simulator {
 
     fn hold(&mut self, release_at: Timestamp, line: SimLine) {
         self.next_held += 1;
-        self.held.push(Reverse(Held { release_at, seq: self.next_held, line }));
+        self.held.push(Reverse(Due { at: release_at, seq: self.next_held, value: line }));
     }
 
     fn deliver(&mut self, event: CloudEvent) {
         while let Some(Reverse(held)) = self.held.peek()
-            && held.release_at <= event.time
+            && held.at <= event.time
         {
             if let Some(Reverse(held)) = self.held.pop() {
-                self.ready.push_back(held.line);
+                self.ready.push_back(held.value);
             }
         }
         if let Some(truth) = &mut self.truth {
