@@ -1,8 +1,204 @@
-//! The processor: per-task state machines that turn ordered events into fact
-//! rows, derived rows and alerts, in event time, and the lake writer with its
-//! commit protocol (DESIGN.md "Exactly-once into the lake").
+//! The processor: per-task state machines that turn events into rows of the
+//! lake tables and alerts, in event time.
 //!
-//! Not built yet: this crate is reserved in the workspace so the dependency
-//! direction (`schemas` ← `processor` ← `queries`) is fixed from the start. It
-//! will never depend on Kafka: it takes events and their source positions from
-//! any source.
+//! - [`task`]: one partition of one keyed topic: duplicates, watermark,
+//!   source positions, and one of the state machines below.
+//! - [`assets`]: inventory, exposures with SLA due dates and breaches, patch
+//!   outcomes with time-to-patch and post-patch posture, and their alerts.
+//! - [`rollouts`]: canary rollups and gates.
+//! - [`network`]: hourly segmentation drift.
+//! - [`catalog`]: the global intel catalog (CVEs, patches) every task consults.
+//! - [`rows`]: the rows each table gets; [`alerts`]: the rules and their OCSF.
+//! - [`config`]: lateness, SLAs, limits and windows.
+//!
+//! [`Processor`] routes events to tasks the way the Kafka pipeline partitions
+//! them, so `replay` and `run` compute the same rows. This crate takes events
+//! and source positions from any source and has no Kafka dependency.
+
+pub mod alerts;
+pub mod assets;
+pub mod catalog;
+pub mod config;
+mod interner;
+pub mod network;
+pub mod rollouts;
+pub mod rows;
+pub mod task;
+
+use schemas::{CloudEvent, EventType, InputTopic, Timestamp};
+
+use crate::catalog::Catalog;
+use crate::config::ProcessorConfig;
+use crate::rows::{DeadLetterRow, EpochRows};
+use crate::task::{Applied, Task, TaskId};
+
+/// Position of an event in a task's event-time order: its time, then its
+/// arrival (equal times are taken in arrival order).
+pub type Stamp = (Timestamp, u64);
+
+/// Inserts `value` in a vector sorted by stamp, returning its index. Events
+/// mostly arrive in order, so the common case is a push.
+pub(crate) fn insert_sorted<T>(items: &mut Vec<(Stamp, T)>, stamp: Stamp, value: T) -> usize {
+    let idx = if items.last().is_none_or(|(last, _)| *last < stamp) {
+        items.len()
+    } else {
+        items.partition_point(|(s, _)| *s < stamp)
+    };
+    items.insert(idx, (stamp, value));
+    idx
+}
+
+/// The partition of `key` among `partitions`, as Kafka's default partitioner
+/// places it (murmur2 of the key bytes, sign bit cleared), so that `replay`
+/// groups events into the same tasks as `run`.
+pub fn partition_for(key: &str, partitions: u32) -> u32 {
+    (murmur2(key.as_bytes()) & 0x7fff_ffff) % partitions.max(1)
+}
+
+/// Kafka's murmur2 (seed 0x9747b28c).
+fn murmur2(data: &[u8]) -> u32 {
+    const M: u32 = 0x5bd1_e995;
+    let mut h: u32 = 0x9747_b28c ^ data.len() as u32;
+    let mut chunks = data.chunks_exact(4);
+    for chunk in &mut chunks {
+        let mut k = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> 24;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M) ^ k;
+    }
+    let tail = chunks.remainder();
+    if tail.len() >= 3 {
+        h ^= u32::from(tail[2]) << 16;
+    }
+    if tail.len() >= 2 {
+        h ^= u32::from(tail[1]) << 8;
+    }
+    if !tail.is_empty() {
+        h ^= u32::from(tail[0]);
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^ (h >> 15)
+}
+
+/// Every task of one pipeline instance over a fixed number of partitions per
+/// keyed topic, plus the global intel catalog.
+pub struct Processor {
+    config: ProcessorConfig,
+    partitions: u32,
+    catalog: Catalog,
+    intel: Task,
+    /// Assets, rollouts and network tasks, `partitions` of each.
+    tasks: Vec<Task>,
+}
+
+const KEYED: [InputTopic; 3] = [InputTopic::Assets, InputTopic::Rollouts, InputTopic::Network];
+
+impl Processor {
+    /// A processor with `partitions` tasks per keyed topic.
+    pub fn new(config: ProcessorConfig, partitions: u32) -> Self {
+        let partitions = partitions.max(1);
+        let tasks = KEYED
+            .iter()
+            .flat_map(|&topic| (0..partitions).map(move |partition| TaskId { topic, partition }))
+            .map(|id| Task::new(id, &config))
+            .collect();
+        let intel = Task::new(TaskId { topic: InputTopic::Intel, partition: 0 }, &config);
+        Processor { config, partitions, catalog: Catalog::default(), intel, tasks }
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &ProcessorConfig {
+        &self.config
+    }
+
+    /// The intel catalog.
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// The task that owns events of `event_type` keyed by `key`.
+    pub fn route(&self, event_type: EventType, key: &str) -> TaskId {
+        self.route_topic(event_type.topic(), key)
+    }
+
+    /// The task that owns messages of `topic` keyed by `key`.
+    pub fn route_topic(&self, topic: InputTopic, key: &str) -> TaskId {
+        match topic {
+            InputTopic::Intel => TaskId { topic, partition: 0 },
+            topic => TaskId { topic, partition: partition_for(key, self.partitions) },
+        }
+    }
+
+    fn task_mut(&mut self, id: TaskId) -> &mut Task {
+        match KEYED.iter().position(|&topic| topic == id.topic) {
+            Some(idx) => &mut self.tasks[idx * self.partitions as usize + (id.partition % self.partitions) as usize],
+            None => &mut self.intel,
+        }
+    }
+
+    /// Every task, intel first.
+    pub fn tasks(&self) -> impl Iterator<Item = &Task> {
+        std::iter::once(&self.intel).chain(&self.tasks)
+    }
+
+    /// Applies one valid event read at `offset` of `source`.
+    pub fn apply(&mut self, source: &str, offset: u64, event: &CloudEvent) -> Applied {
+        let id = self.route(event.event_type(), &event.subject);
+        let Processor { config, catalog, intel, tasks, partitions, .. } = self;
+        let task = match KEYED.iter().position(|&topic| topic == id.topic) {
+            Some(idx) => &mut tasks[idx * *partitions as usize + id.partition as usize],
+            None => intel,
+        };
+        let (applied, change) = task.apply(source, offset, event, catalog, config);
+        if let Some(change) = change {
+            for task in tasks.iter_mut() {
+                task.catalog_changed(&change, catalog);
+            }
+        }
+        applied
+    }
+
+    /// Records a message that failed to decode or validate, owned by `task`.
+    pub fn dead_letter(&mut self, task: TaskId, source: &str, offset: u64, row: DeadLetterRow) -> Applied {
+        self.task_mut(task).dead_letter(source, offset, row)
+    }
+
+    /// The end of the input: every task's watermark moves up to the largest
+    /// event time among all tasks, and the timers it passes fire.
+    pub fn finish_input(&mut self) {
+        let Some(max_time) = self.tasks.iter().filter_map(Task::max_event_time).max() else { return };
+        let Processor { config, catalog, tasks, .. } = self;
+        for task in tasks.iter_mut() {
+            task.advance_watermark(max_time, catalog, config);
+        }
+    }
+
+    /// Every task's rows changed since the last flush.
+    pub fn flush(&mut self) -> Vec<(TaskId, EpochRows)> {
+        let Processor { config, catalog, intel, tasks, .. } = self;
+        let mut out = vec![(intel.id(), intel.flush(catalog, config))];
+        for task in tasks.iter_mut() {
+            out.push((task.id(), task.flush(catalog, config)));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn murmur2_matches_kafka() {
+        // Values from the Java client's Utils.murmur2 tests.
+        assert_eq!(murmur2(b"21") as i32, -973932308);
+        assert_eq!(murmur2(b"foobar") as i32, -790332482);
+        assert_eq!(murmur2(b"a-little-bit-long-string") as i32, -985981536);
+        assert_eq!(murmur2(b"a-little-bit-longer-string") as i32, -1486304829);
+        assert_eq!(murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8") as i32, -58897971);
+        assert_eq!(murmur2(b"") as i32, 275646681);
+    }
+}

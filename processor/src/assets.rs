@@ -1,0 +1,825 @@
+//! The assets task: inventory, findings, deployments, posture and policy
+//! decisions of the assets hashed to one partition, folded into the `assets`,
+//! `exposures` and `patch_outcomes` rows and their alerts.
+//!
+//! Each key keeps the few events that define it, sorted by stamp (event time,
+//! then arrival). A row is re-derived from them whenever one of its inputs
+//! changes, so a late event gives exactly the row that processing in event-time
+//! order would have given, and the row is emitted again with a higher revision.
+//! Derivation is lazy: events mark keys dirty, and each dirty key is derived
+//! once when the epoch is flushed.
+
+use std::collections::BTreeSet;
+
+use rustc_hash::{FxHashMap, FxHashSet};
+use schemas::ocsf::{self, Activity, FindingClass};
+use schemas::*;
+
+use crate::alerts::{self, Rule};
+use crate::catalog::{Catalog, CatalogChange};
+use crate::config::ProcessorConfig;
+use crate::interner::{Interner, Sym};
+use crate::rows::{AlertRow, AssetRow, EpochRows, ExposureRow, OutcomeRow, Reevaluation};
+use crate::{Stamp, insert_sorted};
+
+/// State of one assets task.
+#[derive(Default)]
+pub struct AssetsState {
+    names: Interner,
+    assets: FxHashMap<Sym, AssetEntry>,
+    exposures: FxHashMap<(Sym, Sym), ExposureEntry>,
+    outcomes: FxHashMap<(Sym, Sym), OutcomeEntry>,
+    /// CVE → assets with findings of it.
+    by_cve: FxHashMap<Sym, Vec<Sym>>,
+    /// Patch → assets with deployments of it.
+    by_patch: FxHashMap<Sym, Vec<Sym>>,
+    timers: BTreeSet<(Timestamp, Timer)>,
+    dirty_assets: FxHashSet<Sym>,
+    dirty_exposures: FxHashSet<(Sym, Sym)>,
+    dirty_outcomes: FxHashSet<(Sym, Sym)>,
+    /// Exposures changed since their due-date timers were last scheduled.
+    unscheduled: Vec<(Sym, Sym)>,
+    fired: FxHashSet<String>,
+    alerts: Vec<AlertRow>,
+    reevaluations: Vec<Reevaluation>,
+}
+
+/// Work due when the watermark passes a time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    /// An open exposure reaches its due date: rewrite its row, and alert if it
+    /// was still open just after the deadline.
+    Due { asset: Sym, cve: Sym },
+    /// A posture assessment: alert if, as of its time, it is the first
+    /// assessment after a remediation and shows a regression.
+    Posture { asset: Sym, at: Timestamp },
+    /// The re-evaluation window after a verified success closes.
+    Reevaluation { asset: Sym, deployment: Sym, succeeded_at: Timestamp },
+    /// A decision to check against the posture and exposures of its time.
+    Decision { asset: Sym, decision: Sym, at: Timestamp },
+    /// An event names an asset: was it inventoried and managed at that time?
+    Inventoried { asset: Sym, at: Timestamp },
+}
+
+#[derive(Default)]
+struct AssetEntry {
+    inventories: Vec<(Stamp, AssetInventory)>,
+    /// (stamp, trust score, compliant).
+    postures: Vec<(Stamp, (f64, bool))>,
+    cves: Vec<Sym>,
+    patches: Vec<Sym>,
+    committed: Option<AssetRow>,
+    revision: i64,
+}
+
+#[derive(Default)]
+struct ExposureEntry {
+    findings: Vec<(Stamp, FindingStatus)>,
+    committed: Option<ExposureRow>,
+    revision: i64,
+}
+
+struct DeploymentEvent {
+    deployment: Sym,
+    phase: DeploymentPhase,
+    signature_verified: Option<bool>,
+    artifact_sha256: Option<Box<str>>,
+}
+
+#[derive(Default)]
+struct OutcomeEntry {
+    events: Vec<(Stamp, DeploymentEvent)>,
+    /// Remediation time of the last derived row, to find the rows a posture
+    /// assessment may change without deriving them all.
+    remediated_at: Option<Timestamp>,
+    committed: Option<OutcomeRow>,
+    revision: i64,
+}
+
+/// The exposure state machine's result at some point in event time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Status {
+    Open,
+    Remediated,
+    Suppressed,
+}
+
+impl Status {
+    fn as_str(self) -> &'static str {
+        match self {
+            Status::Open => "open",
+            Status::Remediated => "remediated",
+            Status::Suppressed => "suppressed",
+        }
+    }
+}
+
+struct ExposureFacts {
+    status: Status,
+    detected_at: Timestamp,
+    remediated_at: Option<Timestamp>,
+    remediated_by: Option<Sym>,
+    last_at: Timestamp,
+}
+
+impl AssetsState {
+    /// Takes one event of the assets topic.
+    pub fn apply(&mut self, stamp: Stamp, event: &CloudEvent, catalog: &Catalog, config: &ProcessorConfig) {
+        match &event.data {
+            EventData::AssetInventory(inventory) => {
+                let asset = self.names.intern(&inventory.asset_id);
+                insert_sorted(&mut self.assets.entry(asset).or_default().inventories, stamp, inventory.clone());
+                self.dirty_assets.insert(asset);
+            }
+            EventData::VulnFinding(finding) => {
+                let asset = self.names.intern(&finding.asset_id);
+                let cve = self.names.intern(&finding.cve_id);
+                let entry = self.exposures.entry((asset, cve)).or_default();
+                if entry.findings.is_empty() {
+                    self.assets.entry(asset).or_default().cves.push(cve);
+                    self.by_cve.entry(cve).or_default().push(asset);
+                }
+                insert_sorted(&mut entry.findings, stamp, finding.status);
+                self.dirty_exposures.insert((asset, cve));
+                self.unscheduled.push((asset, cve));
+            }
+            EventData::PatchDeployment(deployment) => self.deployment(stamp, event, deployment, catalog, config),
+            EventData::PostureAssessment(posture) => {
+                let asset = self.names.intern(&posture.asset_id);
+                self.timers.insert((stamp.0, Timer::Inventoried { asset, at: stamp.0 }));
+                self.timers.insert((stamp.0, Timer::Posture { asset, at: stamp.0 }));
+                let entry = self.assets.entry(asset).or_default();
+                let idx = insert_sorted(&mut entry.postures, stamp, (posture.trust_score, posture.compliant));
+                let before = idx.checked_sub(1).map_or(Timestamp(i64::MIN), |i| entry.postures[i].0.0);
+                let after = entry.postures.get(idx + 1).map_or(Timestamp(i64::MAX), |p| p.0.0);
+                // The assessment is "before" or "after" exactly for the outcomes
+                // remediated between its neighbours.
+                for &patch in &entry.patches {
+                    let remediated = self.outcomes.get(&(asset, patch)).and_then(|o| o.remediated_at);
+                    if remediated.is_some_and(|at| before <= at && at < after) {
+                        self.dirty_outcomes.insert((asset, patch));
+                    }
+                }
+            }
+            EventData::PolicyDecision(decision) => {
+                let asset = self.names.intern(&decision.asset_id);
+                self.timers.insert((stamp.0, Timer::Inventoried { asset, at: stamp.0 }));
+                if decision.decision == Decision::Allow {
+                    let id = self.names.intern(&decision.decision_id);
+                    self.timers.insert((stamp.0, Timer::Decision { asset, decision: id, at: stamp.0 }));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn deployment(
+        &mut self,
+        stamp: Stamp,
+        event: &CloudEvent,
+        deployment: &PatchDeployment,
+        catalog: &Catalog,
+        config: &ProcessorConfig,
+    ) {
+        let asset = self.names.intern(&deployment.asset_id);
+        let patch = self.names.intern(&deployment.patch_id);
+        let id = self.names.intern(&deployment.deployment_id);
+        self.timers.insert((stamp.0, Timer::Inventoried { asset, at: stamp.0 }));
+        let entry = self.outcomes.entry((asset, patch)).or_default();
+        if entry.events.is_empty() {
+            self.assets.entry(asset).or_default().patches.push(patch);
+            self.by_patch.entry(patch).or_default().push(asset);
+        }
+        let record = DeploymentEvent {
+            deployment: id,
+            phase: deployment.phase,
+            signature_verified: deployment.signature_verified,
+            artifact_sha256: deployment.artifact_sha256.as_deref().map(Box::from),
+        };
+        insert_sorted(&mut entry.events, stamp, record);
+        self.dirty_outcomes.insert((asset, patch));
+        self.mark_exposures_of_patch(asset, &deployment.patch_id, catalog);
+
+        let release = catalog.patch(&deployment.patch_id).map(|p| &p.release);
+        let digest_differs = match (&deployment.artifact_sha256, release.and_then(|r| r.artifact_sha256.as_ref())) {
+            (Some(reported), Some(released)) => reported != released,
+            _ => false,
+        };
+        if deployment.signature_verified == Some(false) || digest_differs {
+            let why =
+                if digest_differs { "artifact digest differs from the release" } else { "signature not verified" };
+            let title =
+                format!("Patch {} on {} failed integrity checks: {why}", deployment.patch_id, deployment.asset_id);
+            let finding = alerts::finding(Rule::PatchIntegrity, &deployment.deployment_id, "", stamp.0, title)
+                .with_device(&deployment.asset_id, None)
+                .with_unmapped(serde_json::json!({
+                    "patch_id": deployment.patch_id,
+                    "reported_sha256": deployment.artifact_sha256,
+                    "released_sha256": release.and_then(|r| r.artifact_sha256.as_ref()),
+                    "signature_verified": deployment.signature_verified,
+                }));
+            self.fire(Rule::PatchIntegrity, &deployment.deployment_id, stamp.0, finding);
+        } else if deployment.phase == DeploymentPhase::Succeeded {
+            let window_end = stamp.0.add_micros(config.posture_reeval_window_us);
+            self.timers.insert((window_end, Timer::Reevaluation { asset, deployment: id, succeeded_at: stamp.0 }));
+            let asset_cves = self.assets.get(&asset).map_or(&[][..], |a| a.cves.as_slice());
+            let cves = release.map_or_else(Vec::new, |r| {
+                r.fixes_cves
+                    .iter()
+                    .filter(|c| self.names.get(c).is_some_and(|s| asset_cves.contains(&s)))
+                    .cloned()
+                    .collect()
+            });
+            self.reevaluations.push(Reevaluation {
+                asset_id: deployment.asset_id.clone(),
+                patch_id: deployment.patch_id.clone(),
+                deployment_id: deployment.deployment_id.clone(),
+                remediated_at: event.time,
+                cves,
+            });
+        }
+    }
+
+    fn mark_exposures_of_patch(&mut self, asset: Sym, patch_id: &str, catalog: &Catalog) {
+        let Some(info) = catalog.patch(patch_id) else { return };
+        for cve_id in &info.release.fixes_cves {
+            if let Some(cve) = self.names.get(cve_id)
+                && self.exposures.contains_key(&(asset, cve))
+            {
+                self.dirty_exposures.insert((asset, cve));
+                self.unscheduled.push((asset, cve));
+            }
+        }
+    }
+
+    /// Marks the rows that a change of the intel catalog may change.
+    pub fn catalog_changed(&mut self, change: &CatalogChange, catalog: &Catalog) {
+        match change {
+            CatalogChange::Cve(cve_id) => {
+                if let Some(cve) = self.names.get(cve_id) {
+                    for &asset in self.by_cve.get(&cve).map_or(&[][..], Vec::as_slice) {
+                        self.dirty_exposures.insert((asset, cve));
+                        self.unscheduled.push((asset, cve));
+                    }
+                }
+            }
+            CatalogChange::Patch { patch_id, cves } => {
+                if let Some(patch) = self.names.get(patch_id) {
+                    for &asset in self.by_patch.get(&patch).map_or(&[][..], Vec::as_slice) {
+                        self.dirty_outcomes.insert((asset, patch));
+                    }
+                }
+                for cve_id in cves {
+                    if let Some(cve) = self.names.get(cve_id) {
+                        for &asset in self.by_cve.get(&cve).map_or(&[][..], Vec::as_slice) {
+                            self.dirty_exposures.insert((asset, cve));
+                            self.unscheduled.push((asset, cve));
+                        }
+                    }
+                }
+                let _ = catalog;
+            }
+        }
+    }
+
+    /// Runs the timers the watermark has passed.
+    pub fn advance(&mut self, watermark: Timestamp, catalog: &Catalog, config: &ProcessorConfig) {
+        // Schedule the deadline checks of exposures changed since the last
+        // call, before any timer runs: a check then never depends on where
+        // epochs were cut, only on the events that arrived.
+        for (asset, cve) in std::mem::take(&mut self.unscheduled) {
+            if let Some(facts) = self.exposure_facts(asset, cve, catalog, None)
+                && let Some(due_at) = self.due_at(cve, facts.detected_at, catalog, config)
+            {
+                // Just past the deadline (on time means "not later than"), or
+                // at detection when the deadline had already passed.
+                let check_at = due_at.add_micros(1).max(facts.detected_at);
+                self.timers.insert((check_at, Timer::Due { asset, cve }));
+            }
+        }
+        while let Some(&(at, timer)) = self.timers.first() {
+            if at > watermark {
+                break;
+            }
+            self.timers.pop_first();
+            match timer {
+                Timer::Due { asset, cve } => {
+                    self.dirty_exposures.insert((asset, cve));
+                    self.check_breach(asset, cve, at, catalog, config);
+                }
+                Timer::Posture { asset, at } => self.check_regression(asset, at, catalog, config),
+                Timer::Reevaluation { asset, deployment, succeeded_at } => {
+                    self.check_reevaluation(asset, deployment, succeeded_at, at, config)
+                }
+                Timer::Decision { asset, decision, at } => self.check_decision(asset, decision, at, catalog),
+                Timer::Inventoried { asset, at } => self.check_inventoried(asset, at),
+            }
+        }
+    }
+
+    /// The deadline of an exposure detected at `detected_at`, if its CVE is known.
+    fn due_at(
+        &self,
+        cve: Sym,
+        detected_at: Timestamp,
+        catalog: &Catalog,
+        config: &ProcessorConfig,
+    ) -> Option<Timestamp> {
+        catalog.cve(self.names.name(cve)).map(|info| match info.kev_due() {
+            Some(date) => date.succ().start(),
+            None => detected_at.add_micros(config.sla_us(info.severity())),
+        })
+    }
+
+    /// Fires `SLA_BREACH` if, as of `at`, the exposure is open past its deadline.
+    fn check_breach(&mut self, asset: Sym, cve: Sym, at: Timestamp, catalog: &Catalog, config: &ProcessorConfig) {
+        let Some(facts) = self.exposure_facts(asset, cve, catalog, Some(at)) else { return };
+        let Some(due_at) = self.due_at(cve, facts.detected_at, catalog, config) else { return };
+        if facts.status != Status::Open || at <= due_at {
+            return;
+        }
+        let Some(mut row) = self.exposure_row(asset, cve, catalog, config, at) else { return };
+        // The alert describes the exposure as of its own time.
+        row.status = facts.status.as_str();
+        row.due_at = Some(due_at);
+        let entity = format!("{}/{}", row.asset_id, row.cve_id);
+        let finding = self.breach_finding(&row, &entity, at, catalog);
+        self.fire(Rule::SlaBreach, &entity, at, finding);
+    }
+
+    /// Fires `POSTURE_REGRESSION` for the outcomes whose first assessment
+    /// after remediation, as of `at`, is the one at `at` and shows a regression.
+    fn check_regression(&mut self, asset: Sym, at: Timestamp, catalog: &Catalog, config: &ProcessorConfig) {
+        let Some(entry) = self.assets.get(&asset) else { return };
+        let previous = entry.postures.iter().rev().map(|(stamp, _)| stamp.0).find(|&time| time < at);
+        let since = previous.unwrap_or(Timestamp(i64::MIN));
+        let mut regressed = Vec::new();
+        for &patch in &entry.patches {
+            // Only a success in [previous assessment, this one) can have this one as "after".
+            let Some(outcome) = self.outcomes.get(&(asset, patch)) else { continue };
+            let candidate = outcome
+                .events
+                .iter()
+                .any(|(stamp, e)| e.phase == DeploymentPhase::Succeeded && since <= stamp.0 && stamp.0 < at);
+            if !candidate {
+                continue;
+            }
+            if let Some((row, Some(after_at))) = self.outcome_row(asset, patch, catalog, config, Some(at))
+                && after_at == at
+                && row.posture_regressed == Some(true)
+            {
+                regressed.push(row);
+            }
+        }
+        for row in regressed {
+            let entity = format!("{}/{}", row.asset_id, row.patch_id);
+            let title = format!("Posture of {} regressed after patch {}", row.asset_id, row.patch_id);
+            let finding = alerts::finding(Rule::PostureRegression, &entity, "", at, title)
+                .with_device(&row.asset_id, None)
+                .with_unmapped(
+                    serde_json::json!({"posture_before": row.posture_before, "posture_after": row.posture_after}),
+                );
+            self.fire(Rule::PostureRegression, &entity, at, finding);
+        }
+    }
+
+    fn check_reevaluation(
+        &mut self,
+        asset: Sym,
+        deployment: Sym,
+        succeeded_at: Timestamp,
+        window_end: Timestamp,
+        config: &ProcessorConfig,
+    ) {
+        let postures = self.assets.get(&asset).map_or(&[][..], |a| a.postures.as_slice());
+        if postures.iter().any(|(stamp, ..)| stamp.0 > succeeded_at && stamp.0 <= window_end) {
+            return;
+        }
+        let deployment_id = self.names.name(deployment).to_owned();
+        let asset_id = self.names.name(asset).to_owned();
+        let hours = config.posture_reeval_window_us as f64 / 3.6e9;
+        let title =
+            format!("No posture re-evaluation of {asset_id} within {hours} h of patch deployment {deployment_id}");
+        let finding = alerts::finding(Rule::PostureReevalOverdue, &deployment_id, "", window_end, title)
+            .with_device(&asset_id, None)
+            .with_unmapped(serde_json::json!({ "succeeded_at": succeeded_at.to_string() }));
+        self.fire(Rule::PostureReevalOverdue, &deployment_id, window_end, finding);
+    }
+
+    fn check_decision(&mut self, asset: Sym, decision: Sym, at: Timestamp, catalog: &Catalog) {
+        let Some(entry) = self.assets.get(&asset) else { return };
+        let posture = entry.postures.iter().rev().find(|(stamp, ..)| stamp.0 <= at);
+        let noncompliant = posture.is_some_and(|&(_, (_, compliant))| !compliant);
+        let mut overdue_kev: Vec<&str> = entry
+            .cves
+            .iter()
+            .filter(|&&cve| {
+                let Some(due) = catalog.cve(self.names.name(cve)).and_then(|c| c.kev_due()) else { return false };
+                at > due.succ().start()
+                    && self
+                        .exposure_facts(asset, cve, catalog, Some(at))
+                        .is_some_and(|facts| facts.status == Status::Open)
+            })
+            .map(|&cve| self.names.name(cve))
+            .collect();
+        if !noncompliant && overdue_kev.is_empty() {
+            return;
+        }
+        // Sorted, so the text does not depend on the order the findings arrived in.
+        overdue_kev.sort_unstable();
+        let asset_id = self.names.name(asset).to_owned();
+        let decision_id = self.names.name(decision).to_owned();
+        let reason = if noncompliant {
+            "its latest posture was non-compliant".to_owned()
+        } else {
+            format!("it had KEV {} open past its due date", overdue_kev.join(", "))
+        };
+        let title = format!("Access allowed to {asset_id} although {reason}");
+        let finding = alerts::finding(Rule::ZtAllowNoncompliant, &decision_id, "", at, title)
+            .with_device(&asset_id, None)
+            .with_unmapped(serde_json::json!({
+                "decision_id": decision_id,
+                "trust_score": posture.map(|p| p.1.0),
+                "overdue_kev": overdue_kev,
+            }));
+        self.fire(Rule::ZtAllowNoncompliant, &decision_id, at, finding);
+    }
+
+    fn check_inventoried(&mut self, asset: Sym, at: Timestamp) {
+        let entry = self.assets.get(&asset);
+        let inventory = entry.and_then(|a| a.inventories.iter().rev().find(|(stamp, _)| stamp.0 <= at));
+        let reason = match inventory {
+            None => "has no inventory record",
+            Some((_, inventory)) if !inventory.managed => "is marked unmanaged in the inventory",
+            Some(_) => return,
+        };
+        let asset_id = self.names.name(asset).to_owned();
+        let title = format!("Asset {asset_id} {reason} but takes part in patching or access decisions");
+        let finding = alerts::finding(Rule::UnmanagedAsset, &asset_id, "", at, title).with_device(&asset_id, None);
+        self.fire(Rule::UnmanagedAsset, &asset_id, at, finding);
+    }
+
+    fn fire(&mut self, rule: Rule, entity_id: &str, at: Timestamp, finding: ocsf::Finding) {
+        let row = alerts::row(rule, entity_id, at, &finding);
+        if self.fired.insert(row.alert_id.clone()) {
+            self.alerts.push(row);
+        }
+    }
+
+    /// Folds one exposure's evidence in stamp order, up to `as_of` if given.
+    /// `None` when no `open` finding has been seen (no row exists).
+    fn exposure_facts(
+        &self,
+        asset: Sym,
+        cve: Sym,
+        catalog: &Catalog,
+        as_of: Option<Timestamp>,
+    ) -> Option<ExposureFacts> {
+        enum Evidence {
+            Finding(FindingStatus),
+            Success(Sym),
+            Rollback(Sym),
+        }
+        let entry = self.exposures.get(&(asset, cve))?;
+        let mut timeline: Vec<(Stamp, Evidence)> =
+            entry.findings.iter().map(|&(stamp, status)| (stamp, Evidence::Finding(status))).collect();
+        for patch_id in catalog.fixed_by(self.names.name(cve)) {
+            let Some(patch) = self.names.get(patch_id) else { continue };
+            let Some(outcome) = self.outcomes.get(&(asset, patch)) else { continue };
+            let unverified = unverified_deployments(&outcome.events, catalog.patch(patch_id).map(|p| &p.release));
+            for (stamp, event) in &outcome.events {
+                match event.phase {
+                    DeploymentPhase::Succeeded if !unverified.contains(&event.deployment) => {
+                        timeline.push((*stamp, Evidence::Success(patch)))
+                    }
+                    DeploymentPhase::RolledBack => timeline.push((*stamp, Evidence::Rollback(patch))),
+                    _ => {}
+                }
+            }
+        }
+        timeline.sort_by_key(|(stamp, _)| *stamp);
+        let mut facts: Option<ExposureFacts> = None;
+        for (stamp, evidence) in timeline {
+            if as_of.is_some_and(|limit| stamp.0 > limit) {
+                break;
+            }
+            let at = stamp.0;
+            match (&mut facts, evidence) {
+                (None, Evidence::Finding(FindingStatus::Open)) => {
+                    facts = Some(ExposureFacts {
+                        status: Status::Open,
+                        detected_at: at,
+                        remediated_at: None,
+                        remediated_by: None,
+                        last_at: at,
+                    });
+                }
+                (None, _) => {}
+                (Some(f), Evidence::Finding(FindingStatus::Open)) => {
+                    f.status = Status::Open;
+                    f.remediated_at = None;
+                    f.remediated_by = None;
+                    f.last_at = at;
+                }
+                (Some(f), Evidence::Finding(FindingStatus::Fixed)) => {
+                    if f.status != Status::Remediated {
+                        f.status = Status::Remediated;
+                        f.remediated_at = Some(at);
+                        f.remediated_by = None;
+                    }
+                    f.last_at = at;
+                }
+                (Some(f), Evidence::Finding(FindingStatus::Suppressed)) => {
+                    if f.status == Status::Open {
+                        f.status = Status::Suppressed;
+                    }
+                    f.last_at = at;
+                }
+                (Some(f), Evidence::Success(patch)) => {
+                    if f.status != Status::Remediated {
+                        f.status = Status::Remediated;
+                        f.remediated_at = Some(at);
+                        f.remediated_by = Some(patch);
+                        f.last_at = at;
+                    }
+                }
+                (Some(f), Evidence::Rollback(patch)) => {
+                    if f.status == Status::Remediated && f.remediated_by == Some(patch) {
+                        f.status = Status::Open;
+                        f.remediated_at = None;
+                        f.remediated_by = None;
+                        f.last_at = at;
+                    }
+                }
+            }
+        }
+        facts
+    }
+
+    fn exposure_row(
+        &self,
+        asset: Sym,
+        cve: Sym,
+        catalog: &Catalog,
+        config: &ProcessorConfig,
+        now: Timestamp,
+    ) -> Option<ExposureRow> {
+        let facts = self.exposure_facts(asset, cve, catalog, None)?;
+        let cve_id = self.names.name(cve);
+        let info = catalog.cve(cve_id);
+        let due_at = self.due_at(cve, facts.detected_at, catalog, config);
+        let breached = match (facts.status, due_at) {
+            (Status::Suppressed, _) | (_, None) => false,
+            (_, Some(due_at)) => facts.remediated_at.unwrap_or(now) > due_at,
+        };
+        let mut updated_at = facts.last_at;
+        if breached && facts.status == Status::Open {
+            updated_at = updated_at.max(due_at.unwrap_or(updated_at));
+        }
+        Some(ExposureRow {
+            asset_id: self.names.name(asset).to_owned(),
+            cve_id: cve_id.to_owned(),
+            status: facts.status.as_str(),
+            severity: info.map(|i| i.severity().as_str()),
+            kev: info.is_some_and(|i| i.intel.kev),
+            detected_at: facts.detected_at,
+            remediated_at: facts.remediated_at,
+            due_at,
+            breached,
+            remediated_by_patch_id: facts.remediated_by.map(|p| self.names.name(p).to_owned()),
+            updated_at,
+            revision: 0,
+        })
+    }
+
+    /// Derives an outcome row from its events and the asset's assessments up
+    /// to `as_of` (all of them when `None`); also returns the time of the
+    /// first assessment after remediation.
+    fn outcome_row(
+        &self,
+        asset: Sym,
+        patch: Sym,
+        catalog: &Catalog,
+        config: &ProcessorConfig,
+        as_of: Option<Timestamp>,
+    ) -> Option<(OutcomeRow, Option<Timestamp>)> {
+        let entry = self.outcomes.get(&(asset, patch))?;
+        let patch_id = self.names.name(patch);
+        let release = catalog.patch(patch_id).map(|p| &p.release);
+        let limit = as_of.unwrap_or(Timestamp(i64::MAX));
+        let events = &entry.events[..entry.events.partition_point(|(stamp, _)| stamp.0 <= limit)];
+        let unverified = unverified_deployments(events, release);
+        let attempted = |e: &DeploymentEvent| e.phase != DeploymentPhase::Scheduled;
+        let first_attempt_at = events.iter().find(|(_, e)| attempted(e)).map(|(stamp, _)| stamp.0);
+        let mut attempts: Vec<Sym> = events.iter().filter(|(_, e)| attempted(e)).map(|(_, e)| e.deployment).collect();
+        attempts.sort_unstable();
+        attempts.dedup();
+        let latest_terminal = events.iter().rfind(|(_, e)| {
+            matches!(e.phase, DeploymentPhase::Succeeded | DeploymentPhase::Failed | DeploymentPhase::RolledBack)
+        });
+        let outcome = match latest_terminal {
+            None => "in_progress",
+            Some((_, e)) if e.phase == DeploymentPhase::Succeeded && unverified.contains(&e.deployment) => "unverified",
+            Some((_, e)) if e.phase == DeploymentPhase::Succeeded => "succeeded",
+            Some((_, e)) if e.phase == DeploymentPhase::Failed => "failed",
+            Some(_) => "rolled_back",
+        };
+        let remediated_at = if outcome == "succeeded" {
+            let after = events.iter().rposition(|(_, e)| e.phase == DeploymentPhase::RolledBack).map_or(0, |i| i + 1);
+            events[after..]
+                .iter()
+                .find(|(_, e)| e.phase == DeploymentPhase::Succeeded && !unverified.contains(&e.deployment))
+                .map(|(stamp, _)| stamp.0)
+        } else {
+            None
+        };
+        let released_at = release.map(|r| r.released_at);
+        let time_to_patch_s = match (remediated_at, released_at) {
+            (Some(done), Some(released)) => Some((done.micros() - released.micros()) as f64 / 1e6),
+            _ => None,
+        };
+        let postures = self.assets.get(&asset).map_or(&[][..], |a| a.postures.as_slice());
+        let postures = &postures[..postures.partition_point(|(stamp, _)| stamp.0 <= limit)];
+        let (before, after) = match remediated_at {
+            Some(at) => {
+                let split = postures.partition_point(|(stamp, ..)| stamp.0 <= at);
+                (split.checked_sub(1).map(|i| &postures[i]), postures.get(split))
+            }
+            None => (None, None),
+        };
+        let posture_regressed = match (before, after) {
+            (Some(&(_, (score_before, compliant_before))), Some(&(_, (score_after, compliant_after)))) => Some(
+                score_after < score_before - config.posture_regression_points || (compliant_before && !compliant_after),
+            ),
+            _ => None,
+        };
+        let mut updated_at = events.last().map_or(Timestamp::default(), |(stamp, _)| stamp.0);
+        if let Some((stamp, ..)) = after {
+            updated_at = updated_at.max(stamp.0);
+        }
+        let row = OutcomeRow {
+            asset_id: self.names.name(asset).to_owned(),
+            patch_id: patch_id.to_owned(),
+            released_at,
+            first_attempt_at,
+            remediated_at,
+            time_to_patch_s,
+            attempts: attempts.len() as i64,
+            outcome,
+            posture_before: before.map(|p| p.1.0),
+            posture_after: after.map(|p| p.1.0),
+            posture_reeval_latency_s: after
+                .zip(remediated_at)
+                .map(|((stamp, ..), at)| (stamp.0.micros() - at.micros()) as f64 / 1e6),
+            posture_regressed,
+            updated_at,
+            revision: 0,
+        };
+        Some((row, after.map(|(stamp, ..)| stamp.0)))
+    }
+
+    /// Derives every dirty row, emits those whose content changed with the
+    /// next revision, and hands over the epoch's alerts and re-evaluations.
+    pub fn flush(&mut self, catalog: &Catalog, config: &ProcessorConfig, now: Timestamp, out: &mut EpochRows) {
+        for asset in std::mem::take(&mut self.dirty_assets) {
+            let Some(entry) = self.assets.get_mut(&asset) else { continue };
+            let Some((stamp, inventory)) = entry.inventories.last() else { continue };
+            let row = AssetRow {
+                asset_id: inventory.asset_id.clone(),
+                environment: inventory.environment.as_str(),
+                criticality: inventory.criticality.as_str(),
+                internet_exposed: inventory.internet_exposed,
+                segment: inventory.segment.clone(),
+                managed: inventory.managed,
+                hostname: inventory.hostname.clone(),
+                os_family: inventory.os_family.clone(),
+                os_version: inventory.os_version.clone(),
+                updated_at: stamp.0,
+                revision: 0,
+            };
+            if let Some(row) = next_revision(
+                &mut entry.committed,
+                &mut entry.revision,
+                row,
+                |r| &mut r.revision,
+                |r| &mut r.updated_at,
+            ) {
+                out.assets.push(row);
+            }
+        }
+        let mut dirty: Vec<_> = std::mem::take(&mut self.dirty_exposures).into_iter().collect();
+        dirty.sort_unstable();
+        for (asset, cve) in dirty {
+            let Some(row) = self.exposure_row(asset, cve, catalog, config, now) else { continue };
+            let Some(entry) = self.exposures.get_mut(&(asset, cve)) else { continue };
+            if let Some(row) = next_revision(
+                &mut entry.committed,
+                &mut entry.revision,
+                row,
+                |r| &mut r.revision,
+                |r| &mut r.updated_at,
+            ) {
+                out.exposures.push(row);
+            }
+        }
+        let mut dirty: Vec<_> = std::mem::take(&mut self.dirty_outcomes).into_iter().collect();
+        dirty.sort_unstable();
+        for (asset, patch) in dirty {
+            let Some((row, _)) = self.outcome_row(asset, patch, catalog, config, None) else { continue };
+            let Some(entry) = self.outcomes.get_mut(&(asset, patch)) else { continue };
+            entry.remediated_at = row.remediated_at;
+            if let Some(row) = next_revision(
+                &mut entry.committed,
+                &mut entry.revision,
+                row,
+                |r| &mut r.revision,
+                |r| &mut r.updated_at,
+            ) {
+                out.patch_outcomes.push(row);
+            }
+        }
+        out.alerts.append(&mut self.alerts);
+        out.reevaluations.append(&mut self.reevaluations);
+    }
+
+    fn breach_finding(&self, row: &ExposureRow, entity: &str, at: Timestamp, catalog: &Catalog) -> ocsf::Finding {
+        let info = catalog.cve(&row.cve_id);
+        let severity_id = match row.severity {
+            Some("critical") => 5,
+            Some("high") => 4,
+            Some("medium") => 3,
+            _ => 2,
+        };
+        let title = format!("{} on {} is past its remediation deadline", row.cve_id, row.asset_id);
+        let alert_id = ocsf::alert_id(Rule::SlaBreach.name(), entity, "");
+        let vulnerability = ocsf::Vulnerability {
+            cve: ocsf::Cve {
+                uid: row.cve_id.clone(),
+                cvss: info
+                    .map(|i| ocsf::Cvss {
+                        base_score: i.intel.cvss_base,
+                        version: i.intel.cvss_version.clone().unwrap_or_else(|| "3.1".to_owned()),
+                    })
+                    .into_iter()
+                    .collect(),
+                epss: info.map(|i| i.epss_at(at)).and_then(|(epss, percentile)| {
+                    epss.map(|score| ocsf::Epss { score: score.to_string(), percentile })
+                }),
+            },
+            is_exploit_available: row.kev,
+            title: row.cve_id.clone(),
+        };
+        ocsf::Finding::new(
+            FindingClass::Vulnerability,
+            Activity::Update,
+            severity_id,
+            at.millis(),
+            &alert_id,
+            Rule::SlaBreach.name(),
+            title,
+        )
+        .with_device(&row.asset_id, None)
+        .with_vulnerability(vulnerability)
+        .with_unmapped(serde_json::json!({"due_at": row.due_at.map(|d| d.to_string()), "status": row.status}))
+    }
+}
+
+/// The deployments that are unverified: any of their events reports an
+/// unverified signature or a digest other than the release's.
+fn unverified_deployments(events: &[(Stamp, DeploymentEvent)], release: Option<&PatchRelease>) -> Vec<Sym> {
+    let released = release.and_then(|r| r.artifact_sha256.as_deref());
+    let mut out: Vec<Sym> = events
+        .iter()
+        .filter(|(_, e)| {
+            e.signature_verified == Some(false)
+                || matches!((e.artifact_sha256.as_deref(), released), (Some(reported), Some(released)) if reported != released)
+        })
+        .map(|(_, e)| e.deployment)
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// Stores `row` as the committed one and returns it with the next revision if
+/// its content (everything but `updated_at` and `revision`) changed.
+pub(crate) fn next_revision<R: Clone + PartialEq>(
+    committed: &mut Option<R>,
+    revision: &mut i64,
+    mut row: R,
+    revision_of: impl Fn(&mut R) -> &mut i64,
+    updated_at_of: impl Fn(&mut R) -> &mut Timestamp,
+) -> Option<R> {
+    if let Some(previous) = committed {
+        let mut masked = previous.clone();
+        *updated_at_of(&mut masked) = *updated_at_of(&mut row);
+        *revision_of(&mut masked) = 0;
+        if masked == row {
+            return None;
+        }
+    }
+    *revision += 1;
+    *revision_of(&mut row) = *revision;
+    *committed = Some(row.clone());
+    Some(row)
+}

@@ -1,0 +1,255 @@
+//! A task: one partition of one keyed input topic. It owns the state of the
+//! entities hashed there, its watermark, the ids it has seen, and how far it
+//! has read each source. It knows nothing of where events come from.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
+use rustc_hash::FxHashSet;
+use schemas::{CloudEvent, EventData, InputTopic, Timestamp};
+
+use crate::Stamp;
+use crate::assets::AssetsState;
+use crate::catalog::{Catalog, CatalogChange};
+use crate::config::ProcessorConfig;
+use crate::network::NetworkState;
+use crate::rollouts::RolloutsState;
+use crate::rows::{DeadLetterRow, EpochRows};
+
+/// Which task: a keyed input topic and a partition of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TaskId {
+    /// The input topic.
+    pub topic: InputTopic,
+    /// The partition.
+    pub partition: u32,
+}
+
+impl std::fmt::Display for TaskId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.topic, self.partition)
+    }
+}
+
+enum State {
+    Assets(Box<AssetsState>),
+    Rollouts(RolloutsState),
+    Network(NetworkState),
+    /// The intel "task" only tracks positions and duplicates; the catalog is global.
+    Intel,
+}
+
+/// The last ids seen, to drop re-deliveries; bounded, oldest forgotten first.
+struct RecentIds {
+    ids: FxHashSet<Arc<str>>,
+    order: VecDeque<Arc<str>>,
+    capacity: usize,
+}
+
+impl RecentIds {
+    /// False if `id` was seen among the last `capacity` ids.
+    fn insert(&mut self, id: &str) -> bool {
+        if self.ids.contains(id) {
+            return false;
+        }
+        let id: Arc<str> = Arc::from(id);
+        if self.order.len() >= self.capacity
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.ids.remove(&oldest);
+        }
+        self.ids.insert(Arc::clone(&id));
+        self.order.push_back(id);
+        true
+    }
+}
+
+/// What happened to one message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// Its state changes were applied.
+    Event,
+    /// Its id was seen before: dropped.
+    Duplicate,
+    /// Its position was already covered by the task's state: skipped.
+    AlreadyApplied,
+}
+
+/// Counts of one task.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TaskCounts {
+    /// Events applied.
+    pub events: u64,
+    /// Duplicates dropped.
+    pub duplicates: u64,
+    /// Messages that failed to decode or validate.
+    pub dead_letters: u64,
+}
+
+/// One task.
+pub struct Task {
+    id: TaskId,
+    state: State,
+    next_arrival: u64,
+    max_event_time: Option<Timestamp>,
+    watermark: Timestamp,
+    recent: RecentIds,
+    /// Source → the next offset to read.
+    positions: BTreeMap<String, u64>,
+    dead_letters: Vec<DeadLetterRow>,
+    counts: TaskCounts,
+}
+
+impl Task {
+    /// An empty task.
+    pub fn new(id: TaskId, config: &ProcessorConfig) -> Self {
+        let state = match id.topic {
+            InputTopic::Assets => State::Assets(Box::default()),
+            InputTopic::Rollouts => State::Rollouts(RolloutsState::default()),
+            InputTopic::Network => State::Network(NetworkState::default()),
+            InputTopic::Intel => State::Intel,
+        };
+        Task {
+            id,
+            state,
+            next_arrival: 0,
+            max_event_time: None,
+            watermark: Timestamp(i64::MIN),
+            recent: RecentIds { ids: FxHashSet::default(), order: VecDeque::new(), capacity: config.dedupe_capacity },
+            positions: BTreeMap::new(),
+            dead_letters: Vec::new(),
+            counts: TaskCounts::default(),
+        }
+    }
+
+    /// Which task this is.
+    pub fn id(&self) -> TaskId {
+        self.id
+    }
+
+    /// The largest event time of this task's valid events.
+    pub fn max_event_time(&self) -> Option<Timestamp> {
+        self.max_event_time
+    }
+
+    /// DOMAIN.md's `now` for this task.
+    pub fn watermark(&self) -> Timestamp {
+        self.watermark
+    }
+
+    /// Source → next offset, for the commit record.
+    pub fn positions(&self) -> &BTreeMap<String, u64> {
+        &self.positions
+    }
+
+    /// Counts so far.
+    pub fn counts(&self) -> TaskCounts {
+        self.counts
+    }
+
+    /// Whether the message at `offset` of `source` is already reflected in this task's state.
+    pub fn covers(&self, source: &str, offset: u64) -> bool {
+        self.positions.get(source).is_some_and(|next| offset < *next)
+    }
+
+    fn advance_position(&mut self, source: &str, offset: u64) {
+        match self.positions.get_mut(source) {
+            Some(next) => *next = (*next).max(offset + 1),
+            None => {
+                self.positions.insert(source.to_owned(), offset + 1);
+            }
+        }
+    }
+
+    /// Applies one valid event read at `offset` of `source`. Intel events
+    /// change `catalog`; the caller passes the returned change to every task.
+    pub fn apply(
+        &mut self,
+        source: &str,
+        offset: u64,
+        event: &CloudEvent,
+        catalog: &mut Catalog,
+        config: &ProcessorConfig,
+    ) -> (Applied, Option<CatalogChange>) {
+        if self.covers(source, offset) {
+            return (Applied::AlreadyApplied, None);
+        }
+        self.advance_position(source, offset);
+        if !self.recent.insert(&event.id) {
+            self.counts.duplicates += 1;
+            return (Applied::Duplicate, None);
+        }
+        self.counts.events += 1;
+        let stamp: Stamp = (event.time, self.next_arrival);
+        self.next_arrival += 1;
+        let change = match (&mut self.state, &event.data) {
+            (State::Intel, EventData::VulnIntel(intel)) => catalog.apply_intel(stamp, intel),
+            (State::Intel, EventData::PatchRelease(release)) => catalog.apply_release(stamp, release),
+            (State::Assets(state), _) => {
+                state.apply(stamp, event, catalog, config);
+                None
+            }
+            (State::Rollouts(state), EventData::CanaryStage(stage)) => {
+                state.apply(stamp, stage);
+                None
+            }
+            (State::Network(state), EventData::FlowObservation(flow)) => {
+                state.apply(stamp, flow, config);
+                None
+            }
+            // Routing sends each type to its topic's task; anything else is a caller bug we tolerate.
+            _ => None,
+        };
+        if self.id.topic != InputTopic::Intel {
+            self.max_event_time = self.max_event_time.max(Some(event.time));
+            let watermark = event.time.add_micros(-config.allowed_lateness_us);
+            self.advance_watermark(watermark, catalog, config);
+        }
+        (Applied::Event, change)
+    }
+
+    /// Records a message that failed to decode or validate, read at `offset` of `source`.
+    pub fn dead_letter(&mut self, source: &str, offset: u64, row: DeadLetterRow) -> Applied {
+        if self.covers(source, offset) {
+            return Applied::AlreadyApplied;
+        }
+        self.advance_position(source, offset);
+        self.counts.dead_letters += 1;
+        self.dead_letters.push(row);
+        Applied::Event
+    }
+
+    /// Moves the watermark forward (never back) and runs the timers it passes.
+    pub fn advance_watermark(&mut self, watermark: Timestamp, catalog: &Catalog, config: &ProcessorConfig) {
+        if watermark <= self.watermark {
+            return;
+        }
+        self.watermark = watermark;
+        match &mut self.state {
+            State::Assets(state) => state.advance(watermark, catalog, config),
+            State::Rollouts(state) => state.advance(watermark, config),
+            State::Network(state) => state.advance(watermark),
+            State::Intel => {}
+        }
+    }
+
+    /// Marks the rows a catalog change may affect.
+    pub fn catalog_changed(&mut self, change: &CatalogChange, catalog: &Catalog) {
+        if let State::Assets(state) = &mut self.state {
+            state.catalog_changed(change, catalog);
+        }
+    }
+
+    /// The rows changed since the last flush, with their next revisions.
+    pub fn flush(&mut self, catalog: &mut Catalog, config: &ProcessorConfig) -> EpochRows {
+        let mut out = EpochRows::default();
+        match &mut self.state {
+            State::Assets(state) => state.flush(catalog, config, self.watermark, &mut out),
+            State::Rollouts(state) => state.flush(config, &mut out),
+            State::Network(state) => state.flush(&mut out),
+            State::Intel => (out.cves, out.patches) = catalog.take_rows(),
+        }
+        out.dead_letters = std::mem::take(&mut self.dead_letters);
+        out
+    }
+}
