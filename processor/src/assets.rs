@@ -16,14 +16,15 @@ use schemas::ocsf::{self, Activity, FindingClass};
 use schemas::*;
 
 use crate::alerts::{self, Rule};
-use crate::catalog::{Catalog, CatalogChange};
+use crate::catalog::{Catalog, CatalogChange, PatchInfo};
 use crate::config::ProcessorConfig;
 use crate::interner::{Interner, Sym};
-use crate::rows::{AlertRow, AssetRow, EpochRows, ExposureRow, OutcomeRow, Reevaluation};
+use crate::rows::{AlertRow, AssetRow, EpochRows, ExposureRow, OutcomeRow, Reevaluation, next_revision};
 use crate::{Stamp, insert_sorted};
+use serde::{Deserialize, Serialize};
 
 /// State of one assets task.
-#[derive(Default)]
+#[derive(Default, Serialize, Deserialize)]
 pub struct AssetsState {
     names: Interner,
     assets: FxHashMap<Sym, AssetEntry>,
@@ -34,18 +35,24 @@ pub struct AssetsState {
     /// Patch → assets with deployments of it.
     by_patch: FxHashMap<Sym, Vec<Sym>>,
     timers: BTreeSet<(Timestamp, Timer)>,
+    // Snapshots are taken right after a flush, when these are empty.
+    #[serde(skip)]
     dirty_assets: FxHashSet<Sym>,
+    #[serde(skip)]
     dirty_exposures: FxHashSet<(Sym, Sym)>,
+    #[serde(skip)]
     dirty_outcomes: FxHashSet<(Sym, Sym)>,
     /// Exposures changed since their due-date timers were last scheduled.
     unscheduled: Vec<(Sym, Sym)>,
     fired: FxHashSet<String>,
+    #[serde(skip)]
     alerts: Vec<AlertRow>,
+    #[serde(skip)]
     reevaluations: Vec<Reevaluation>,
 }
 
 /// Work due when the watermark passes a time.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 enum Timer {
     /// An open exposure reaches its due date: rewrite its row, and alert if it
     /// was still open just after the deadline.
@@ -61,24 +68,53 @@ enum Timer {
     Inventoried { asset: Sym, at: Timestamp },
 }
 
-#[derive(Default)]
+/// The inventory facts the rows and alerts use.
+#[derive(Clone, Serialize, Deserialize)]
+struct Inventory {
+    environment: Environment,
+    criticality: Criticality,
+    internet_exposed: bool,
+    segment: String,
+    managed: bool,
+    hostname: Option<String>,
+    os_family: Option<String>,
+    os_version: Option<String>,
+}
+
+impl From<&AssetInventory> for Inventory {
+    fn from(inventory: &AssetInventory) -> Self {
+        Inventory {
+            environment: inventory.environment,
+            criticality: inventory.criticality,
+            internet_exposed: inventory.internet_exposed,
+            segment: inventory.segment.clone(),
+            managed: inventory.managed,
+            hostname: inventory.hostname.clone(),
+            os_family: inventory.os_family.clone(),
+            os_version: inventory.os_version.clone(),
+        }
+    }
+}
+
+#[derive(Default, Serialize, Deserialize)]
 struct AssetEntry {
-    inventories: Vec<(Stamp, AssetInventory)>,
+    inventories: Vec<(Stamp, Inventory)>,
     /// (stamp, trust score, compliant).
     postures: Vec<(Stamp, (f64, bool))>,
     cves: Vec<Sym>,
     patches: Vec<Sym>,
-    committed: Option<AssetRow>,
+    committed: Option<u64>,
     revision: i64,
 }
 
-#[derive(Default)]
+#[derive(Default, Serialize, Deserialize)]
 struct ExposureEntry {
     findings: Vec<(Stamp, FindingStatus)>,
-    committed: Option<ExposureRow>,
+    committed: Option<u64>,
     revision: i64,
 }
 
+#[derive(Serialize, Deserialize)]
 struct DeploymentEvent {
     deployment: Sym,
     phase: DeploymentPhase,
@@ -86,13 +122,13 @@ struct DeploymentEvent {
     artifact_sha256: Option<Box<str>>,
 }
 
-#[derive(Default)]
+#[derive(Default, Serialize, Deserialize)]
 struct OutcomeEntry {
     events: Vec<(Stamp, DeploymentEvent)>,
     /// Remediation time of the last derived row, to find the rows a posture
     /// assessment may change without deriving them all.
     remediated_at: Option<Timestamp>,
-    committed: Option<OutcomeRow>,
+    committed: Option<u64>,
     revision: i64,
 }
 
@@ -128,7 +164,11 @@ impl AssetsState {
         match &event.data {
             EventData::AssetInventory(inventory) => {
                 let asset = self.names.intern(&inventory.asset_id);
-                insert_sorted(&mut self.assets.entry(asset).or_default().inventories, stamp, inventory.clone());
+                insert_sorted(
+                    &mut self.assets.entry(asset).or_default().inventories,
+                    stamp,
+                    Inventory::from(inventory),
+                );
                 self.dirty_assets.insert(asset);
             }
             EventData::VulnFinding(finding) => {
@@ -200,7 +240,7 @@ impl AssetsState {
         self.dirty_outcomes.insert((asset, patch));
         self.mark_exposures_of_patch(asset, &deployment.patch_id, catalog);
 
-        let release = catalog.patch(&deployment.patch_id).map(|p| &p.release);
+        let release = catalog.patch(&deployment.patch_id);
         let digest_differs = match (&deployment.artifact_sha256, release.and_then(|r| r.artifact_sha256.as_ref())) {
             (Some(reported), Some(released)) => reported != released,
             _ => false,
@@ -242,7 +282,7 @@ impl AssetsState {
 
     fn mark_exposures_of_patch(&mut self, asset: Sym, patch_id: &str, catalog: &Catalog) {
         let Some(info) = catalog.patch(patch_id) else { return };
-        for cve_id in &info.release.fixes_cves {
+        for cve_id in &info.fixes_cves {
             if let Some(cve) = self.names.get(cve_id)
                 && self.exposures.contains_key(&(asset, cve))
             {
@@ -486,7 +526,7 @@ impl AssetsState {
         for patch_id in catalog.fixed_by(self.names.name(cve)) {
             let Some(patch) = self.names.get(patch_id) else { continue };
             let Some(outcome) = self.outcomes.get(&(asset, patch)) else { continue };
-            let unverified = unverified_deployments(&outcome.events, catalog.patch(patch_id).map(|p| &p.release));
+            let unverified = unverified_deployments(&outcome.events, catalog.patch(patch_id));
             for (stamp, event) in &outcome.events {
                 match event.phase {
                     DeploymentPhase::Succeeded if !unverified.contains(&event.deployment) => {
@@ -581,7 +621,7 @@ impl AssetsState {
             cve_id: cve_id.to_owned(),
             status: facts.status.as_str(),
             severity: info.map(|i| i.severity().as_str()),
-            kev: info.is_some_and(|i| i.intel.kev),
+            kev: info.is_some_and(|i| i.kev),
             detected_at: facts.detected_at,
             remediated_at: facts.remediated_at,
             due_at,
@@ -605,7 +645,7 @@ impl AssetsState {
     ) -> Option<(OutcomeRow, Option<Timestamp>)> {
         let entry = self.outcomes.get(&(asset, patch))?;
         let patch_id = self.names.name(patch);
-        let release = catalog.patch(patch_id).map(|p| &p.release);
+        let release = catalog.patch(patch_id);
         let limit = as_of.unwrap_or(Timestamp(i64::MAX));
         let events = &entry.events[..entry.events.partition_point(|(stamp, _)| stamp.0 <= limit)];
         let unverified = unverified_deployments(events, release);
@@ -685,7 +725,7 @@ impl AssetsState {
             let Some(entry) = self.assets.get_mut(&asset) else { continue };
             let Some((stamp, inventory)) = entry.inventories.last() else { continue };
             let row = AssetRow {
-                asset_id: inventory.asset_id.clone(),
+                asset_id: self.names.name(asset).to_owned(),
                 environment: inventory.environment.as_str(),
                 criticality: inventory.criticality.as_str(),
                 internet_exposed: inventory.internet_exposed,
@@ -697,13 +737,7 @@ impl AssetsState {
                 updated_at: stamp.0,
                 revision: 0,
             };
-            if let Some(row) = next_revision(
-                &mut entry.committed,
-                &mut entry.revision,
-                row,
-                |r| &mut r.revision,
-                |r| &mut r.updated_at,
-            ) {
+            if let Some(row) = next_revision(&mut entry.committed, &mut entry.revision, row) {
                 out.assets.push(row);
             }
         }
@@ -712,13 +746,7 @@ impl AssetsState {
         for (asset, cve) in dirty {
             let Some(row) = self.exposure_row(asset, cve, catalog, config, now) else { continue };
             let Some(entry) = self.exposures.get_mut(&(asset, cve)) else { continue };
-            if let Some(row) = next_revision(
-                &mut entry.committed,
-                &mut entry.revision,
-                row,
-                |r| &mut r.revision,
-                |r| &mut r.updated_at,
-            ) {
+            if let Some(row) = next_revision(&mut entry.committed, &mut entry.revision, row) {
                 out.exposures.push(row);
             }
         }
@@ -728,13 +756,7 @@ impl AssetsState {
             let Some((row, _)) = self.outcome_row(asset, patch, catalog, config, None) else { continue };
             let Some(entry) = self.outcomes.get_mut(&(asset, patch)) else { continue };
             entry.remediated_at = row.remediated_at;
-            if let Some(row) = next_revision(
-                &mut entry.committed,
-                &mut entry.revision,
-                row,
-                |r| &mut r.revision,
-                |r| &mut r.updated_at,
-            ) {
+            if let Some(row) = next_revision(&mut entry.committed, &mut entry.revision, row) {
                 out.patch_outcomes.push(row);
             }
         }
@@ -757,8 +779,8 @@ impl AssetsState {
                 uid: row.cve_id.clone(),
                 cvss: info
                     .map(|i| ocsf::Cvss {
-                        base_score: i.intel.cvss_base,
-                        version: i.intel.cvss_version.clone().unwrap_or_else(|| "3.1".to_owned()),
+                        base_score: i.cvss_base,
+                        version: i.cvss_version.clone().unwrap_or_else(|| "3.1".to_owned()),
                     })
                     .into_iter()
                     .collect(),
@@ -786,7 +808,7 @@ impl AssetsState {
 
 /// The deployments that are unverified: any of their events reports an
 /// unverified signature or a digest other than the release's.
-fn unverified_deployments(events: &[(Stamp, DeploymentEvent)], release: Option<&PatchRelease>) -> Vec<Sym> {
+fn unverified_deployments(events: &[(Stamp, DeploymentEvent)], release: Option<&PatchInfo>) -> Vec<Sym> {
     let released = release.and_then(|r| r.artifact_sha256.as_deref());
     let mut out: Vec<Sym> = events
         .iter()
@@ -799,27 +821,4 @@ fn unverified_deployments(events: &[(Stamp, DeploymentEvent)], release: Option<&
     out.sort_unstable();
     out.dedup();
     out
-}
-
-/// Stores `row` as the committed one and returns it with the next revision if
-/// its content (everything but `updated_at` and `revision`) changed.
-pub(crate) fn next_revision<R: Clone + PartialEq>(
-    committed: &mut Option<R>,
-    revision: &mut i64,
-    mut row: R,
-    revision_of: impl Fn(&mut R) -> &mut i64,
-    updated_at_of: impl Fn(&mut R) -> &mut Timestamp,
-) -> Option<R> {
-    if let Some(previous) = committed {
-        let mut masked = previous.clone();
-        *updated_at_of(&mut masked) = *updated_at_of(&mut row);
-        *revision_of(&mut masked) = 0;
-        if masked == row {
-            return None;
-        }
-    }
-    *revision += 1;
-    *revision_of(&mut row) = *revision;
-    *committed = Some(row.clone());
-    Some(row)
 }

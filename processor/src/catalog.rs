@@ -4,18 +4,28 @@
 
 use rustc_hash::FxHashMap;
 use schemas::severity::Severity;
-use schemas::{Date, PatchRelease, Timestamp, VulnIntel};
+use schemas::{Date, Exploitation, PatchRelease, Timestamp, VulnIntel};
+use serde::{Deserialize, Serialize};
 
 use crate::Stamp;
 use crate::rows::{CveRow, PatchRow};
 
-/// What a task needs to know of a CVE.
-#[derive(Clone, Debug, PartialEq)]
+/// What the catalog knows of a CVE: its latest intel.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[allow(missing_docs)]
 pub struct CveInfo {
     /// When this intel was reported, for "latest wins".
     pub stamp: Stamp,
-    /// The intel itself.
-    pub intel: VulnIntel,
+    pub cve_id: String,
+    pub published_at: Timestamp,
+    pub cvss_base: f64,
+    pub cvss_version: Option<String>,
+    pub epss: Option<f64>,
+    pub epss_percentile: Option<f64>,
+    pub kev: bool,
+    pub kev_date_added: Option<Date>,
+    pub kev_due_date: Option<Date>,
+    pub exploitation: Option<Exploitation>,
     /// Times the `cves` row of this CVE was emitted.
     pub revision: i64,
     /// (time, epss, percentile) of every intel report, sorted by time, so an
@@ -24,34 +34,102 @@ pub struct CveInfo {
 }
 
 impl CveInfo {
-    /// EPSS score and percentile as reported at or before `at` (the first
-    /// report's if none was earlier).
-    pub fn epss_at(&self, at: Timestamp) -> (Option<f64>, Option<f64>) {
-        let idx = self.epss_history.partition_point(|(time, ..)| *time <= at);
-        let (_, epss, percentile) = self.epss_history[idx.saturating_sub(1).min(self.epss_history.len() - 1)];
-        (epss, percentile)
+    fn new(stamp: Stamp, intel: &VulnIntel) -> Self {
+        CveInfo {
+            stamp,
+            cve_id: intel.cve_id.clone(),
+            published_at: intel.published_at,
+            cvss_base: intel.cvss_base,
+            cvss_version: intel.cvss_version.clone(),
+            epss: intel.epss,
+            epss_percentile: intel.epss_percentile,
+            kev: intel.kev,
+            kev_date_added: intel.kev_date_added,
+            kev_due_date: intel.kev_due_date,
+            exploitation: intel.exploitation,
+            revision: 0,
+            epss_history: Vec::new(),
+        }
     }
 
     /// Severity band of the CVSS score.
     pub fn severity(&self) -> Severity {
-        Severity::from_cvss(self.intel.cvss_base)
+        Severity::from_cvss(self.cvss_base)
     }
 
     /// The KEV due date, when the CVE is in KEV and has one.
     pub fn kev_due(&self) -> Option<Date> {
-        self.intel.kev.then_some(self.intel.kev_due_date).flatten()
+        self.kev.then_some(self.kev_due_date).flatten()
+    }
+
+    /// EPSS score and percentile as reported at or before `at` (the first
+    /// report's if none was earlier).
+    pub fn epss_at(&self, at: Timestamp) -> (Option<f64>, Option<f64>) {
+        let idx = self.epss_history.partition_point(|(time, ..)| *time <= at).saturating_sub(1);
+        self.epss_history.get(idx).map_or((self.epss, self.epss_percentile), |&(_, epss, pct)| (epss, pct))
+    }
+
+    fn same_content(&self, other: &CveInfo) -> bool {
+        let key = |c: &CveInfo| {
+            (
+                c.published_at,
+                c.cvss_base.to_bits(),
+                c.cvss_version.clone(),
+                c.epss.map(f64::to_bits),
+                c.epss_percentile.map(f64::to_bits),
+                c.kev,
+                c.kev_date_added,
+                c.kev_due_date,
+                c.exploitation,
+            )
+        };
+        key(self) == key(other)
     }
 }
 
-/// What a task needs to know of a patch.
-#[derive(Clone, Debug, PartialEq)]
+/// What the catalog knows of a patch: its latest release.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[allow(missing_docs)]
 pub struct PatchInfo {
     /// When this release was reported, for "latest wins".
     pub stamp: Stamp,
-    /// The release itself.
-    pub release: PatchRelease,
+    pub patch_id: String,
+    pub vendor: String,
+    pub product: String,
+    pub released_at: Timestamp,
+    pub fixes_cves: Vec<String>,
+    pub artifact_sha256: Option<String>,
+    pub signed: Option<bool>,
     /// Times the `patches` row of this patch was emitted.
     pub revision: i64,
+}
+
+impl PatchInfo {
+    fn new(stamp: Stamp, release: &PatchRelease) -> Self {
+        PatchInfo {
+            stamp,
+            patch_id: release.patch_id.clone(),
+            vendor: release.vendor.clone(),
+            product: release.product.clone(),
+            released_at: release.released_at,
+            fixes_cves: release.fixes_cves.clone(),
+            artifact_sha256: release.artifact_sha256.clone(),
+            signed: release.signed,
+            revision: 0,
+        }
+    }
+
+    fn same_content(&self, other: &PatchInfo) -> bool {
+        (&self.vendor, &self.product, self.released_at, &self.fixes_cves, &self.artifact_sha256, self.signed)
+            == (
+                &other.vendor,
+                &other.product,
+                other.released_at,
+                &other.fixes_cves,
+                &other.artifact_sha256,
+                other.signed,
+            )
+    }
 }
 
 /// A change of the catalog that may change derived rows.
@@ -59,8 +137,7 @@ pub struct PatchInfo {
 pub enum CatalogChange {
     /// A CVE's severity or KEV due date changed (or it appeared).
     Cve(String),
-    /// A patch's release time, digest or fixed CVEs changed (or it appeared);
-    /// with the CVEs it fixed before and after.
+    /// A patch's release time, digest or fixed CVEs changed (or it appeared).
     Patch {
         /// The patch.
         patch_id: String,
@@ -70,13 +147,15 @@ pub enum CatalogChange {
 }
 
 /// The global intel catalog.
-#[derive(Default)]
+#[derive(Default, Serialize, Deserialize)]
 pub struct Catalog {
     cves: FxHashMap<String, CveInfo>,
     patches: FxHashMap<String, PatchInfo>,
     /// CVE → the patches that fix it.
     fixed_by: FxHashMap<String, Vec<String>>,
+    #[serde(skip)]
     dirty_cves: Vec<String>,
+    #[serde(skip)]
     dirty_patches: Vec<String>,
     max_time: Option<Timestamp>,
 }
@@ -106,20 +185,22 @@ impl Catalog {
     pub fn apply_intel(&mut self, stamp: Stamp, intel: &VulnIntel) -> Option<CatalogChange> {
         self.max_time = self.max_time.max(Some(stamp.0));
         let report = (stamp.0, intel.epss, intel.epss_percentile);
+        let mut info = CveInfo::new(stamp, intel);
         if let Some(known) = self.cves.get_mut(&intel.cve_id) {
             let idx = known.epss_history.partition_point(|(time, ..)| *time <= stamp.0);
             known.epss_history.insert(idx, report);
+            if known.stamp > stamp {
+                return None;
+            }
+            info.revision = known.revision;
+            info.epss_history = std::mem::take(&mut known.epss_history);
+        } else {
+            info.epss_history.push(report);
         }
         let previous = self.cves.get(&intel.cve_id);
-        if previous.is_some_and(|known| known.stamp > stamp) {
-            return None;
-        }
-        let relevant = |info: &CveInfo| (info.severity(), info.kev_due(), info.intel.kev);
-        let revision = previous.map_or(0, |known| known.revision);
-        let epss_history = previous.map_or_else(|| vec![report], |known| known.epss_history.clone());
-        let info = CveInfo { stamp, intel: intel.clone(), revision, epss_history };
+        let relevant = |info: &CveInfo| (info.severity(), info.kev_due(), info.kev);
         let changed = previous.is_none_or(|known| relevant(known) != relevant(&info));
-        if previous.is_none_or(|known| known.intel != info.intel) {
+        if previous.is_none_or(|known| !known.same_content(&info)) {
             self.dirty_cves.push(intel.cve_id.clone());
         }
         self.cves.insert(intel.cve_id.clone(), info);
@@ -129,16 +210,19 @@ impl Catalog {
     /// Applies a `patch.release.v1`; returns the change if derived rows may be affected.
     pub fn apply_release(&mut self, stamp: Stamp, release: &PatchRelease) -> Option<CatalogChange> {
         self.max_time = self.max_time.max(Some(stamp.0));
+        let mut info = PatchInfo::new(stamp, release);
         let previous = self.patches.get(&release.patch_id);
         if previous.is_some_and(|known| known.stamp > stamp) {
             return None;
         }
         let mut cves = release.fixes_cves.clone();
         if let Some(known) = previous {
-            if known.release == *release {
+            info.revision = known.revision;
+            if known.same_content(&info) {
+                self.patches.insert(release.patch_id.clone(), info);
                 return None;
             }
-            for cve in &known.release.fixes_cves {
+            for cve in &known.fixes_cves {
                 if let Some(patches) = self.fixed_by.get_mut(cve) {
                     patches.retain(|p| *p != release.patch_id);
                 }
@@ -153,8 +237,7 @@ impl Catalog {
         }
         cves.sort();
         cves.dedup();
-        let revision = previous.map_or(0, |known| known.revision);
-        self.patches.insert(release.patch_id.clone(), PatchInfo { stamp, release: release.clone(), revision });
+        self.patches.insert(release.patch_id.clone(), info);
         self.dirty_patches.push(release.patch_id.clone());
         Some(CatalogChange::Patch { patch_id: release.patch_id.clone(), cves })
     }

@@ -1,6 +1,7 @@
 //! Task-local string interning: ids become small integers in keys and timers.
 
 use rustc_hash::FxHashMap;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// An interned string.
 pub type Sym = u32;
@@ -32,5 +33,20 @@ impl Interner {
     /// The string of a symbol this interner made.
     pub fn name(&self, sym: Sym) -> &str {
         self.names.get(sym as usize).map_or("", |name| name)
+    }
+}
+
+/// Only the names are stored; the lookup map is rebuilt on load.
+impl Serialize for Interner {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.names.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Interner {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let names = Vec::<Box<str>>::deserialize(deserializer)?;
+        let ids = names.iter().enumerate().map(|(sym, name)| (name.clone(), sym as Sym)).collect();
+        Ok(Interner { ids, names })
     }
 }

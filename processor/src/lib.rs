@@ -19,6 +19,7 @@ pub mod alerts;
 pub mod assets;
 pub mod catalog;
 pub mod config;
+pub mod error;
 mod interner;
 pub mod network;
 pub mod rollouts;
@@ -31,6 +32,9 @@ use crate::catalog::Catalog;
 use crate::config::ProcessorConfig;
 use crate::rows::{DeadLetterRow, EpochRows};
 use crate::task::{Applied, Task, TaskId};
+
+/// First bytes of every state snapshot; a new format gets a new number.
+const SNAPSHOT_MAGIC: &[u8] = b"patchtrail-state/1\n";
 
 /// Position of an event in a task's event-time order: its time, then its
 /// arrival (equal times are taken in arrival order).
@@ -174,6 +178,42 @@ impl Processor {
         for task in tasks.iter_mut() {
             task.advance_watermark(max_time, catalog, config);
         }
+    }
+
+    /// The state of one task as bytes, to store with its commit; the intel
+    /// task's includes the catalog. Take it right after [`Processor::flush`].
+    pub fn snapshot(&self, id: TaskId) -> Vec<u8> {
+        let (task, catalog) = match self.task(id) {
+            Some(task) if id.topic == InputTopic::Intel => (task, Some(&self.catalog)),
+            Some(task) => (task, None),
+            None => return Vec::new(),
+        };
+        let mut bytes = SNAPSHOT_MAGIC.to_vec();
+        // Serializing plain owned data into a Vec cannot fail.
+        bytes.extend(postcard::to_stdvec(&(task, catalog)).unwrap_or_default());
+        bytes
+    }
+
+    /// Replaces a task's state with a snapshot taken by [`Processor::snapshot`].
+    pub fn restore(&mut self, id: TaskId, bytes: &[u8], path: &str) -> error::Result<()> {
+        let fail = |reason: String| error::Error::Snapshot { path: path.to_owned(), reason };
+        let body = bytes
+            .strip_prefix(SNAPSHOT_MAGIC)
+            .ok_or_else(|| fail("not a patchtrail state snapshot of this format version".to_owned()))?;
+        let (task, catalog): (Task, Option<Catalog>) = postcard::from_bytes(body).map_err(|e| fail(e.to_string()))?;
+        if task.id() != id {
+            return Err(fail(format!("it holds task {}, expected {id}", task.id())));
+        }
+        if let Some(catalog) = catalog {
+            self.catalog = catalog;
+        }
+        *self.task_mut(id) = task;
+        Ok(())
+    }
+
+    /// The task with this id, if this processor has it.
+    pub fn task(&self, id: TaskId) -> Option<&Task> {
+        self.tasks().find(|task| task.id() == id)
     }
 
     /// Every task's rows changed since the last flush.

@@ -12,32 +12,34 @@ use schemas::{FlowAction, FlowObservation, IntendedAction, Timestamp};
 
 use crate::Stamp;
 use crate::alerts::{self, Rule};
-use crate::assets::next_revision;
 use crate::config::ProcessorConfig;
-use crate::rows::{DriftRow, EpochRows};
+use crate::rows::{DriftRow, EpochRows, next_revision};
+use serde::{Deserialize, Serialize};
 
 type WindowKey = (Timestamp, String, String);
 type TupleKey = (Timestamp, String, String, u16);
 
-#[derive(Default)]
+#[derive(Default, Serialize, Deserialize)]
 struct Window {
     connections: i64,
     drift_connections: i64,
     last_at: Timestamp,
-    committed: Option<DriftRow>,
+    committed: Option<u64>,
     revision: i64,
 }
 
 /// State of one network task.
-#[derive(Default)]
+#[derive(Default, Serialize, Deserialize)]
 pub struct NetworkState {
     windows: FxHashMap<WindowKey, Window>,
+    #[serde(skip)]
     dirty: FxHashSet<WindowKey>,
     /// Intended-deny traffic that was allowed: earliest time and connections per tuple and window.
     allowed_denials: FxHashMap<TupleKey, (Timestamp, i64)>,
     /// (window end, tuple) of drift alerts waiting for their window to close.
     pending: BTreeSet<(Timestamp, TupleKey)>,
     fired: FxHashSet<TupleKey>,
+    #[serde(skip)]
     alerts: Vec<crate::rows::AlertRow>,
 }
 
@@ -109,13 +111,7 @@ impl NetworkState {
                 updated_at: window.last_at,
                 revision: 0,
             };
-            if let Some(row) = next_revision(
-                &mut window.committed,
-                &mut window.revision,
-                row,
-                |r| &mut r.revision,
-                |r| &mut r.updated_at,
-            ) {
+            if let Some(row) = next_revision(&mut window.committed, &mut window.revision, row) {
                 out.segment_drift.push(row);
             }
         }

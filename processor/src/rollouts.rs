@@ -12,11 +12,12 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use schemas::{CanaryAction, CanaryStage, Timestamp, Verdict};
 
 use crate::alerts::{self, Rule};
-use crate::assets::next_revision;
 use crate::config::ProcessorConfig;
-use crate::rows::{AlertRow, EpochRows, RolloutRow};
+use crate::rows::{AlertRow, EpochRows, RolloutRow, next_revision};
 use crate::{Stamp, insert_sorted};
+use serde::{Deserialize, Serialize};
 
+#[derive(Serialize, Deserialize)]
 struct Report {
     patch_id: String,
     stage: u32,
@@ -24,10 +25,10 @@ struct Report {
     action: Option<CanaryAction>,
 }
 
-#[derive(Default)]
+#[derive(Default, Serialize, Deserialize)]
 struct Rollout {
     reports: Vec<(Stamp, Report)>,
-    committed: Option<RolloutRow>,
+    committed: Option<u64>,
     revision: i64,
     alerted: bool,
 }
@@ -66,11 +67,13 @@ fn gate(reports: &[(Stamp, Report)], as_of: Timestamp, config: &ProcessorConfig)
 }
 
 /// State of one rollouts task.
-#[derive(Default)]
+#[derive(Default, Serialize, Deserialize)]
 pub struct RolloutsState {
     rollouts: FxHashMap<String, Rollout>,
+    #[serde(skip)]
     dirty: FxHashSet<String>,
     timers: BTreeSet<(Timestamp, String)>,
+    #[serde(skip)]
     alerts: Vec<AlertRow>,
 }
 
@@ -134,13 +137,7 @@ impl RolloutsState {
                 updated_at: latest.0,
                 revision: 0,
             };
-            if let Some(row) = next_revision(
-                &mut rollout.committed,
-                &mut rollout.revision,
-                row,
-                |r| &mut r.revision,
-                |r| &mut r.updated_at,
-            ) {
+            if let Some(row) = next_revision(&mut rollout.committed, &mut rollout.revision, row) {
                 out.canary_rollups.push(row);
             }
         }

@@ -2,6 +2,9 @@
 //! table's Arrow schema (`schemas::tables`). A row's content excludes
 //! `updated_at` and `revision`, which the task sets when it emits the row.
 
+use std::hash::{Hash, Hasher};
+
+use rustc_hash::FxHasher;
 use schemas::{Date, Timestamp};
 
 use crate::catalog::{CveInfo, PatchInfo};
@@ -44,19 +47,18 @@ pub struct CveRow {
 
 impl From<&CveInfo> for CveRow {
     fn from(info: &CveInfo) -> Self {
-        let intel = &info.intel;
         CveRow {
-            cve_id: intel.cve_id.clone(),
-            cvss_base: intel.cvss_base,
+            cve_id: info.cve_id.clone(),
+            cvss_base: info.cvss_base,
             severity: info.severity().as_str(),
-            epss: intel.epss,
-            kev: intel.kev,
-            kev_due_date: intel.kev_due_date,
-            published_at: intel.published_at,
-            cvss_version: intel.cvss_version.clone(),
-            epss_percentile: intel.epss_percentile,
-            kev_date_added: intel.kev_date_added,
-            exploitation: intel.exploitation.map(|e| e.as_str()),
+            epss: info.epss,
+            kev: info.kev,
+            kev_due_date: info.kev_due_date,
+            published_at: info.published_at,
+            cvss_version: info.cvss_version.clone(),
+            epss_percentile: info.epss_percentile,
+            kev_date_added: info.kev_date_added,
+            exploitation: info.exploitation.map(|e| e.as_str()),
             updated_at: info.stamp.0,
             revision: info.revision,
         }
@@ -80,15 +82,14 @@ pub struct PatchRow {
 
 impl From<&PatchInfo> for PatchRow {
     fn from(info: &PatchInfo) -> Self {
-        let release = &info.release;
         PatchRow {
-            patch_id: release.patch_id.clone(),
-            vendor: release.vendor.clone(),
-            product: release.product.clone(),
-            released_at: release.released_at,
-            fixes_cves: release.fixes_cves.clone(),
-            artifact_sha256: release.artifact_sha256.clone(),
-            signed: release.signed,
+            patch_id: info.patch_id.clone(),
+            vendor: info.vendor.clone(),
+            product: info.product.clone(),
+            released_at: info.released_at,
+            fixes_cves: info.fixes_cves.clone(),
+            artifact_sha256: info.artifact_sha256.clone(),
+            signed: info.signed,
             updated_at: info.stamp.0,
             revision: info.revision,
         }
@@ -232,4 +233,75 @@ impl EpochRows {
             + self.alerts.len()
             + self.dead_letters.len()
     }
+}
+
+/// A row whose content (everything but `updated_at` and `revision`) can be
+/// compared with the last committed version through a hash, so tasks need not
+/// keep committed rows in memory or in snapshots.
+pub(crate) trait Versioned {
+    fn content_hash(&self) -> u64;
+    fn set_revision(&mut self, revision: i64);
+}
+
+/// Feeds one field into a content hash (floats by their bits).
+trait HashField {
+    fn hash_field(&self, state: &mut FxHasher);
+}
+
+macro_rules! hash_by_value {
+    ($($t:ty),+) => { $(impl HashField for $t { fn hash_field(&self, state: &mut FxHasher) { self.hash(state) } })+ };
+}
+hash_by_value!(String, &'static str, bool, i64, i32, Timestamp, Date, Vec<String>);
+
+impl HashField for f64 {
+    fn hash_field(&self, state: &mut FxHasher) {
+        self.to_bits().hash(state)
+    }
+}
+
+impl<T: HashField> HashField for Option<T> {
+    fn hash_field(&self, state: &mut FxHasher) {
+        match self {
+            None => 0u8.hash(state),
+            Some(value) => {
+                1u8.hash(state);
+                value.hash_field(state);
+            }
+        }
+    }
+}
+
+macro_rules! versioned {
+    ($row:ty: $($field:ident),+) => {
+        impl Versioned for $row {
+            fn content_hash(&self) -> u64 {
+                let mut state = FxHasher::default();
+                $(self.$field.hash_field(&mut state);)+
+                state.finish()
+            }
+            fn set_revision(&mut self, revision: i64) {
+                self.revision = revision;
+            }
+        }
+    };
+}
+
+versioned!(AssetRow: asset_id, environment, criticality, internet_exposed, segment, managed, hostname, os_family, os_version);
+versioned!(ExposureRow: asset_id, cve_id, status, severity, kev, detected_at, remediated_at, due_at, breached, remediated_by_patch_id);
+versioned!(OutcomeRow: asset_id, patch_id, released_at, first_attempt_at, remediated_at, time_to_patch_s, attempts, outcome,
+    posture_before, posture_after, posture_reeval_latency_s, posture_regressed);
+versioned!(RolloutRow: rollout_id, patch_id, stages, failed, inconclusive, failure_rate, gate, last_event_at);
+versioned!(DriftRow: window_start, src_segment, dst_segment, connections, drift_connections, drift_ratio);
+
+/// Returns `row` with the next revision if its content differs from the last
+/// committed one (recorded by its hash), else `None`.
+pub(crate) fn next_revision<R: Versioned>(committed: &mut Option<u64>, revision: &mut i64, mut row: R) -> Option<R> {
+    let hash = row.content_hash();
+    if *committed == Some(hash) {
+        return None;
+    }
+    *committed = Some(hash);
+    *revision += 1;
+    row.set_revision(*revision);
+    Some(row)
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use rustc_hash::FxHashSet;
 use schemas::{CloudEvent, EventData, InputTopic, Timestamp};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::Stamp;
 use crate::assets::AssetsState;
@@ -17,7 +18,7 @@ use crate::rollouts::RolloutsState;
 use crate::rows::{DeadLetterRow, EpochRows};
 
 /// Which task: a keyed input topic and a partition of it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct TaskId {
     /// The input topic.
     pub topic: InputTopic,
@@ -31,6 +32,7 @@ impl std::fmt::Display for TaskId {
     }
 }
 
+#[derive(Serialize, Deserialize)]
 enum State {
     Assets(Box<AssetsState>),
     Rollouts(RolloutsState),
@@ -64,6 +66,22 @@ impl RecentIds {
     }
 }
 
+/// Only the ids, oldest first, are stored; the set is rebuilt on load.
+impl Serialize for RecentIds {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        (self.capacity, self.order.iter().map(|id| &**id).collect::<Vec<&str>>()).serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for RecentIds {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let (capacity, ids) = <(usize, Vec<String>)>::deserialize(deserializer)?;
+        let order: VecDeque<Arc<str>> = ids.into_iter().map(Arc::from).collect();
+        let ids = order.iter().cloned().collect();
+        Ok(RecentIds { ids, order, capacity })
+    }
+}
+
 /// What happened to one message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Applied {
@@ -76,7 +94,7 @@ pub enum Applied {
 }
 
 /// Counts of one task.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskCounts {
     /// Events applied.
     pub events: u64,
@@ -87,6 +105,7 @@ pub struct TaskCounts {
 }
 
 /// One task.
+#[derive(Serialize, Deserialize)]
 pub struct Task {
     id: TaskId,
     state: State,
@@ -96,6 +115,8 @@ pub struct Task {
     recent: RecentIds,
     /// Source → the next offset to read.
     positions: BTreeMap<String, u64>,
+    // Snapshots are taken right after a flush, when this is empty.
+    #[serde(skip)]
     dead_letters: Vec<DeadLetterRow>,
     counts: TaskCounts,
 }

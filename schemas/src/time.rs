@@ -8,7 +8,7 @@
 use std::fmt;
 
 use chrono::{DateTime, NaiveDate};
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Microseconds in one second.
 pub const MICROS_PER_SECOND: i64 = 1_000_000;
@@ -129,9 +129,27 @@ impl fmt::Debug for Timestamp {
     }
 }
 
+/// RFC 3339 text in human-readable formats (JSON), microseconds in binary ones
+/// (state snapshots).
 impl Serialize for Timestamp {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(self.write_rfc3339(&mut Rfc3339Buf::default()))
+        if serializer.is_human_readable() {
+            serializer.serialize_str(self.write_rfc3339(&mut Rfc3339Buf::default()))
+        } else {
+            serializer.serialize_i64(self.0)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        if deserializer.is_human_readable() {
+            let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+            Timestamp::parse_rfc3339(&text)
+                .ok_or_else(|| serde::de::Error::custom(format!("not an RFC 3339 timestamp: {text:?}")))
+        } else {
+            i64::deserialize(deserializer).map(Timestamp)
+        }
     }
 }
 
@@ -186,9 +204,21 @@ impl fmt::Debug for Date {
     }
 }
 
+/// `YYYY-MM-DD` in human-readable formats, days since the epoch in binary ones.
 impl Serialize for Date {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
+        if serializer.is_human_readable() { serializer.collect_str(self) } else { serializer.serialize_i32(self.0) }
+    }
+}
+
+impl<'de> Deserialize<'de> for Date {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        if deserializer.is_human_readable() {
+            let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+            Date::parse(&text).ok_or_else(|| serde::de::Error::custom(format!("not a date YYYY-MM-DD: {text:?}")))
+        } else {
+            i32::deserialize(deserializer).map(Date)
+        }
     }
 }
 

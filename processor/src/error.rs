@@ -1,0 +1,52 @@
+//! Errors of the processor and the lake.
+
+use thiserror::Error;
+
+/// Everything that can go wrong in the processor and the lake writer.
+#[derive(Debug, Error)]
+pub enum Error {
+    /// A state snapshot that cannot be read: corrupt, or of another format version.
+    #[error("state snapshot {path} cannot be read: {reason}")]
+    Snapshot {
+        /// Where it is.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// A commit record that cannot be read.
+    #[error("commit record {path} cannot be read: {reason}")]
+    CommitRecord {
+        /// Where it is.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// The object store failed (retryable for remote stores).
+    #[error("lake storage failed at {path}: {source}")]
+    Storage {
+        /// The object.
+        path: String,
+        /// The store's error.
+        #[source]
+        source: object_store::Error,
+    },
+    /// Encoding rows as Arrow or Parquet failed (a bug: rows are typed).
+    #[error("cannot encode {table} rows: {reason}")]
+    Encode {
+        /// The table.
+        table: String,
+        /// Why.
+        reason: String,
+    },
+    /// The lake location is not usable.
+    #[error("lake location {location:?} is not usable: {reason}")]
+    Location {
+        /// What was given.
+        location: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Result with the processor's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
