@@ -43,8 +43,10 @@ pub enum Command {
     Demo(DemoArgs),
     /// Run one pipeline instance of a Kafka consumer group.
     Run(PendingArgs),
-    /// Process a file of events into the lake, without Kafka.
-    Replay(PendingArgs),
+    /// Process a file of events into the lake, without Kafka: the same tasks,
+    /// watermarks and commits as `run`. Re-running it on the same file changes
+    /// nothing; a further file continues from the state the lake holds.
+    Replay(ReplayArgs),
     /// Serve the HTTP API, the priority queue and Prometheus metrics.
     Serve(PendingArgs),
     /// Run one SQL query against the committed lake.
@@ -114,6 +116,23 @@ pub struct ValidateArgs {
     /// Print the problems of at most this many invalid lines (the summary counts them all).
     #[arg(long, default_value_t = 50)]
     pub max_errors: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// The events, one CloudEvent per line (invalid lines become dead letters).
+    #[arg(long, value_name = "FILE.jsonl")]
+    pub input: PathBuf,
+    /// The lake: a directory (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub lake: String,
+    /// Partitions per keyed topic: events are grouped into the tasks `run`
+    /// would give them with topics of this many partitions.
+    #[arg(long, default_value_t = 1)]
+    pub partitions: u32,
+    /// Lines per epoch: every task commits after each this many lines.
+    #[arg(long, default_value_t = 250_000)]
+    pub epoch_lines: u64,
 }
 
 /// Arguments of a command that a later release brings.

@@ -3,6 +3,7 @@
 
 mod cli;
 mod demo;
+mod replay;
 mod simulate;
 mod validate;
 
@@ -21,7 +22,7 @@ fn main() -> ExitCode {
         Command::Validate(args) => validate::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Run(_) => pending("run"),
-        Command::Replay(_) => pending("replay"),
+        Command::Replay(args) => replay::run(args),
         Command::Serve(_) => pending("serve"),
         Command::Sql(_) => pending("sql"),
     };

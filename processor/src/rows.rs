@@ -192,6 +192,36 @@ pub struct DeadLetterRow {
     pub failed_at: Timestamp,
 }
 
+impl DeadLetterRow {
+    /// A dead letter for the message at `offset` of `partition` of `topic`:
+    /// the payload is kept as text when it is UTF-8, else in base64.
+    pub fn new(
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        key: Option<&str>,
+        error: String,
+        payload: &[u8],
+        failed_at: Timestamp,
+    ) -> Self {
+        use base64::Engine;
+        let (payload, payload_encoding) = match std::str::from_utf8(payload) {
+            Ok(text) => (text.to_owned(), None),
+            Err(_) => (base64::engine::general_purpose::STANDARD.encode(payload), Some("base64")),
+        };
+        DeadLetterRow {
+            topic: topic.to_owned(),
+            partition,
+            offset,
+            error,
+            payload,
+            key: key.map(str::to_owned),
+            payload_encoding,
+            failed_at,
+        }
+    }
+}
+
 /// A request to the posture service and policy engine to re-evaluate a
 /// device after a verified patch (DOMAIN.md "Re-evaluation requests").
 #[derive(Clone, Debug, PartialEq)]

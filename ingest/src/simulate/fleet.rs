@@ -355,12 +355,16 @@ impl Fleet {
                 // The feed syncs the backlog as the window opens; most of it
                 // was already fixed by a vendor patch.
                 self.schedule(self.start + 5 * MINUTE + i64::from(cve_idx) * 1000, Action::PublishCve(cve_idx));
-                if self.uniform() < 0.85 {
-                    let released = (at + self.rng.random_range(DAY..10 * DAY)).min(self.start - HOUR);
+                let released = if self.uniform() < 0.85 {
+                    at + self.rng.random_range(DAY..10 * DAY)
+                } else {
+                    at + self.rng.random_range(14 * DAY..40 * DAY)
+                };
+                if released < self.start {
+                    // Released before the window: the feed syncs it as the window opens.
                     let patch = self.new_patch(product as u8, released, vec![cve_idx], false);
                     self.schedule(self.start + 10 * MINUTE + i64::from(patch) * 1000, Action::ReleasePatch(patch));
                 } else {
-                    let released = at + self.rng.random_range(14 * DAY..40 * DAY);
                     self.release_later(product as u8, released, cve_idx, false);
                 }
             } else {

@@ -1,0 +1,590 @@
+//! The lake: one directory of Parquet files per table, hive-partitioned by
+//! date, and a commit log that makes each task's epochs atomic
+//! (DESIGN.md "Exactly-once into the lake").
+//!
+//! ```text
+//! <lake>/<table>/date=YYYY-MM-DD/<task>-<epoch>-<n>.parquet
+//! <lake>/_state/<task topic>/<partition>/<epoch>.state
+//! <lake>/_commits/<task topic>/<partition>/<epoch>.json
+//! ```
+//!
+//! A task commits an epoch by writing its Parquet files and state snapshot,
+//! then its commit record, created only if absent. The record is the truth:
+//! recovery restores the latest record's snapshot and deletes the task's
+//! files of later epochs, and readers list files from records, never from
+//! directories, so they only ever see committed epochs. Everything goes
+//! through `object_store`, so a local directory and a bucket share the code.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, BooleanArray, Date32Array, Float64Array, Int32Array, Int64Array, ListBuilder, StringArray, StringBuilder,
+    TimestampMicrosecondArray,
+};
+use arrow::record_batch::RecordBatch;
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use schemas::{Date, Table, Timestamp};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::rows::*;
+use crate::task::TaskId;
+
+/// First line of the format tag of commit records.
+pub const COMMIT_FORMAT: &str = "patchtrail-commit/1";
+
+/// One committed Parquet file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommittedFile {
+    /// The table it belongs to.
+    pub table: String,
+    /// Its path inside the lake.
+    pub path: String,
+    /// Rows in it.
+    pub rows: u64,
+    /// Its size.
+    pub bytes: u64,
+}
+
+/// The record that makes an epoch of a task visible and durable.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CommitRecord {
+    /// [`COMMIT_FORMAT`].
+    pub format: String,
+    /// The task.
+    pub task: TaskId,
+    /// The epoch, counting from 1 per task.
+    pub epoch: u64,
+    /// The Parquet files of the epoch.
+    pub files: Vec<CommittedFile>,
+    /// Path of the task's state snapshot after the epoch.
+    pub state: String,
+    /// Source → next offset to read, after the epoch.
+    pub positions: BTreeMap<String, u64>,
+    /// The task's watermark after the epoch.
+    pub watermark: Option<Timestamp>,
+    /// The largest event time the task had seen.
+    pub max_event_time: Option<Timestamp>,
+    /// Rows per table in this epoch.
+    pub rows: BTreeMap<String, u64>,
+}
+
+/// What a task commits for one epoch.
+pub struct Epoch {
+    /// The task.
+    pub task: TaskId,
+    /// The epoch number: the task's last committed one plus one.
+    pub epoch: u64,
+    /// The rows it changed.
+    pub rows: EpochRows,
+    /// Its state snapshot after the epoch.
+    pub state: Vec<u8>,
+    /// Source → next offset, after the epoch.
+    pub positions: BTreeMap<String, u64>,
+    /// Its watermark after the epoch.
+    pub watermark: Option<Timestamp>,
+    /// The largest event time it has seen.
+    pub max_event_time: Option<Timestamp>,
+}
+
+/// A lake location.
+#[derive(Clone)]
+pub struct Lake {
+    store: Arc<dyn ObjectStore>,
+    location: String,
+}
+
+impl std::fmt::Debug for Lake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Lake({})", self.location)
+    }
+}
+
+fn storage(path: &Path) -> impl FnOnce(object_store::Error) -> Error + '_ {
+    move |source| Error::Storage { path: path.to_string(), source }
+}
+
+impl Lake {
+    /// Opens (creating it if needed) the lake at a local path or `file://` URL.
+    pub fn open(location: &str) -> Result<Lake> {
+        let fail = |reason: String| Error::Location { location: location.to_owned(), reason };
+        let local = match location.split_once("://") {
+            None => location,
+            Some(("file", path)) => path,
+            Some((scheme, _)) => {
+                return Err(fail(format!(
+                    "the {scheme}:// scheme needs an object store this build was made without; use a local path"
+                )));
+            }
+        };
+        std::fs::create_dir_all(local).map_err(|e| fail(e.to_string()))?;
+        let store = LocalFileSystem::new_with_prefix(local).map_err(|e| fail(e.to_string()))?;
+        Ok(Lake { store: Arc::new(store), location: location.to_owned() })
+    }
+
+    /// A lake over any object store (tests, buckets).
+    pub fn with_store(store: Arc<dyn ObjectStore>, location: &str) -> Lake {
+        Lake { store, location: location.to_owned() }
+    }
+
+    /// The object store behind the lake.
+    pub fn store(&self) -> Arc<dyn ObjectStore> {
+        Arc::clone(&self.store)
+    }
+
+    /// Where the lake is, as given.
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    fn commits_dir(task: TaskId) -> Path {
+        Path::from(format!("_commits/{}/{}", task.topic, task.partition))
+    }
+
+    fn file_prefix(task: TaskId) -> String {
+        format!("{}-{}-", task.topic, task.partition)
+    }
+
+    /// Writes one epoch of a task: its rows as Parquet, its state snapshot,
+    /// then its commit record (only if no record of that epoch exists).
+    pub async fn commit(&self, epoch: Epoch) -> Result<CommitRecord> {
+        let Epoch { task, epoch, rows, state, positions, watermark, max_event_time } = epoch;
+        let rows = &rows;
+        let files = encode_epoch(task, epoch, rows)?;
+        let mut committed = Vec::with_capacity(files.len());
+        let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+        for file in files {
+            let path = Path::from(file.path.as_str());
+            let bytes = file.bytes.len() as u64;
+            self.store.put(&path, PutPayload::from(file.bytes)).await.map_err(storage(&path))?;
+            *counts.entry(file.table.name().to_owned()).or_default() += file.rows;
+            committed.push(CommittedFile {
+                table: file.table.name().to_owned(),
+                path: file.path,
+                rows: file.rows,
+                bytes,
+            });
+        }
+        let state_path = Path::from(format!("_state/{}/{}/{epoch:010}.state", task.topic, task.partition));
+        self.store.put(&state_path, PutPayload::from(state)).await.map_err(storage(&state_path))?;
+        let record = CommitRecord {
+            format: COMMIT_FORMAT.to_owned(),
+            task,
+            epoch,
+            files: committed,
+            state: state_path.to_string(),
+            positions,
+            watermark,
+            max_event_time,
+            rows: counts,
+        };
+        let record_path = Self::commits_dir(task).join(format!("{epoch:010}.json").as_str());
+        let body = serde_json::to_vec_pretty(&record)
+            .map_err(|e| Error::CommitRecord { path: record_path.to_string(), reason: e.to_string() })?;
+        let options = PutOptions { mode: PutMode::Create, ..PutOptions::default() };
+        self.store.put_opts(&record_path, PutPayload::from(body), options).await.map_err(storage(&record_path))?;
+        Ok(record)
+    }
+
+    async fn read_record(&self, path: &Path) -> Result<CommitRecord> {
+        let bytes = self.store.get(path).await.map_err(storage(path))?.bytes().await.map_err(storage(path))?;
+        let record: CommitRecord = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::CommitRecord { path: path.to_string(), reason: e.to_string() })?;
+        if record.format != COMMIT_FORMAT {
+            return Err(Error::CommitRecord {
+                path: path.to_string(),
+                reason: format!("format {:?}, expected {COMMIT_FORMAT:?}", record.format),
+            });
+        }
+        Ok(record)
+    }
+
+    /// Epochs of a task with a commit record, ascending, with their paths.
+    async fn committed_epochs(&self, task: TaskId) -> Result<Vec<(u64, Path)>> {
+        let dir = Self::commits_dir(task);
+        let listed: Vec<_> = self.store.list(Some(&dir)).try_collect().await.map_err(storage(&dir))?;
+        let mut epochs: Vec<(u64, Path)> = listed
+            .into_iter()
+            .filter_map(|meta| {
+                let epoch = meta.location.filename()?.strip_suffix(".json")?.parse().ok()?;
+                Some((epoch, meta.location))
+            })
+            .collect();
+        epochs.sort_by_key(|(epoch, _)| *epoch);
+        Ok(epochs)
+    }
+
+    /// Prepares a task to resume: returns its latest commit record and state
+    /// snapshot (none for a new task) after deleting whatever it wrote for
+    /// later, uncommitted epochs.
+    pub async fn recover(&self, task: TaskId) -> Result<Option<(CommitRecord, Bytes)>> {
+        let latest = match self.committed_epochs(task).await?.pop() {
+            Some((_, path)) => Some(self.read_record(&path).await?),
+            None => None,
+        };
+        let committed_epoch = latest.as_ref().map_or(0, |record| record.epoch);
+        let prefix = Self::file_prefix(task);
+        for table in Table::ALL {
+            let dir = Path::from(table.name());
+            let listed: Vec<_> = self.store.list(Some(&dir)).try_collect().await.map_err(storage(&dir))?;
+            for meta in listed {
+                let Some(name) = meta.location.filename() else { continue };
+                let epoch = name.strip_prefix(&prefix).and_then(|rest| rest.split('-').next()?.parse::<u64>().ok());
+                if epoch.is_some_and(|epoch| epoch > committed_epoch) {
+                    self.store.delete(&meta.location).await.map_err(storage(&meta.location))?;
+                }
+            }
+        }
+        let state_dir = Path::from(format!("_state/{}/{}", task.topic, task.partition));
+        let states: Vec<_> = self.store.list(Some(&state_dir)).try_collect().await.map_err(storage(&state_dir))?;
+        for meta in states {
+            let epoch = meta.location.filename().and_then(|n| n.strip_suffix(".state")?.parse::<u64>().ok());
+            if epoch.is_some_and(|epoch| epoch > committed_epoch) {
+                self.store.delete(&meta.location).await.map_err(storage(&meta.location))?;
+            }
+        }
+        let Some(record) = latest else { return Ok(None) };
+        let path = Path::from(record.state.as_str());
+        let state = self.store.get(&path).await.map_err(storage(&path))?.bytes().await.map_err(storage(&path))?;
+        Ok(Some((record, state)))
+    }
+
+    /// Every commit record of every task, ordered by task and epoch.
+    pub async fn commit_records(&self) -> Result<Vec<CommitRecord>> {
+        let dir = Path::from("_commits");
+        let listed: Vec<_> = self.store.list(Some(&dir)).try_collect().await.map_err(storage(&dir))?;
+        let mut paths: Vec<Path> =
+            listed.into_iter().map(|meta| meta.location).filter(|p| p.extension() == Some("json")).collect();
+        paths.sort();
+        let mut records = Vec::with_capacity(paths.len());
+        for path in paths {
+            records.push(self.read_record(&path).await?);
+        }
+        records.sort_by_key(|record| (record.task, record.epoch));
+        Ok(records)
+    }
+
+    /// The committed files of every table (the reader's view of the lake).
+    pub async fn committed_files(&self) -> Result<BTreeMap<String, Vec<CommittedFile>>> {
+        let mut files: BTreeMap<String, Vec<CommittedFile>> = BTreeMap::new();
+        for record in self.commit_records().await? {
+            for file in record.files {
+                files.entry(file.table.clone()).or_default().push(file);
+            }
+        }
+        Ok(files)
+    }
+}
+
+/// One Parquet file ready to write.
+pub struct EncodedFile {
+    /// Its table.
+    pub table: Table,
+    /// Its path inside the lake.
+    pub path: String,
+    /// Rows in it.
+    pub rows: u64,
+    /// The Parquet bytes.
+    pub bytes: Vec<u8>,
+}
+
+/// A lake table's row type: its date partition and Arrow encoding.
+trait LakeRow: Sized + Clone {
+    const TABLE: Table;
+    fn date(&self) -> Date;
+    fn columns(rows: &[Self]) -> Vec<ArrayRef>;
+}
+
+/// Encodes an epoch's rows as Parquet files, one per table and date. This is
+/// CPU work: callers on an async runtime run it on a blocking thread.
+pub fn encode_epoch(task: TaskId, epoch: u64, rows: &EpochRows) -> Result<Vec<EncodedFile>> {
+    let mut files = Vec::new();
+    encode(task, epoch, &rows.assets, &mut files)?;
+    encode(task, epoch, &rows.cves, &mut files)?;
+    encode(task, epoch, &rows.patches, &mut files)?;
+    encode(task, epoch, &rows.exposures, &mut files)?;
+    encode(task, epoch, &rows.patch_outcomes, &mut files)?;
+    encode(task, epoch, &rows.canary_rollups, &mut files)?;
+    encode(task, epoch, &rows.segment_drift, &mut files)?;
+    encode(task, epoch, &rows.alerts, &mut files)?;
+    encode(task, epoch, &rows.dead_letters, &mut files)?;
+    Ok(files)
+}
+
+fn encode<R: LakeRow>(task: TaskId, epoch: u64, rows: &[R], files: &mut Vec<EncodedFile>) -> Result<()> {
+    let table = R::TABLE;
+    let fail = |reason: String| Error::Encode { table: table.name().to_owned(), reason };
+    let mut by_date: BTreeMap<Date, Vec<usize>> = BTreeMap::new();
+    for (idx, row) in rows.iter().enumerate() {
+        by_date.entry(row.date()).or_default().push(idx);
+    }
+    let properties = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).map_err(|e| fail(e.to_string()))?))
+        .set_max_row_group_row_count(Some(128 * 1024))
+        .build();
+    for (n, (date, indexes)) in by_date.into_iter().enumerate() {
+        // Columns are built from a contiguous slice (most epochs have one
+        // date); rows are cloned only when a date's rows are interleaved.
+        let picked: Vec<&R> = indexes.iter().map(|&i| &rows[i]).collect();
+        let contiguous = indexes.windows(2).all(|w| w[1] == w[0] + 1);
+        let columns = if contiguous {
+            R::columns(&rows[indexes[0]..=indexes[indexes.len() - 1]])
+        } else {
+            R::columns(&picked.iter().map(|&r| r.clone()).collect::<Vec<R>>())
+        };
+        let batch = RecordBatch::try_new(table.schema(), columns).map_err(|e| fail(e.to_string()))?;
+        let mut bytes = Vec::with_capacity(64 * 1024);
+        let mut writer = ArrowWriter::try_new(&mut bytes, table.schema(), Some(properties.clone()))
+            .map_err(|e| fail(e.to_string()))?;
+        writer.write(&batch).map_err(|e| fail(e.to_string()))?;
+        writer.close().map_err(|e| fail(e.to_string()))?;
+        files.push(EncodedFile {
+            table,
+            path: format!("{}/date={date}/{}{epoch:010}-{n}.parquet", table.name(), Lake::file_prefix(task)),
+            rows: indexes.len() as u64,
+            bytes,
+        });
+    }
+    Ok(())
+}
+
+fn text<'a>(values: impl Iterator<Item = &'a str>) -> ArrayRef {
+    Arc::new(StringArray::from_iter_values(values))
+}
+fn opt_text<'a>(values: impl Iterator<Item = Option<&'a str>>) -> ArrayRef {
+    Arc::new(values.collect::<StringArray>())
+}
+fn flag(values: impl Iterator<Item = bool>) -> ArrayRef {
+    Arc::new(values.map(Some).collect::<BooleanArray>())
+}
+fn opt_flag(values: impl Iterator<Item = Option<bool>>) -> ArrayRef {
+    Arc::new(values.collect::<BooleanArray>())
+}
+fn int(values: impl Iterator<Item = i64>) -> ArrayRef {
+    Arc::new(Int64Array::from_iter_values(values))
+}
+fn int32(values: impl Iterator<Item = i32>) -> ArrayRef {
+    Arc::new(Int32Array::from_iter_values(values))
+}
+fn float(values: impl Iterator<Item = f64>) -> ArrayRef {
+    Arc::new(Float64Array::from_iter_values(values))
+}
+fn opt_float(values: impl Iterator<Item = Option<f64>>) -> ArrayRef {
+    Arc::new(values.collect::<Float64Array>())
+}
+fn time(values: impl Iterator<Item = Timestamp>) -> ArrayRef {
+    Arc::new(TimestampMicrosecondArray::from_iter_values(values.map(Timestamp::micros)).with_timezone("UTC"))
+}
+fn opt_time(values: impl Iterator<Item = Option<Timestamp>>) -> ArrayRef {
+    Arc::new(values.map(|v| v.map(Timestamp::micros)).collect::<TimestampMicrosecondArray>().with_timezone("UTC"))
+}
+fn opt_date(values: impl Iterator<Item = Option<Date>>) -> ArrayRef {
+    Arc::new(values.map(|v| v.map(|d| d.0)).collect::<Date32Array>())
+}
+
+impl LakeRow for AssetRow {
+    const TABLE: Table = Table::Assets;
+    fn date(&self) -> Date {
+        self.updated_at.date()
+    }
+    fn columns(rows: &[Self]) -> Vec<ArrayRef> {
+        vec![
+            text(rows.iter().map(|r| r.asset_id.as_str())),
+            text(rows.iter().map(|r| r.environment)),
+            text(rows.iter().map(|r| r.criticality)),
+            flag(rows.iter().map(|r| r.internet_exposed)),
+            text(rows.iter().map(|r| r.segment.as_str())),
+            flag(rows.iter().map(|r| r.managed)),
+            opt_text(rows.iter().map(|r| r.hostname.as_deref())),
+            opt_text(rows.iter().map(|r| r.os_family.as_deref())),
+            opt_text(rows.iter().map(|r| r.os_version.as_deref())),
+            time(rows.iter().map(|r| r.updated_at)),
+            int(rows.iter().map(|r| r.revision)),
+        ]
+    }
+}
+
+impl LakeRow for CveRow {
+    const TABLE: Table = Table::Cves;
+    fn date(&self) -> Date {
+        self.published_at.date()
+    }
+    fn columns(rows: &[Self]) -> Vec<ArrayRef> {
+        vec![
+            text(rows.iter().map(|r| r.cve_id.as_str())),
+            float(rows.iter().map(|r| r.cvss_base)),
+            text(rows.iter().map(|r| r.severity)),
+            opt_float(rows.iter().map(|r| r.epss)),
+            flag(rows.iter().map(|r| r.kev)),
+            opt_date(rows.iter().map(|r| r.kev_due_date)),
+            time(rows.iter().map(|r| r.published_at)),
+            opt_text(rows.iter().map(|r| r.cvss_version.as_deref())),
+            opt_float(rows.iter().map(|r| r.epss_percentile)),
+            opt_date(rows.iter().map(|r| r.kev_date_added)),
+            opt_text(rows.iter().map(|r| r.exploitation)),
+            time(rows.iter().map(|r| r.updated_at)),
+            int(rows.iter().map(|r| r.revision)),
+        ]
+    }
+}
+
+impl LakeRow for PatchRow {
+    const TABLE: Table = Table::Patches;
+    fn date(&self) -> Date {
+        self.released_at.date()
+    }
+    fn columns(rows: &[Self]) -> Vec<ArrayRef> {
+        let mut fixes = ListBuilder::new(StringBuilder::new());
+        for row in rows {
+            for cve in &row.fixes_cves {
+                fixes.values().append_value(cve);
+            }
+            fixes.append(true);
+        }
+        vec![
+            text(rows.iter().map(|r| r.patch_id.as_str())),
+            text(rows.iter().map(|r| r.vendor.as_str())),
+            text(rows.iter().map(|r| r.product.as_str())),
+            time(rows.iter().map(|r| r.released_at)),
+            Arc::new(fixes.finish()),
+            opt_text(rows.iter().map(|r| r.artifact_sha256.as_deref())),
+            opt_flag(rows.iter().map(|r| r.signed)),
+            time(rows.iter().map(|r| r.updated_at)),
+            int(rows.iter().map(|r| r.revision)),
+        ]
+    }
+}
+
+impl LakeRow for ExposureRow {
+    const TABLE: Table = Table::Exposures;
+    fn date(&self) -> Date {
+        self.detected_at.date()
+    }
+    fn columns(rows: &[Self]) -> Vec<ArrayRef> {
+        vec![
+            text(rows.iter().map(|r| r.asset_id.as_str())),
+            text(rows.iter().map(|r| r.cve_id.as_str())),
+            text(rows.iter().map(|r| r.status)),
+            opt_text(rows.iter().map(|r| r.severity)),
+            flag(rows.iter().map(|r| r.kev)),
+            time(rows.iter().map(|r| r.detected_at)),
+            opt_time(rows.iter().map(|r| r.remediated_at)),
+            opt_time(rows.iter().map(|r| r.due_at)),
+            flag(rows.iter().map(|r| r.breached)),
+            opt_text(rows.iter().map(|r| r.remediated_by_patch_id.as_deref())),
+            time(rows.iter().map(|r| r.updated_at)),
+            int(rows.iter().map(|r| r.revision)),
+        ]
+    }
+}
+
+impl LakeRow for OutcomeRow {
+    const TABLE: Table = Table::PatchOutcomes;
+    fn date(&self) -> Date {
+        self.first_attempt_at.unwrap_or(self.updated_at).date()
+    }
+    fn columns(rows: &[Self]) -> Vec<ArrayRef> {
+        vec![
+            text(rows.iter().map(|r| r.asset_id.as_str())),
+            text(rows.iter().map(|r| r.patch_id.as_str())),
+            opt_time(rows.iter().map(|r| r.released_at)),
+            opt_time(rows.iter().map(|r| r.first_attempt_at)),
+            opt_time(rows.iter().map(|r| r.remediated_at)),
+            opt_float(rows.iter().map(|r| r.time_to_patch_s)),
+            int(rows.iter().map(|r| r.attempts)),
+            text(rows.iter().map(|r| r.outcome)),
+            opt_float(rows.iter().map(|r| r.posture_before)),
+            opt_float(rows.iter().map(|r| r.posture_after)),
+            opt_float(rows.iter().map(|r| r.posture_reeval_latency_s)),
+            opt_flag(rows.iter().map(|r| r.posture_regressed)),
+            time(rows.iter().map(|r| r.updated_at)),
+            int(rows.iter().map(|r| r.revision)),
+        ]
+    }
+}
+
+impl LakeRow for RolloutRow {
+    const TABLE: Table = Table::CanaryRollups;
+    fn date(&self) -> Date {
+        self.last_event_at.date()
+    }
+    fn columns(rows: &[Self]) -> Vec<ArrayRef> {
+        vec![
+            text(rows.iter().map(|r| r.rollout_id.as_str())),
+            text(rows.iter().map(|r| r.patch_id.as_str())),
+            int(rows.iter().map(|r| r.stages)),
+            int(rows.iter().map(|r| r.failed)),
+            int(rows.iter().map(|r| r.inconclusive)),
+            float(rows.iter().map(|r| r.failure_rate)),
+            text(rows.iter().map(|r| r.gate)),
+            time(rows.iter().map(|r| r.last_event_at)),
+            time(rows.iter().map(|r| r.updated_at)),
+            int(rows.iter().map(|r| r.revision)),
+        ]
+    }
+}
+
+impl LakeRow for DriftRow {
+    const TABLE: Table = Table::SegmentDrift;
+    fn date(&self) -> Date {
+        self.window_start.date()
+    }
+    fn columns(rows: &[Self]) -> Vec<ArrayRef> {
+        vec![
+            time(rows.iter().map(|r| r.window_start)),
+            text(rows.iter().map(|r| r.src_segment.as_str())),
+            text(rows.iter().map(|r| r.dst_segment.as_str())),
+            int(rows.iter().map(|r| r.connections)),
+            int(rows.iter().map(|r| r.drift_connections)),
+            float(rows.iter().map(|r| r.drift_ratio)),
+            time(rows.iter().map(|r| r.updated_at)),
+            int(rows.iter().map(|r| r.revision)),
+        ]
+    }
+}
+
+impl LakeRow for AlertRow {
+    const TABLE: Table = Table::Alerts;
+    fn date(&self) -> Date {
+        self.time.date()
+    }
+    fn columns(rows: &[Self]) -> Vec<ArrayRef> {
+        vec![
+            text(rows.iter().map(|r| r.alert_id.as_str())),
+            text(rows.iter().map(|r| r.rule)),
+            text(rows.iter().map(|r| r.severity)),
+            time(rows.iter().map(|r| r.time)),
+            text(rows.iter().map(|r| r.entity_id.as_str())),
+            text(rows.iter().map(|r| r.ocsf.as_str())),
+            int32(rows.iter().map(|r| r.severity_id)),
+            int32(rows.iter().map(|r| r.class_uid)),
+        ]
+    }
+}
+
+impl LakeRow for DeadLetterRow {
+    const TABLE: Table = Table::DeadLetters;
+    fn date(&self) -> Date {
+        self.failed_at.date()
+    }
+    fn columns(rows: &[Self]) -> Vec<ArrayRef> {
+        vec![
+            text(rows.iter().map(|r| r.topic.as_str())),
+            int32(rows.iter().map(|r| r.partition)),
+            int(rows.iter().map(|r| r.offset)),
+            text(rows.iter().map(|r| r.error.as_str())),
+            text(rows.iter().map(|r| r.payload.as_str())),
+            opt_text(rows.iter().map(|r| r.key.as_deref())),
+            opt_text(rows.iter().map(|r| r.payload_encoding)),
+            time(rows.iter().map(|r| r.failed_at)),
+        ]
+    }
+}

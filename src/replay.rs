@@ -1,0 +1,131 @@
+//! `patchtrail replay`: a file of events through the processor into the lake.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, IsTerminal};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use processor::config::ProcessorConfig;
+use processor::lake::Lake;
+use processor::pipeline::Pipeline;
+use processor::rows::DeadLetterRow;
+use processor::task::Applied;
+use schemas::{InputTopic, Timestamp};
+
+use crate::cli::ReplayArgs;
+
+pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
+    let mut problems = Vec::new();
+    if args.partitions == 0 || args.partitions > 1024 {
+        problems.push(format!("--partitions must be between 1 and 1024, got {}", args.partitions));
+    }
+    if args.epoch_lines < 1_000 {
+        problems.push(format!("--epoch-lines must be at least 1000, got {}", args.epoch_lines));
+    }
+    if !problems.is_empty() {
+        for problem in problems {
+            eprintln!("error: {problem}");
+        }
+        return Ok(ExitCode::from(2));
+    }
+    let path = std::fs::canonicalize(&args.input).with_context(|| format!("cannot open {}", args.input.display()))?;
+    let file = File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    // The source id is the file's path: re-running on the same file resumes
+    // where each task left off, a further file starts at its first line.
+    let source = format!("file:{}", path.display());
+    let lake = Lake::open(&args.lake)?;
+    let started = Instant::now();
+    let mut pipeline = Pipeline::open(lake, ProcessorConfig::default(), args.partitions)?;
+    if pipeline.resumed() {
+        eprintln!("resuming from the state committed in {}", args.lake);
+    }
+    let show_progress = std::io::stderr().is_terminal();
+    let mut last_progress = Instant::now();
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let mut line = Vec::with_capacity(4096);
+    let (mut offset, mut events, mut invalid, mut skipped, mut read_bytes) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    loop {
+        line.clear();
+        let n = reader.read_until(b'\n', &mut line).with_context(|| format!("cannot read {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        read_bytes += n as u64;
+        let payload = line.strip_suffix(b"\n").unwrap_or(&line);
+        let payload = payload.strip_suffix(b"\r").unwrap_or(payload);
+        if !payload.iter().all(u8::is_ascii_whitespace) {
+            let processor = pipeline.processor();
+            match schemas::decode(payload) {
+                Ok(event) => match processor.apply(&source, offset, &event) {
+                    Applied::AlreadyApplied => skipped += 1,
+                    Applied::Event | Applied::Duplicate => events += 1,
+                },
+                Err(problem) => {
+                    invalid += 1;
+                    let (topic, key) = route_hint(payload);
+                    let task = processor.route_topic(topic, key.as_deref().unwrap_or(""));
+                    let failed_at = processor.task(task).and_then(|t| t.max_event_time()).unwrap_or(Timestamp(0));
+                    let row = DeadLetterRow::new(
+                        &source,
+                        task.partition as i32,
+                        offset as i64,
+                        key.as_deref(),
+                        problem.to_string(),
+                        payload,
+                        failed_at,
+                    );
+                    if processor.dead_letter(task, &source, offset, row) == Applied::AlreadyApplied {
+                        invalid -= 1;
+                        skipped += 1;
+                    }
+                }
+            }
+        }
+        offset += 1;
+        if offset % args.epoch_lines == 0 {
+            pipeline.commit()?;
+        }
+        if show_progress && last_progress.elapsed() > Duration::from_millis(250) {
+            last_progress = Instant::now();
+            let rate = offset as f64 / started.elapsed().as_secs_f64().max(1e-9);
+            let done = 100.0 * read_bytes as f64 / size.max(1) as f64;
+            eprint!("\rreplay: {done:5.1} %, {offset} lines, {rate:.0} lines/s ");
+        }
+    }
+    let totals = pipeline.finish()?;
+    if show_progress {
+        eprint!("\r\x1b[2K");
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    println!(
+        "replayed {} lines of {} into {} in {elapsed:.2} s ({:.0} lines/s)",
+        offset,
+        path.display(),
+        args.lake,
+        offset as f64 / elapsed.max(1e-9)
+    );
+    println!(
+        "  events {events}, invalid {invalid} (dead letters), already in the lake {skipped}, commits {}",
+        totals.commits
+    );
+    let rows: Vec<String> = totals.rows.iter().filter(|(_, n)| **n > 0).map(|(t, n)| format!("{t} {n}")).collect();
+    println!(
+        "  rows written: {}",
+        if rows.is_empty() { "none (already replayed)".to_owned() } else { rows.join(", ") }
+    );
+    if !totals.alerts.is_empty() {
+        let alerts: Vec<String> = totals.alerts.iter().map(|(rule, n)| format!("{rule} {n}")).collect();
+        println!("  alerts: {}", alerts.join(", "));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The topic and key of a line that failed validation, when its JSON still
+/// says them, so its dead letter goes to the task its event would have.
+fn route_hint(payload: &[u8]) -> (InputTopic, Option<String>) {
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(payload) else { return (InputTopic::Assets, None) };
+    let topic = value["type"].as_str().and_then(schemas::EventType::parse).map_or(InputTopic::Assets, |t| t.topic());
+    (topic, value["subject"].as_str().map(str::to_owned))
+}
