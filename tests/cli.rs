@@ -114,7 +114,7 @@ fn help_explains_every_command() {
 
 #[test]
 fn commands_of_later_releases_say_so() {
-    let output = patchtrail(&["replay", "--input", "x", "--lake", "y"]);
+    let output = patchtrail(&["serve", "--lake", "y", "--listen", "127.0.0.1:0"]);
     assert_eq!(output.status.code(), Some(2));
     assert!(text(&output.stderr).contains("not available yet"));
 }
