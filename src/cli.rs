@@ -49,8 +49,10 @@ pub enum Command {
     Replay(ReplayArgs),
     /// Serve the HTTP API, the priority queue and Prometheus metrics.
     Serve(PendingArgs),
-    /// Run one SQL query against the committed lake.
-    Sql(PendingArgs),
+    /// Run one read-only SQL query against the committed lake. Tables show the
+    /// latest revision of each row (`<table>_history` has all of them);
+    /// `priorities` is the risk-ranked patch queue.
+    Sql(SqlArgs),
 }
 
 /// The size and seed of a simulated fleet.
@@ -133,6 +135,30 @@ pub struct ReplayArgs {
     /// Lines per epoch: every task commits after each this many lines.
     #[arg(long, default_value_t = 250_000)]
     pub epoch_lines: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct SqlArgs {
+    /// The lake directory.
+    #[arg(long, value_name = "DIR")]
+    pub lake: String,
+    /// How to print the result.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub format: OutputFormat,
+    /// The query: SELECT, WITH, EXPLAIN, SHOW or DESCRIBE.
+    #[arg(value_name = "SQL")]
+    pub sql: String,
+}
+
+/// How query results are printed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// An aligned text table.
+    Table,
+    /// A JSON array of objects, one per row.
+    Json,
+    /// CSV with a header line.
+    Csv,
 }
 
 /// Arguments of a command that a later release brings.

@@ -5,6 +5,7 @@ mod cli;
 mod demo;
 mod replay;
 mod simulate;
+mod sql;
 mod validate;
 
 use std::process::ExitCode;
@@ -24,7 +25,7 @@ fn main() -> ExitCode {
         Command::Run(_) => pending("run"),
         Command::Replay(args) => replay::run(args),
         Command::Serve(_) => pending("serve"),
-        Command::Sql(_) => pending("sql"),
+        Command::Sql(args) => sql::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,7 +1,140 @@
-//! Queries: the DataFusion session over a committed lake snapshot, the SQL
-//! views that define the metrics, prioritization, the HTTP API and the
-//! Prometheus endpoint.
+//! Queries over the committed lake.
 //!
-//! Not built yet: this crate is reserved in the workspace so the dependency
-//! direction (`schemas` ← `processor` ← `queries`) is fixed from the start. It
-//! will only ever read the lake.
+//! [`LakeSession`] is a DataFusion session over one snapshot of the lake: the
+//! files named by its commit records (never a directory listing, so an
+//! uncommitted epoch is never seen), registered per table as
+//! `<table>_history` with every revision, and a view `<table>` that keeps the
+//! latest revision of each row. The metric views are SQL files in
+//! `queries/sql/`. Sessions only read: DDL, DML and statements are refused.
+
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use datafusion::datasource::MemTable;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::error::DataFusionError;
+use datafusion::execution::context::{SQLOptions, SessionContext};
+use processor::lake::Lake;
+use schemas::{Table, Timestamp};
+
+/// Errors of the query layer.
+#[derive(Debug)]
+pub enum QueryError {
+    /// The query is not valid or not allowed: the user's to fix.
+    Invalid(String),
+    /// The lake could not be read.
+    Lake(processor::error::Error),
+    /// DataFusion failed while running a valid query.
+    Execution(String),
+}
+
+impl std::fmt::Display for QueryError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            QueryError::Invalid(message) => write!(f, "{message}"),
+            QueryError::Lake(error) => write!(f, "{error}"),
+            QueryError::Execution(message) => write!(f, "query failed: {message}"),
+        }
+    }
+}
+
+impl std::error::Error for QueryError {}
+
+impl From<processor::error::Error> for QueryError {
+    fn from(error: processor::error::Error) -> Self {
+        QueryError::Lake(error)
+    }
+}
+
+fn classify(error: DataFusionError) -> QueryError {
+    match error.find_root() {
+        DataFusionError::SQL(..) | DataFusionError::Plan(_) | DataFusionError::SchemaError(..) => {
+            QueryError::Invalid(error.to_string())
+        }
+        DataFusionError::NotImplemented(_) => QueryError::Invalid(error.to_string()),
+        _ => QueryError::Execution(error.to_string()),
+    }
+}
+
+/// The `priorities` view (DOMAIN.md "Prioritization"), with `{now}` for the lake's as-of time.
+pub const PRIORITIES_SQL: &str = include_str!("../sql/priorities.sql");
+
+/// A read-only DataFusion session over one snapshot of the lake.
+pub struct LakeSession {
+    context: SessionContext,
+    as_of: Option<Timestamp>,
+}
+
+impl LakeSession {
+    /// Opens a session over the lake's committed files.
+    pub async fn open(lake: &Lake) -> Result<LakeSession, QueryError> {
+        let root = std::fs::canonicalize(lake.location().trim_start_matches("file://"))
+            .map_err(|e| QueryError::Invalid(format!("lake {:?} cannot be read: {e}", lake.location())))?;
+        let records = lake.commit_records().await?;
+        let as_of = records.iter().filter_map(|record| record.watermark).max();
+        let context = SessionContext::new();
+        for table in Table::ALL {
+            let history = format!("{}_history", table.name());
+            let urls = records
+                .iter()
+                .flat_map(|record| &record.files)
+                .filter(|file| file.table == table.name())
+                .map(|file| ListingTableUrl::parse(root.join(&file.path).to_string_lossy()))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(classify)?;
+            if urls.is_empty() {
+                let empty = MemTable::try_new(table.schema(), vec![vec![]]).map_err(classify)?;
+                context.register_table(history.as_str(), Arc::new(empty)).map_err(classify)?;
+            } else {
+                let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+                let config = ListingTableConfig::new_with_multi_paths(urls)
+                    .with_listing_options(options)
+                    .with_schema(table.schema());
+                let listing = ListingTable::try_new(config).map_err(classify)?;
+                context.register_table(history.as_str(), Arc::new(listing)).map_err(classify)?;
+            }
+            let columns: Vec<String> =
+                table.schema().fields().iter().map(|field| format!("\"{}\"", field.name())).collect();
+            let columns = columns.join(", ");
+            let view = if table.key_columns().is_empty() || table == Table::Alerts {
+                format!("CREATE VIEW {} AS SELECT {columns} FROM {history}", table.name())
+            } else {
+                let keys = table.key_columns().join(", ");
+                format!(
+                    "CREATE VIEW {} AS SELECT {columns} FROM (SELECT *, row_number() OVER (PARTITION BY {keys} \
+                     ORDER BY revision DESC) AS latest__ FROM {history}) WHERE latest__ = 1",
+                    table.name()
+                )
+            };
+            context.sql(&view).await.map_err(classify)?;
+        }
+        let now = as_of.unwrap_or_default().to_string();
+        let now = now.trim_end_matches('Z');
+        context
+            .sql(&format!("CREATE VIEW priorities AS {}", PRIORITIES_SQL.replace("{now}", now)))
+            .await
+            .map_err(classify)?;
+        Ok(LakeSession { context, as_of })
+    }
+
+    /// The lake's "as of": the largest committed watermark.
+    pub fn as_of(&self) -> Option<Timestamp> {
+        self.as_of
+    }
+
+    /// The DataFusion session (read-only use only).
+    pub fn context(&self) -> &SessionContext {
+        &self.context
+    }
+
+    /// Runs one read-only query.
+    pub async fn query(&self, sql: &str) -> Result<(SchemaRef, Vec<RecordBatch>), QueryError> {
+        let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
+        let frame = self.context.sql_with_options(sql, options).await.map_err(classify)?;
+        let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
+        let batches = frame.collect().await.map_err(classify)?;
+        Ok((schema, batches))
+    }
+}

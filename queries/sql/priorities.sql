@@ -1,0 +1,52 @@
+-- The risk-ranked patch queue (DOMAIN.md "Prioritization").
+-- One row per open, unsuppressed exposure. {now} is the lake's "as of": the
+-- largest committed watermark, never the wall clock.
+WITH latest_patch AS (
+    SELECT cve_id, patch_id FROM (
+        SELECT cve_id, patch_id,
+               row_number() OVER (PARTITION BY cve_id ORDER BY released_at DESC, patch_id DESC) AS rn
+        FROM (SELECT unnest(fixes_cves) AS cve_id, patch_id, released_at FROM patches)
+    ) WHERE rn = 1
+),
+latest_rollout AS (
+    SELECT patch_id, gate FROM (
+        SELECT patch_id, gate,
+               row_number() OVER (PARTITION BY patch_id ORDER BY last_event_at DESC, rollout_id DESC) AS rn
+        FROM canary_rollups
+    ) WHERE rn = 1
+),
+scored AS (
+    SELECT
+        e.asset_id,
+        e.cve_id,
+        lp.patch_id,
+        e.due_at,
+        e.detected_at,
+        e.severity,
+        e.kev,
+        c.epss,
+        coalesce(lr.gate IN ('rollback', 'hold'), false) AS blocked_by_canary,
+        coalesce(c.cvss_base, 0) / 10.0
+          * (1 + 4 * coalesce(c.epss, 0))
+          * CASE WHEN e.kev THEN 2 ELSE 1 END
+          * CASE WHEN a.internet_exposed THEN 1.5 ELSE 1 END
+          * CASE WHEN a.environment = 'edge' THEN 1.2 ELSE 1 END
+          * CASE a.criticality WHEN 'high' THEN 2 WHEN 'moderate' THEN 1.5 ELSE 1 END
+          * (1 + CASE
+                    WHEN e.due_at IS NULL OR e.due_at <= e.detected_at THEN 2
+                    ELSE least(greatest(
+                        CAST(CAST(TIMESTAMP '{now}' AS BIGINT) - CAST(e.detected_at AS BIGINT) AS DOUBLE)
+                          / CAST(CAST(e.due_at AS BIGINT) - CAST(e.detected_at AS BIGINT) AS DOUBLE),
+                        0), 2)
+                END) AS score
+    FROM exposures e
+    LEFT JOIN cves c ON c.cve_id = e.cve_id
+    LEFT JOIN assets a ON a.asset_id = e.asset_id
+    LEFT JOIN latest_patch lp ON lp.cve_id = e.cve_id
+    LEFT JOIN latest_rollout lr ON lr.patch_id = lp.patch_id
+    WHERE e.status = 'open'
+)
+SELECT
+    row_number() OVER (ORDER BY blocked_by_canary ASC, score DESC, due_at ASC NULLS LAST, asset_id ASC, cve_id ASC) AS rank,
+    asset_id, cve_id, patch_id, score, due_at, blocked_by_canary, severity, kev, epss, detected_at
+FROM scored

@@ -1,0 +1,64 @@
+//! `patchtrail sql`: one read-only query against the committed lake.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use processor::lake::Lake;
+use queries::{LakeSession, QueryError};
+
+use crate::cli::{OutputFormat, SqlArgs};
+
+pub fn run(args: SqlArgs) -> anyhow::Result<ExitCode> {
+    if !std::path::Path::new(args.lake.trim_start_matches("file://")).is_dir() {
+        eprintln!("error: --lake {:?} is not a directory (run `patchtrail replay` to build a lake)", args.lake);
+        return Ok(ExitCode::from(2));
+    }
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the query runtime")?;
+    let result = runtime.block_on(async {
+        let lake = Lake::open(&args.lake)?;
+        let session = LakeSession::open(&lake).await?;
+        session.query(&args.sql).await
+    });
+    let (schema, batches) = match result {
+        Ok(result) => result,
+        Err(QueryError::Invalid(message)) => {
+            eprintln!("error: {message}");
+            return Ok(ExitCode::from(2));
+        }
+        Err(error) => return Err(error.into()),
+    };
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    match args.format {
+        OutputFormat::Table => {
+            let table = arrow::util::pretty::pretty_format_batches(&batches).context("cannot format the result")?;
+            writeln!(out, "{table}")?;
+            let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+            writeln!(out, "{rows} row{}", if rows == 1 { "" } else { "s" })?;
+        }
+        OutputFormat::Json => {
+            let mut writer = arrow::json::ArrayWriter::new(&mut out);
+            for batch in &batches {
+                writer.write(batch).context("cannot write JSON")?;
+            }
+            writer.finish().context("cannot write JSON")?;
+            if batches.iter().all(|b| b.num_rows() == 0) {
+                // The writer prints nothing for no rows; an empty array is the honest answer.
+                write!(out, "[]")?;
+            }
+            writeln!(out)?;
+        }
+        OutputFormat::Csv => {
+            if batches.is_empty() {
+                writeln!(out, "{}", schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(","))?;
+            }
+            let mut writer = arrow::csv::WriterBuilder::new().with_header(true).build(&mut out);
+            for batch in &batches {
+                writer.write(batch).context("cannot write CSV")?;
+            }
+        }
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
