@@ -132,8 +132,9 @@ pub struct ReplayArgs {
     /// would give them with topics of this many partitions.
     #[arg(long, default_value_t = 1)]
     pub partitions: u32,
-    /// Lines per epoch: every task commits after each this many lines.
-    #[arg(long, default_value_t = 250_000)]
+    /// Lines per epoch: every task commits after each this many lines (a
+    /// crash loses at most one epoch of work, which the next run redoes).
+    #[arg(long, default_value_t = 1_000_000)]
     pub epoch_lines: u64,
 }
 

@@ -43,28 +43,27 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     }
     let show_progress = std::io::stderr().is_terminal();
     let mut last_progress = Instant::now();
-    let mut reader = BufReader::with_capacity(1 << 20, file);
-    let mut line = Vec::with_capacity(4096);
     let (mut offset, mut events, mut invalid, mut skipped, mut read_bytes) = (0u64, 0u64, 0u64, 0u64, 0u64);
-    loop {
-        line.clear();
-        let n = reader.read_until(b'\n', &mut line).with_context(|| format!("cannot read {}", path.display()))?;
-        if n == 0 {
-            break;
-        }
-        read_bytes += n as u64;
-        let payload = line.strip_suffix(b"\n").unwrap_or(&line);
-        let payload = payload.strip_suffix(b"\r").unwrap_or(payload);
-        if !payload.iter().all(u8::is_ascii_whitespace) {
+    // Reading and decoding run on their own thread, a bounded number of
+    // batches ahead of processing.
+    let (batches, inbox) = std::sync::mpsc::sync_channel::<std::io::Result<Batch>>(4);
+    let reader = std::thread::Builder::new()
+        .name("replay-decode".to_owned())
+        .spawn(move || read_batches(BufReader::with_capacity(1 << 20, file), batches))
+        .context("cannot start the decoding thread")?;
+    for batch in inbox {
+        let batch = batch.with_context(|| format!("cannot read {}", path.display()))?;
+        read_bytes += batch.bytes;
+        for line in batch.lines {
             let processor = pipeline.processor();
-            match schemas::decode(payload) {
-                Ok(event) => match processor.apply(&source, offset, &event) {
+            match line {
+                Line::Blank => {}
+                Line::Event(event) => match processor.apply(&source, offset, &event) {
                     Applied::AlreadyApplied => skipped += 1,
                     Applied::Event | Applied::Duplicate => events += 1,
                 },
-                Err(problem) => {
-                    invalid += 1;
-                    let (topic, key) = route_hint(payload);
+                Line::Invalid { error, payload } => {
+                    let (topic, key) = route_hint(&payload);
                     let task = processor.route_topic(topic, key.as_deref().unwrap_or(""));
                     let failed_at = processor.task(task).and_then(|t| t.max_event_time()).unwrap_or(Timestamp(0));
                     let row = DeadLetterRow::new(
@@ -72,20 +71,20 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
                         task.partition as i32,
                         offset as i64,
                         key.as_deref(),
-                        problem.to_string(),
-                        payload,
+                        error,
+                        &payload,
                         failed_at,
                     );
-                    if processor.dead_letter(task, &source, offset, row) == Applied::AlreadyApplied {
-                        invalid -= 1;
-                        skipped += 1;
+                    match processor.dead_letter(task, &source, offset, row) {
+                        Applied::AlreadyApplied => skipped += 1,
+                        _ => invalid += 1,
                     }
                 }
             }
-        }
-        offset += 1;
-        if offset % args.epoch_lines == 0 {
-            pipeline.commit()?;
+            offset += 1;
+            if offset % args.epoch_lines == 0 {
+                pipeline.commit()?;
+            }
         }
         if show_progress && last_progress.elapsed() > Duration::from_millis(250) {
             last_progress = Instant::now();
@@ -94,6 +93,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             eprint!("\rreplay: {done:5.1} %, {offset} lines, {rate:.0} lines/s ");
         }
     }
+    reader.join().map_err(|_| anyhow::anyhow!("the decoding thread panicked"))?;
     let totals = pipeline.finish()?;
     if show_progress {
         eprint!("\r\x1b[2K");
@@ -120,6 +120,56 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         println!("  alerts: {}", alerts.join(", "));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One line of the input, decoded.
+enum Line {
+    Blank,
+    Event(schemas::CloudEvent),
+    Invalid { error: String, payload: Vec<u8> },
+}
+
+/// Consecutive lines and the bytes they took.
+struct Batch {
+    lines: Vec<Line>,
+    bytes: u64,
+}
+
+/// Reads and decodes lines in batches until the end of the input (or until
+/// the receiver hangs up).
+fn read_batches(mut input: impl BufRead, out: std::sync::mpsc::SyncSender<std::io::Result<Batch>>) {
+    const LINES: usize = 4096;
+    let mut buffer = Vec::with_capacity(4096);
+    let mut batch = Batch { lines: Vec::with_capacity(LINES), bytes: 0 };
+    loop {
+        buffer.clear();
+        match input.read_until(b'\n', &mut buffer) {
+            Ok(0) => break,
+            Ok(n) => batch.bytes += n as u64,
+            Err(error) => {
+                let _ = out.send(Err(error));
+                return;
+            }
+        }
+        let payload = buffer.strip_suffix(b"\n").unwrap_or(&buffer);
+        let payload = payload.strip_suffix(b"\r").unwrap_or(payload);
+        let line = if payload.iter().all(u8::is_ascii_whitespace) {
+            Line::Blank
+        } else {
+            match schemas::decode(payload) {
+                Ok(event) => Line::Event(event),
+                Err(problem) => Line::Invalid { error: problem.to_string(), payload: payload.to_vec() },
+            }
+        };
+        batch.lines.push(line);
+        if batch.lines.len() == LINES {
+            let full = std::mem::replace(&mut batch, Batch { lines: Vec::with_capacity(LINES), bytes: 0 });
+            if out.send(Ok(full)).is_err() {
+                return;
+            }
+        }
+    }
+    let _ = out.send(Ok(batch));
 }
 
 /// The topic and key of a line that failed validation, when its JSON still

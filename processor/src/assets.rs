@@ -9,7 +9,8 @@
 //! Derivation is lazy: events mark keys dirty, and each dirty key is derived
 //! once when the epoch is flushed.
 
-use std::collections::BTreeSet;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 
 use rustc_hash::{FxHashMap, FxHashSet};
 use schemas::ocsf::{self, Activity, FindingClass};
@@ -34,7 +35,9 @@ pub struct AssetsState {
     by_cve: FxHashMap<Sym, Vec<Sym>>,
     /// Patch → assets with deployments of it.
     by_patch: FxHashMap<Sym, Vec<Sym>>,
-    timers: BTreeSet<(Timestamp, Timer)>,
+    /// Pending checks, earliest first. A check may be queued twice; every
+    /// check is idempotent, so a heap (cheaper than a set) will do.
+    timers: BinaryHeap<Reverse<(Timestamp, Timer)>>,
     // Snapshots are taken right after a flush, when these are empty.
     #[serde(skip)]
     dirty_assets: FxHashSet<Sym>,
@@ -45,6 +48,14 @@ pub struct AssetsState {
     /// Exposures changed since their due-date timers were last scheduled.
     unscheduled: Vec<(Sym, Sym)>,
     fired: FxHashSet<String>,
+    /// KEV deadline of each CVE seen here (`None`: not in KEV), cached from
+    /// the catalog for the decision checks and dropped when the CVE changes.
+    #[serde(skip)]
+    kev_deadlines: FxHashMap<Sym, Option<Timestamp>>,
+    /// Ids of the `allow` decisions waiting for their check, by timer key.
+    /// Decision ids are many and short-lived, so they are not interned.
+    decisions: FxHashMap<u64, Box<str>>,
+    next_decision: u64,
     #[serde(skip)]
     alerts: Vec<AlertRow>,
     #[serde(skip)]
@@ -62,8 +73,9 @@ enum Timer {
     Posture { asset: Sym, at: Timestamp },
     /// The re-evaluation window after a verified success closes.
     Reevaluation { asset: Sym, deployment: Sym, succeeded_at: Timestamp },
-    /// A decision to check against the posture and exposures of its time.
-    Decision { asset: Sym, decision: Sym, at: Timestamp },
+    /// An `allow` decision to check against the posture and exposures of its
+    /// time; its id waits in `decisions` under `key`.
+    Decision { asset: Sym, key: u64, at: Timestamp },
     /// An event names an asset: was it inventoried and managed at that time?
     Inventoried { asset: Sym, at: Timestamp },
 }
@@ -103,6 +115,9 @@ struct AssetEntry {
     postures: Vec<(Stamp, (f64, bool))>,
     cves: Vec<Sym>,
     patches: Vec<Sym>,
+    /// (time, patch) of every `succeeded` deployment event, sorted, so a
+    /// posture check finds the outcomes it may concern without visiting all.
+    successes: Vec<(Timestamp, Sym)>,
     committed: Option<u64>,
     revision: i64,
 }
@@ -186,8 +201,8 @@ impl AssetsState {
             EventData::PatchDeployment(deployment) => self.deployment(stamp, event, deployment, catalog, config),
             EventData::PostureAssessment(posture) => {
                 let asset = self.names.intern(&posture.asset_id);
-                self.timers.insert((stamp.0, Timer::Inventoried { asset, at: stamp.0 }));
-                self.timers.insert((stamp.0, Timer::Posture { asset, at: stamp.0 }));
+                self.timers.push(Reverse((stamp.0, Timer::Inventoried { asset, at: stamp.0 })));
+                self.timers.push(Reverse((stamp.0, Timer::Posture { asset, at: stamp.0 })));
                 let entry = self.assets.entry(asset).or_default();
                 let idx = insert_sorted(&mut entry.postures, stamp, (posture.trust_score, posture.compliant));
                 let before = idx.checked_sub(1).map_or(Timestamp(i64::MIN), |i| entry.postures[i].0.0);
@@ -203,10 +218,12 @@ impl AssetsState {
             }
             EventData::PolicyDecision(decision) => {
                 let asset = self.names.intern(&decision.asset_id);
-                self.timers.insert((stamp.0, Timer::Inventoried { asset, at: stamp.0 }));
+                self.timers.push(Reverse((stamp.0, Timer::Inventoried { asset, at: stamp.0 })));
                 if decision.decision == Decision::Allow {
-                    let id = self.names.intern(&decision.decision_id);
-                    self.timers.insert((stamp.0, Timer::Decision { asset, decision: id, at: stamp.0 }));
+                    let key = self.next_decision;
+                    self.next_decision += 1;
+                    self.decisions.insert(key, decision.decision_id.as_str().into());
+                    self.timers.push(Reverse((stamp.0, Timer::Decision { asset, key, at: stamp.0 })));
                 }
             }
             _ => {}
@@ -224,7 +241,7 @@ impl AssetsState {
         let asset = self.names.intern(&deployment.asset_id);
         let patch = self.names.intern(&deployment.patch_id);
         let id = self.names.intern(&deployment.deployment_id);
-        self.timers.insert((stamp.0, Timer::Inventoried { asset, at: stamp.0 }));
+        self.timers.push(Reverse((stamp.0, Timer::Inventoried { asset, at: stamp.0 })));
         let entry = self.outcomes.entry((asset, patch)).or_default();
         if entry.events.is_empty() {
             self.assets.entry(asset).or_default().patches.push(patch);
@@ -238,6 +255,11 @@ impl AssetsState {
         };
         insert_sorted(&mut entry.events, stamp, record);
         self.dirty_outcomes.insert((asset, patch));
+        if deployment.phase == DeploymentPhase::Succeeded {
+            let successes = &mut self.assets.entry(asset).or_default().successes;
+            let idx = successes.partition_point(|s| *s <= (stamp.0, patch));
+            successes.insert(idx, (stamp.0, patch));
+        }
         self.mark_exposures_of_patch(asset, &deployment.patch_id, catalog);
 
         let release = catalog.patch(&deployment.patch_id);
@@ -261,7 +283,8 @@ impl AssetsState {
             self.fire(Rule::PatchIntegrity, &deployment.deployment_id, stamp.0, finding);
         } else if deployment.phase == DeploymentPhase::Succeeded {
             let window_end = stamp.0.add_micros(config.posture_reeval_window_us);
-            self.timers.insert((window_end, Timer::Reevaluation { asset, deployment: id, succeeded_at: stamp.0 }));
+            self.timers
+                .push(Reverse((window_end, Timer::Reevaluation { asset, deployment: id, succeeded_at: stamp.0 })));
             let asset_cves = self.assets.get(&asset).map_or(&[][..], |a| a.cves.as_slice());
             let cves = release.map_or_else(Vec::new, |r| {
                 r.fixes_cves
@@ -297,6 +320,7 @@ impl AssetsState {
         match change {
             CatalogChange::Cve(cve_id) => {
                 if let Some(cve) = self.names.get(cve_id) {
+                    self.kev_deadlines.remove(&cve);
                     for &asset in self.by_cve.get(&cve).map_or(&[][..], Vec::as_slice) {
                         self.dirty_exposures.insert((asset, cve));
                         self.unscheduled.push((asset, cve));
@@ -334,14 +358,14 @@ impl AssetsState {
                 // Just past the deadline (on time means "not later than"), or
                 // at detection when the deadline had already passed.
                 let check_at = due_at.add_micros(1).max(facts.detected_at);
-                self.timers.insert((check_at, Timer::Due { asset, cve }));
+                self.timers.push(Reverse((check_at, Timer::Due { asset, cve })));
             }
         }
-        while let Some(&(at, timer)) = self.timers.first() {
+        while let Some(&Reverse((at, timer))) = self.timers.peek() {
             if at > watermark {
                 break;
             }
-            self.timers.pop_first();
+            self.timers.pop();
             match timer {
                 Timer::Due { asset, cve } => {
                     self.dirty_exposures.insert((asset, cve));
@@ -351,7 +375,11 @@ impl AssetsState {
                 Timer::Reevaluation { asset, deployment, succeeded_at } => {
                     self.check_reevaluation(asset, deployment, succeeded_at, at, config)
                 }
-                Timer::Decision { asset, decision, at } => self.check_decision(asset, decision, at, catalog),
+                Timer::Decision { asset, key, at } => {
+                    if let Some(decision_id) = self.decisions.remove(&key) {
+                        self.check_decision(asset, &decision_id, at, catalog);
+                    }
+                }
                 Timer::Inventoried { asset, at } => self.check_inventoried(asset, at),
             }
         }
@@ -394,16 +422,13 @@ impl AssetsState {
         let previous = entry.postures.iter().rev().map(|(stamp, _)| stamp.0).find(|&time| time < at);
         let since = previous.unwrap_or(Timestamp(i64::MIN));
         let mut regressed = Vec::new();
-        for &patch in &entry.patches {
-            // Only a success in [previous assessment, this one) can have this one as "after".
-            let Some(outcome) = self.outcomes.get(&(asset, patch)) else { continue };
-            let candidate = outcome
-                .events
-                .iter()
-                .any(|(stamp, e)| e.phase == DeploymentPhase::Succeeded && since <= stamp.0 && stamp.0 < at);
-            if !candidate {
-                continue;
-            }
+        // Only a success in [previous assessment, this one) can have this one as "after".
+        let first = entry.successes.partition_point(|&(time, _)| time < since);
+        let mut candidates: Vec<Sym> =
+            entry.successes[first..].iter().take_while(|&&(time, _)| time < at).map(|&(_, patch)| patch).collect();
+        candidates.sort_unstable();
+        candidates.dedup();
+        for patch in candidates {
             if let Some((row, Some(after_at))) = self.outcome_row(asset, patch, catalog, config, Some(at))
                 && after_at == at
                 && row.posture_regressed == Some(true)
@@ -446,16 +471,22 @@ impl AssetsState {
         self.fire(Rule::PostureReevalOverdue, &deployment_id, window_end, finding);
     }
 
-    fn check_decision(&mut self, asset: Sym, decision: Sym, at: Timestamp, catalog: &Catalog) {
+    fn check_decision(&mut self, asset: Sym, decision_id: &str, at: Timestamp, catalog: &Catalog) {
         let Some(entry) = self.assets.get(&asset) else { return };
+        for &cve in &entry.cves {
+            if !self.kev_deadlines.contains_key(&cve) {
+                let deadline = catalog.cve(self.names.name(cve)).and_then(|c| c.kev_due()).map(|d| d.succ().start());
+                self.kev_deadlines.insert(cve, deadline);
+            }
+        }
         let posture = entry.postures.iter().rev().find(|(stamp, ..)| stamp.0 <= at);
         let noncompliant = posture.is_some_and(|&(_, (_, compliant))| !compliant);
         let mut overdue_kev: Vec<&str> = entry
             .cves
             .iter()
             .filter(|&&cve| {
-                let Some(due) = catalog.cve(self.names.name(cve)).and_then(|c| c.kev_due()) else { return false };
-                at > due.succ().start()
+                let Some(Some(due_at)) = self.kev_deadlines.get(&cve) else { return false };
+                at > *due_at
                     && self
                         .exposure_facts(asset, cve, catalog, Some(at))
                         .is_some_and(|facts| facts.status == Status::Open)
@@ -468,7 +499,6 @@ impl AssetsState {
         // Sorted, so the text does not depend on the order the findings arrived in.
         overdue_kev.sort_unstable();
         let asset_id = self.names.name(asset).to_owned();
-        let decision_id = self.names.name(decision).to_owned();
         let reason = if noncompliant {
             "its latest posture was non-compliant".to_owned()
         } else {

@@ -34,7 +34,7 @@ impl Default for ProcessorConfig {
             posture_reeval_window_us: 4 * MICROS_PER_HOUR,
             posture_regression_points: 20.0,
             drift_window_us: MICROS_PER_HOUR,
-            dedupe_capacity: 500_000,
+            dedupe_capacity: 200_000,
         }
     }
 }

@@ -190,9 +190,13 @@ impl Processor {
             Some(task) => (task, None),
             None => return Vec::new(),
         };
-        let mut bytes = SNAPSHOT_MAGIC.to_vec();
+        // Sized from the previous snapshot, so a large state is written once,
+        // without regrowing the buffer.
+        let mut bytes = Vec::with_capacity(task.last_snapshot_bytes().max(4096) + 4096);
+        bytes.extend_from_slice(SNAPSHOT_MAGIC);
         // Serializing plain owned data into a Vec cannot fail.
-        bytes.extend(postcard::to_stdvec(&(task, catalog)).unwrap_or_default());
+        let bytes = postcard::to_extend(&(task, catalog), bytes).unwrap_or_default();
+        task.set_last_snapshot_bytes(bytes.len());
         bytes
     }
 

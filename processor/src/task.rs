@@ -119,6 +119,9 @@ pub struct Task {
     #[serde(skip)]
     dead_letters: Vec<DeadLetterRow>,
     counts: TaskCounts,
+    /// Size of the last snapshot, to size the next one's buffer.
+    #[serde(skip)]
+    last_snapshot_bytes: std::sync::atomic::AtomicUsize,
 }
 
 impl Task {
@@ -140,7 +143,18 @@ impl Task {
             positions: BTreeMap::new(),
             dead_letters: Vec::new(),
             counts: TaskCounts::default(),
+            last_snapshot_bytes: std::sync::atomic::AtomicUsize::new(0),
         }
+    }
+
+    /// Size of the last snapshot taken of this task.
+    pub fn last_snapshot_bytes(&self) -> usize {
+        self.last_snapshot_bytes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Records the size of a snapshot just taken.
+    pub fn set_last_snapshot_bytes(&self, bytes: usize) {
+        self.last_snapshot_bytes.store(bytes, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Which task this is.
