@@ -505,14 +505,14 @@ impl AssetsState {
             format!("it had KEV {} open past its due date", overdue_kev.join(", "))
         };
         let title = format!("Access allowed to {asset_id} although {reason}");
-        let finding = alerts::finding(Rule::ZtAllowNoncompliant, &decision_id, "", at, title)
+        let finding = alerts::finding(Rule::ZtAllowNoncompliant, decision_id, "", at, title)
             .with_device(&asset_id, None)
             .with_unmapped(serde_json::json!({
                 "decision_id": decision_id,
                 "trust_score": posture.map(|p| p.1.0),
                 "overdue_kev": overdue_kev,
             }));
-        self.fire(Rule::ZtAllowNoncompliant, &decision_id, at, finding);
+        self.fire(Rule::ZtAllowNoncompliant, decision_id, at, finding);
     }
 
     fn check_inventoried(&mut self, asset: Sym, at: Timestamp) {
