@@ -38,6 +38,9 @@ pub struct AssetsState {
     /// Pending checks, earliest first. A check may be queued twice; every
     /// check is idempotent, so a heap (cheaper than a set) will do.
     timers: BinaryHeap<Reverse<(Timestamp, Timer)>>,
+    /// Deadline checks of exposures: many, and far in the future, so apart
+    /// from the short-lived checks above, whose heap stays small.
+    deadlines: BinaryHeap<Reverse<(Timestamp, Timer)>>,
     // Snapshots are taken right after a flush, when these are empty.
     #[serde(skip)]
     dirty_assets: FxHashSet<Sym>,
@@ -125,6 +128,9 @@ struct AssetEntry {
 #[derive(Default, Serialize, Deserialize)]
 struct ExposureEntry {
     findings: Vec<(Stamp, FindingStatus)>,
+    /// When its deadline check is queued, so a change that keeps the
+    /// deadline queues nothing.
+    deadline_check: Option<Timestamp>,
     committed: Option<u64>,
     revision: i64,
 }
@@ -358,14 +364,28 @@ impl AssetsState {
                 // Just past the deadline (on time means "not later than"), or
                 // at detection when the deadline had already passed.
                 let check_at = due_at.add_micros(1).max(facts.detected_at);
-                self.timers.push(Reverse((check_at, Timer::Due { asset, cve })));
+                if let Some(entry) = self.exposures.get_mut(&(asset, cve))
+                    && entry.deadline_check != Some(check_at)
+                {
+                    entry.deadline_check = Some(check_at);
+                    self.deadlines.push(Reverse((check_at, Timer::Due { asset, cve })));
+                }
             }
         }
-        while let Some(&Reverse((at, timer))) = self.timers.peek() {
+        loop {
+            let next_timer = self.timers.peek().map(|Reverse((at, _))| *at);
+            let next_deadline = self.deadlines.peek().map(|Reverse((at, _))| *at);
+            let heap = match (next_timer, next_deadline) {
+                (Some(a), Some(b)) if b < a => &mut self.deadlines,
+                (Some(_), _) => &mut self.timers,
+                (None, Some(_)) => &mut self.deadlines,
+                (None, None) => break,
+            };
+            let Some(&Reverse((at, timer))) = heap.peek() else { break };
             if at > watermark {
                 break;
             }
-            self.timers.pop();
+            heap.pop();
             match timer {
                 Timer::Due { asset, cve } => {
                     self.dirty_exposures.insert((asset, cve));
@@ -457,7 +477,8 @@ impl AssetsState {
         config: &ProcessorConfig,
     ) {
         let postures = self.assets.get(&asset).map_or(&[][..], |a| a.postures.as_slice());
-        if postures.iter().any(|(stamp, ..)| stamp.0 > succeeded_at && stamp.0 <= window_end) {
+        let after = postures.partition_point(|(stamp, _)| stamp.0 <= succeeded_at);
+        if postures.get(after).is_some_and(|(stamp, _)| stamp.0 <= window_end) {
             return;
         }
         let deployment_id = self.names.name(deployment).to_owned();
