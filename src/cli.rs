@@ -39,7 +39,7 @@ pub enum Command {
     Validate(ValidateArgs),
     /// See patchtrail at work on a simulated fleet. This preview generates the
     /// fleet, validates every event and prints the expected figures; the
-    /// embedded broker, pipeline and query server join it in later releases.
+    /// embedded broker, Kafka pipeline and query server join it in later releases.
     Demo(DemoArgs),
     /// Run one pipeline instance of a Kafka consumer group.
     Run(PendingArgs),

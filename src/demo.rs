@@ -1,7 +1,7 @@
-//! `patchtrail demo`, preview edition: until the pipeline and query server
-//! exist, it generates the default fleet in memory, runs every event through
-//! the real event contract, and prints the figures a security lead would ask
-//! for, taken from the simulator's own expected results (and says so).
+//! `patchtrail demo`, preview edition: until the Kafka pipeline and query
+//! server exist, it generates the default fleet in memory, runs every event
+//! through the real event contract, and prints the figures a security lead
+//! would ask for, taken from the simulator's own expected results (and says so).
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -41,11 +41,13 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let Some(truth) = simulator.truth() else { anyhow::bail!("the simulator kept no expected results") };
     println!();
     println!("Expected results of this scenario, from the simulator's own generation.");
-    println!("(The processor that computes them from Kafka, and the query server, are the next milestones.)");
+    println!("(`patchtrail replay` computes the same figures with the processor into a Parquet lake; the");
+    println!(" embedded broker and query server that will run it all here are the next milestones.)");
     print_summary(&truth);
     println!();
     println!("Try: patchtrail simulate --assets 2000 --days 30 --seed 7 --out /tmp/e.jsonl --truth /tmp/t.json");
-    println!("     patchtrail validate /tmp/e.jsonl");
+    println!("     patchtrail replay --input /tmp/e.jsonl --lake /tmp/lake");
+    println!("     patchtrail sql --lake /tmp/lake \"SELECT * FROM priorities ORDER BY rank LIMIT 10\"");
     Ok(ExitCode::SUCCESS)
 }
 
