@@ -80,16 +80,18 @@ fn process(lines: &[SimLine], partitions: u32, flush_every: usize) -> Tables {
             }
             Err(invalid) => {
                 let task = processor.route_topic(line.topic, &line.key);
-                let row = DeadLetterRow {
-                    topic: line.topic.default_topic_name().to_owned(),
-                    partition: task.partition as i32,
-                    offset: offset as i64,
-                    error: invalid.to_string(),
-                    payload: String::from_utf8_lossy(&line.payload).into_owned(),
-                    key: Some(line.key.clone()),
-                    payload_encoding: None,
-                    failed_at: Timestamp::default(),
-                };
+                let topic = line.topic.default_topic_name();
+                let error = invalid.to_string();
+                let key = Some(line.key.as_str());
+                let row = DeadLetterRow::new(
+                    topic,
+                    task.partition as i32,
+                    offset as i64,
+                    key,
+                    error,
+                    &line.payload,
+                    Timestamp(0),
+                );
                 processor.dead_letter(task, "sim", offset as u64, row);
             }
         }
