@@ -322,7 +322,7 @@ impl AssetsState {
     }
 
     /// Marks the rows that a change of the intel catalog may change.
-    pub fn catalog_changed(&mut self, change: &CatalogChange, catalog: &Catalog) {
+    pub fn catalog_changed(&mut self, change: &CatalogChange) {
         match change {
             CatalogChange::Cve(cve_id) => {
                 if let Some(cve) = self.names.get(cve_id) {
@@ -347,7 +347,6 @@ impl AssetsState {
                         }
                     }
                 }
-                let _ = catalog;
             }
         }
     }

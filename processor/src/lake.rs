@@ -333,12 +333,11 @@ fn encode<R: LakeRow>(task: TaskId, epoch: u64, rows: &[R], files: &mut Vec<Enco
     for (n, (date, indexes)) in by_date.into_iter().enumerate() {
         // Columns are built from a contiguous slice (most epochs have one
         // date); rows are cloned only when a date's rows are interleaved.
-        let picked: Vec<&R> = indexes.iter().map(|&i| &rows[i]).collect();
         let contiguous = indexes.windows(2).all(|w| w[1] == w[0] + 1);
         let columns = if contiguous {
             R::columns(&rows[indexes[0]..=indexes[indexes.len() - 1]])
         } else {
-            R::columns(&picked.iter().map(|&r| r.clone()).collect::<Vec<R>>())
+            R::columns(&indexes.iter().map(|&i| rows[i].clone()).collect::<Vec<R>>())
         };
         let batch = RecordBatch::try_new(table.schema(), columns).map_err(|e| fail(e.to_string()))?;
         let mut bytes = Vec::with_capacity(64 * 1024);

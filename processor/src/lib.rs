@@ -161,7 +161,7 @@ impl Processor {
         let (applied, change) = task.apply(source, offset, event, catalog, config);
         if let Some(change) = change {
             for task in tasks.iter_mut() {
-                task.catalog_changed(&change, catalog);
+                task.catalog_changed(&change);
             }
         }
         applied

@@ -269,9 +269,9 @@ impl Task {
     }
 
     /// Marks the rows a catalog change may affect.
-    pub fn catalog_changed(&mut self, change: &CatalogChange, catalog: &Catalog) {
+    pub fn catalog_changed(&mut self, change: &CatalogChange) {
         if let State::Assets(state) = &mut self.state {
-            state.catalog_changed(change, catalog);
+            state.catalog_changed(change);
         }
     }
 

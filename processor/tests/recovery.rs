@@ -1,31 +1,19 @@
 //! A processor restored from its snapshots, fed the same input again from the
 //! start, ends exactly like one that never stopped: no row lost, none twice.
 
+mod common;
+
 use ingest::simulate::{ScenarioConfig, SimLine, Simulator};
 use processor::Processor;
 use processor::config::ProcessorConfig;
-use processor::rows::{DeadLetterRow, EpochRows};
+use processor::rows::EpochRows;
 use processor::task::TaskId;
-use schemas::Timestamp;
 
 const EPOCH: usize = 3_000;
 
 fn feed(processor: &mut Processor, lines: &[SimLine], until: usize, out: &mut Vec<String>) {
     for (offset, line) in lines.iter().enumerate().take(until) {
-        match schemas::decode(&line.payload) {
-            Ok(event) => {
-                processor.apply("sim", offset as u64, &event);
-            }
-            Err(invalid) => {
-                let task = processor.route_topic(line.topic, &line.key);
-                let topic = line.topic.default_topic_name();
-                let error = invalid.to_string();
-                let key = Some(line.key.as_str());
-                let row =
-                    DeadLetterRow::new(topic, task.partition as i32, offset as i64, key, error, &[], Timestamp(0));
-                processor.dead_letter(task, "sim", offset as u64, row);
-            }
-        }
+        common::take(processor, offset, line);
         if (offset + 1) % EPOCH == 0 {
             collect(processor, out);
         }

@@ -3,10 +3,12 @@
 
 use std::collections::BTreeMap;
 
+mod common;
+
 use ingest::simulate::{ScenarioConfig, SimLine, Simulator};
 use processor::Processor;
 use processor::config::ProcessorConfig;
-use processor::rows::{DeadLetterRow, EpochRows};
+use processor::rows::EpochRows;
 use schemas::Timestamp;
 use serde_json::{Value, json};
 
@@ -74,27 +76,7 @@ fn process(lines: &[SimLine], partitions: u32, flush_every: usize) -> Tables {
     let mut processor = Processor::new(ProcessorConfig::default(), partitions);
     let mut tables = Tables::default();
     for (offset, line) in lines.iter().enumerate() {
-        match schemas::decode(&line.payload) {
-            Ok(event) => {
-                processor.apply("sim", offset as u64, &event);
-            }
-            Err(invalid) => {
-                let task = processor.route_topic(line.topic, &line.key);
-                let topic = line.topic.default_topic_name();
-                let error = invalid.to_string();
-                let key = Some(line.key.as_str());
-                let row = DeadLetterRow::new(
-                    topic,
-                    task.partition as i32,
-                    offset as i64,
-                    key,
-                    error,
-                    &line.payload,
-                    Timestamp(0),
-                );
-                processor.dead_letter(task, "sim", offset as u64, row);
-            }
-        }
+        common::take(&mut processor, offset, line);
         if (offset + 1) % flush_every == 0 {
             for (_, epoch) in processor.flush() {
                 tables.merge(epoch);
