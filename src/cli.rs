@@ -42,7 +42,7 @@ pub enum Command {
     /// embedded broker, Kafka pipeline and query server join it in later releases.
     Demo(DemoArgs),
     /// Run one pipeline instance of a Kafka consumer group.
-    Run(PendingArgs),
+    Run(RunArgs),
     /// Process a file of events into the lake, without Kafka: the same tasks,
     /// watermarks and commits as `run`. Re-running it on the same file changes
     /// nothing; a further file continues from the state the lake holds.
@@ -82,6 +82,9 @@ pub struct SimulateArgs {
     /// Kafka bootstrap servers to produce to instead of a file.
     #[arg(long, value_name = "LIST", conflicts_with = "out")]
     pub brokers: Option<String>,
+    /// With --brokers: partitions of the input topics it creates when missing.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub partitions: i32,
     /// Also write the expected results, computed by the simulator from its own
     /// generation (format: docs/truth.md).
     #[arg(long, value_name = "FILE.json")]
@@ -136,6 +139,54 @@ pub struct ReplayArgs {
     /// crash loses at most one epoch of work, which the next run redoes).
     #[arg(long, default_value_t = 1_000_000)]
     pub epoch_lines: u64,
+}
+
+/// Kafka connection flags shared by the commands that talk to a cluster.
+#[derive(Debug, Args)]
+pub struct KafkaArgs {
+    /// Bootstrap servers, `host:port[,host:port...]`.
+    #[arg(long, value_name = "LIST")]
+    pub brokers: String,
+    /// Extra librdkafka client property (SASL, TLS, timeouts), repeatable:
+    /// `-X security.protocol=SASL_SSL`.
+    #[arg(short = 'X', long = "kafka-property", value_name = "KEY=VALUE")]
+    pub properties: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// The lake: a local directory (or `file://` URL).
+    #[arg(long, value_name = "URL")]
+    pub lake: String,
+    /// Consumer group; every instance of one deployment uses the same.
+    #[arg(long, value_name = "ID", default_value = "patchtrail")]
+    pub group: String,
+    /// Exit 0 once everything that was in the input topics at start is
+    /// committed to the lake (batch and backfill mode).
+    #[arg(long)]
+    pub stop_at_end: bool,
+    /// Where to serve Prometheus metrics (`/metrics`) and `/healthz`, `/readyz`.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9464")]
+    pub metrics_listen: String,
+    /// Commit an epoch at least this often.
+    #[arg(long, value_name = "MS", default_value_t = 5_000)]
+    pub commit_interval_ms: u64,
+    /// Commit an epoch after this many messages, whatever the interval.
+    #[arg(long, value_name = "N", default_value_t = 500_000)]
+    pub epoch_messages: u64,
+    /// Messages larger than this are dead letters.
+    #[arg(long, value_name = "BYTES", default_value_t = 1 << 20)]
+    pub max_message_bytes: usize,
+    /// Pre-fetched messages librdkafka may hold per partition, in KiB: this
+    /// bounds memory however large the lag.
+    #[arg(long, value_name = "KIB", default_value_t = 8_192)]
+    pub fetch_buffer_kbytes: u32,
+    /// On SIGTERM or Ctrl-C, how long to wait for the last commit before
+    /// giving up (a second signal exits at once; the commit log keeps that safe).
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    pub shutdown_timeout_secs: u64,
 }
 
 #[derive(Debug, Args)]

@@ -3,7 +3,10 @@
 
 mod cli;
 mod demo;
+mod metrics;
 mod replay;
+mod run;
+mod signals;
 mod simulate;
 mod sql;
 mod validate;
@@ -27,7 +30,7 @@ fn main() -> ExitCode {
         Command::Simulate(args) => simulate::run(args),
         Command::Validate(args) => validate::run(args),
         Command::Demo(args) => demo::run(args),
-        Command::Run(_) => pending("run"),
+        Command::Run(args) => run::run(args),
         Command::Replay(args) => replay::run(args),
         Command::Serve(_) => pending("serve"),
         Command::Sql(args) => sql::run(args),
@@ -39,6 +42,14 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Prints every problem with the command line and exits with status 2.
+pub fn usage_error(problems: &[String]) -> ExitCode {
+    for problem in problems {
+        eprintln!("error: {problem}");
+    }
+    ExitCode::from(2)
 }
 
 fn pending(command: &str) -> anyhow::Result<ExitCode> {

@@ -6,8 +6,11 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
+use std::time::Duration;
+
+use ingest::kafka::{self, KafkaSettings, TopicNames, TopicSpec};
 use ingest::simulate::{ScenarioConfig, Simulator};
-use schemas::Timestamp;
+use schemas::{InputTopic, Timestamp};
 
 use crate::cli::SimulateArgs;
 
@@ -28,8 +31,8 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         drift_ratio: args.drift_ratio,
     };
     problems.extend(config.problems());
-    if args.brokers.is_some() {
-        problems.push("--brokers: producing to Kafka arrives with the Kafka pipeline; use --out for now".to_owned());
+    if !(1..=1024).contains(&args.partitions) {
+        problems.push(format!("--partitions must be between 1 and 1024, got {}", args.partitions));
     }
     if !problems.is_empty() {
         for problem in &problems {
@@ -37,11 +40,45 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::from(2));
     }
-    let Some(out_path) = args.out else { bail!("--out is required") };
-
-    tracing::debug!(?config, out = %out_path.display(), "simulating");
+    tracing::debug!(?config, "simulating");
     let started = Instant::now();
     let mut simulator = Simulator::new(config, args.truth.is_some());
+    if let Some(brokers) = &args.brokers {
+        let settings = KafkaSettings::new(brokers.trim());
+        let topics = TopicNames::default();
+        let specs: Vec<TopicSpec<'_>> = InputTopic::ALL
+            .iter()
+            .map(|&topic| TopicSpec {
+                name: topics.input(topic),
+                partitions: args.partitions,
+                compacted: topic == InputTopic::Intel,
+            })
+            .collect();
+        kafka::create_topics(&settings, &specs, Duration::from_secs(30))
+            .with_context(|| format!("cannot create the input topics on {brokers}"))?;
+        let show_progress = io::stderr().is_terminal();
+        let counts = kafka::produce_simulation(&settings, &topics, &mut simulator, |counts, done| {
+            if show_progress {
+                eprint!("\rproducing: {:>5.1} % of the window, {} messages", done * 100.0, counts.total);
+            }
+        })
+        .with_context(|| format!("cannot produce to {brokers}"))?;
+        if show_progress {
+            eprint!("\r\x1b[2K");
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        eprintln!(
+            "produced {} messages to {brokers} in {elapsed:.2} s ({:.0} messages/s): {} events, {} late, {} duplicates, {} malformed",
+            counts.total,
+            counts.total as f64 / elapsed.max(1e-9),
+            counts.valid,
+            counts.late,
+            counts.duplicates,
+            counts.invalid,
+        );
+        return write_truth(simulator, args.truth.as_deref());
+    }
+    let Some(out_path) = args.out else { bail!("--out is required") };
     let to_stdout = out_path.as_os_str() == "-";
     let show_progress = io::stderr().is_terminal();
     let progress = |counts: ingest::simulate::truth::LineCounts, done: f64| {
@@ -70,9 +107,14 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         counts.duplicates,
         counts.invalid,
     );
-    if let Some(truth_path) = args.truth {
+    write_truth(simulator, args.truth.as_deref())
+}
+
+/// Writes the simulator's expected results, when asked for.
+fn write_truth(simulator: Simulator, truth_path: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
+    if let Some(truth_path) = truth_path {
         let truth = simulator.truth().context("the simulator kept no truth")?;
-        let file = File::create(&truth_path).with_context(|| format!("cannot create {}", truth_path.display()))?;
+        let file = File::create(truth_path).with_context(|| format!("cannot create {}", truth_path.display()))?;
         let mut out = io::BufWriter::new(file);
         serde_json::to_writer(&mut out, &truth).context("cannot serialize the truth")?;
         out.write_all(b"\n")?;

@@ -2,76 +2,12 @@
 //! simulator's truth, idempotent re-runs, continuing with a further file,
 //! other engines reading the Parquet, and SIGKILL at random moments.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use serde_json::Value;
+mod support;
 
-fn patchtrail(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_patchtrail")).args(args).output().expect("the binary runs")
-}
-
-fn path(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
-}
-
-fn simulate(dir: &Path, assets: u32, days: u32, seed: u64, faults: bool) -> (PathBuf, Value) {
-    let events = dir.join(format!("events-{seed}.jsonl"));
-    let truth = dir.join(format!("truth-{seed}.json"));
-    let (assets, days, seed) = (assets.to_string(), days.to_string(), seed.to_string());
-    let mut args = vec!["simulate", "--assets", &assets, "--days", &days, "--seed", &seed];
-    args.extend(["--out", path(&events), "--truth", path(&truth)]);
-    if faults {
-        args.extend(["--late-ratio", "0.03", "--duplicate-ratio", "0.02", "--malformed-ratio", "0.01"]);
-    }
-    let output = patchtrail(&args);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let truth = serde_json::from_slice(&std::fs::read(truth).expect("truth")).expect("JSON");
-    (events, truth)
-}
-
-fn replay(events: &Path, lake: &Path, extra: &[&str]) -> String {
-    let mut args = vec!["replay", "--input", path(events), "--lake", path(lake)];
-    args.extend_from_slice(extra);
-    let output = patchtrail(&args);
-    assert!(output.status.success(), "replay failed: {}", String::from_utf8_lossy(&output.stderr));
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn sql(lake: &Path, query: &str) -> Vec<Value> {
-    let output = patchtrail(&["sql", "--lake", path(lake), "--format", "json", query]);
-    assert!(output.status.success(), "{query}: {}", String::from_utf8_lossy(&output.stderr));
-    serde_json::from_slice(&output.stdout).expect("JSON rows")
-}
-
-/// The lake's rows of `table` with the truth's columns, in the truth's order.
-fn compare(lake: &Path, truth: &Value, table: &str, order: &str) {
-    let expected = truth[table].as_array().expect("rows");
-    let columns: Vec<&String> = expected[0].as_object().expect("object").keys().collect();
-    let select: Vec<String> = columns
-        .iter()
-        .map(|c| match c.as_str() {
-            // Timestamps as the truth writes them.
-            "detected_at" | "remediated_at" | "due_at" | "released_at" | "first_attempt_at" | "window_start" => {
-                format!("to_char({c}, '%Y-%m-%dT%H:%M:%S%.3fZ') AS {c}")
-            }
-            _ => c.to_string(),
-        })
-        .collect();
-    let rows = sql(lake, &format!("SELECT {} FROM {table} ORDER BY {order}", select.join(", ")));
-    assert_eq!(rows.len(), expected.len(), "{table}: rows");
-    for (ours, theirs) in rows.iter().zip(expected) {
-        for column in &columns {
-            let (a, b) = (ours.get(*column).unwrap_or(&Value::Null), &theirs[*column]);
-            // Millisecond times print as .000 where the truth omits a zero fraction.
-            let same = a == b
-                || a.as_f64().zip(b.as_f64()).is_some_and(|(a, b)| a == b)
-                || a.as_str().zip(b.as_str()).is_some_and(|(a, b)| a.replace(".000Z", "Z") == b.replace(".000Z", "Z"));
-            assert!(same, "{table}.{column}: {a} != {b}\n ours {ours}\n truth {theirs}");
-        }
-    }
-}
+use support::*;
 
 #[test]
 fn replay_builds_the_lake_the_truth_describes() {

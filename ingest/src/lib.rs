@@ -2,8 +2,11 @@
 //!
 //! - [`simulate`]: the deterministic fleet simulator (`patchtrail simulate`)
 //!   and the expected results it keeps.
+//! - [`kafka`]: client settings, topics, the consumer-group consumer and the
+//!   intel reader, message checks for the dead-letter path, the publisher, the
+//!   embedded broker, and producing a scenario into the input topics.
 //!
-//! Kafka consumers, producers and the dead-letter path arrive here with the
-//! pipeline; this crate never computes metrics.
+//! This crate never computes metrics.
 
+pub mod kafka;
 pub mod simulate;

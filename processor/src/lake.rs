@@ -5,8 +5,13 @@
 //! ```text
 //! <lake>/<table>/date=YYYY-MM-DD/<task>-<epoch>-<n>.parquet
 //! <lake>/_state/<task topic>/<partition>/<epoch>.state
+//! <lake>/_outbox/<task topic>/<partition>/<epoch>.jsonl
 //! <lake>/_commits/<task topic>/<partition>/<epoch>.json
 //! ```
+//!
+//! The outbox holds what the epoch publishes after its commit (alerts,
+//! re-evaluation requests, dead letters), so a crash between the commit and
+//! the publication re-sends it on recovery.
 //!
 //! A task commits an epoch by writing its Parquet files and state snapshot,
 //! then its commit record, created only if absent. The record is the truth:
@@ -75,6 +80,9 @@ pub struct CommitRecord {
     pub max_event_time: Option<Timestamp>,
     /// Rows per table in this epoch.
     pub rows: BTreeMap<String, u64>,
+    /// Path of the epoch's outbox (JSON lines), when it publishes anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbox: Option<String>,
 }
 
 /// What a task commits for one epoch.
@@ -93,6 +101,8 @@ pub struct Epoch {
     pub watermark: Option<Timestamp>,
     /// The largest event time it has seen.
     pub max_event_time: Option<Timestamp>,
+    /// What it publishes once committed (empty when nothing is published).
+    pub outbox: Vec<OutboxMessage>,
 }
 
 /// A lake location.
@@ -156,7 +166,7 @@ impl Lake {
     /// Writes one epoch of a task: its rows as Parquet, its state snapshot,
     /// then its commit record (only if no record of that epoch exists).
     pub async fn commit(&self, epoch: Epoch) -> Result<CommitRecord> {
-        let Epoch { task, epoch, rows, state, positions, watermark, max_event_time } = epoch;
+        let Epoch { task, epoch, rows, state, positions, watermark, max_event_time, outbox } = epoch;
         let rows = &rows;
         let files = encode_epoch(task, epoch, rows)?;
         let mut committed = Vec::with_capacity(files.len());
@@ -175,6 +185,20 @@ impl Lake {
         }
         let state_path = Path::from(format!("_state/{}/{}/{epoch:010}.state", task.topic, task.partition));
         self.store.put(&state_path, PutPayload::from(state)).await.map_err(storage(&state_path))?;
+        let outbox_path = match outbox.is_empty() {
+            true => None,
+            false => {
+                let path = Path::from(format!("_outbox/{}/{}/{epoch:010}.jsonl", task.topic, task.partition));
+                let mut body = Vec::with_capacity(outbox.len() * 512);
+                for message in &outbox {
+                    serde_json::to_writer(&mut body, message)
+                        .map_err(|e| Error::CommitRecord { path: path.to_string(), reason: e.to_string() })?;
+                    body.push(b'\n');
+                }
+                self.store.put(&path, PutPayload::from(body)).await.map_err(storage(&path))?;
+                Some(path.to_string())
+            }
+        };
         let record = CommitRecord {
             format: COMMIT_FORMAT.to_owned(),
             task,
@@ -185,6 +209,7 @@ impl Lake {
             watermark,
             max_event_time,
             rows: counts,
+            outbox: outbox_path,
         };
         let record_path = Self::commits_dir(task).join(format!("{epoch:010}.json").as_str());
         let body = serde_json::to_vec_pretty(&record)
@@ -222,6 +247,22 @@ impl Lake {
         Ok(epochs)
     }
 
+    /// A task's latest commit record, if any (read only).
+    pub async fn latest_record(&self, task: TaskId) -> Result<Option<CommitRecord>> {
+        match self.committed_epochs(task).await?.pop() {
+            Some((_, path)) => Ok(Some(self.read_record(&path).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// A task's latest commit record and state snapshot, if any (read only).
+    pub async fn latest(&self, task: TaskId) -> Result<Option<(CommitRecord, Bytes)>> {
+        let Some(record) = self.latest_record(task).await? else { return Ok(None) };
+        let path = Path::from(record.state.as_str());
+        let state = self.store.get(&path).await.map_err(storage(&path))?.bytes().await.map_err(storage(&path))?;
+        Ok(Some((record, state)))
+    }
+
     /// Prepares a task to resume: returns its latest commit record and state
     /// snapshot (none for a new task) after deleting whatever it wrote for
     /// later, uncommitted epochs.
@@ -243,18 +284,35 @@ impl Lake {
                 }
             }
         }
-        let state_dir = Path::from(format!("_state/{}/{}", task.topic, task.partition));
-        let states: Vec<_> = self.store.list(Some(&state_dir)).try_collect().await.map_err(storage(&state_dir))?;
-        for meta in states {
-            let epoch = meta.location.filename().and_then(|n| n.strip_suffix(".state")?.parse::<u64>().ok());
-            if epoch.is_some_and(|epoch| epoch > committed_epoch) {
-                self.store.delete(&meta.location).await.map_err(storage(&meta.location))?;
+        for (dir, suffix) in [("_state", ".state"), ("_outbox", ".jsonl")] {
+            let dir = Path::from(format!("{dir}/{}/{}", task.topic, task.partition));
+            let listed: Vec<_> = self.store.list(Some(&dir)).try_collect().await.map_err(storage(&dir))?;
+            for meta in listed {
+                let epoch = meta.location.filename().and_then(|n| n.strip_suffix(suffix)?.parse::<u64>().ok());
+                if epoch.is_some_and(|epoch| epoch > committed_epoch) {
+                    self.store.delete(&meta.location).await.map_err(storage(&meta.location))?;
+                }
             }
         }
         let Some(record) = latest else { return Ok(None) };
         let path = Path::from(record.state.as_str());
         let state = self.store.get(&path).await.map_err(storage(&path))?.bytes().await.map_err(storage(&path))?;
         Ok(Some((record, state)))
+    }
+
+    /// The messages a committed epoch publishes (none if it has no outbox).
+    pub async fn read_outbox(&self, record: &CommitRecord) -> Result<Vec<OutboxMessage>> {
+        let Some(path) = &record.outbox else { return Ok(Vec::new()) };
+        let path = Path::from(path.as_str());
+        let bytes = self.store.get(&path).await.map_err(storage(&path))?.bytes().await.map_err(storage(&path))?;
+        bytes
+            .split(|b| *b == b'\n')
+            .filter(|line| !line.is_empty())
+            .map(|line| {
+                serde_json::from_slice(line)
+                    .map_err(|e| Error::CommitRecord { path: path.to_string(), reason: e.to_string() })
+            })
+            .collect()
     }
 
     /// Every commit record of every task, ordered by task and epoch.

@@ -36,7 +36,7 @@ use crate::rows::{DeadLetterRow, EpochRows};
 use crate::task::{Applied, Task, TaskId};
 
 /// First bytes of every state snapshot; a new format gets a new number.
-const SNAPSHOT_MAGIC: &[u8] = b"patchtrail-state/1\n";
+const SNAPSHOT_MAGIC: &[u8] = b"patchtrail-state/2\n";
 
 /// Position of an event in a task's event-time order: its time, then its
 /// arrival (equal times are taken in arrival order).
@@ -150,12 +150,18 @@ impl Processor {
         std::iter::once(&self.intel).chain(&self.tasks)
     }
 
-    /// Applies one valid event read at `offset` of `source`.
+    /// Applies one valid event read at `offset` of `source`, routed by its key.
     pub fn apply(&mut self, source: &str, offset: u64, event: &CloudEvent) -> Applied {
         let id = self.route(event.event_type(), &event.subject);
+        self.apply_to(id, source, offset, event)
+    }
+
+    /// Applies one valid event to the task `id` (a Kafka source routes by the
+    /// partition the message was read from).
+    pub fn apply_to(&mut self, id: TaskId, source: &str, offset: u64, event: &CloudEvent) -> Applied {
         let Processor { config, catalog, intel, tasks, partitions, .. } = self;
         let task = match KEYED.iter().position(|&topic| topic == id.topic) {
-            Some(idx) => &mut tasks[idx * *partitions as usize + id.partition as usize],
+            Some(idx) => &mut tasks[idx * *partitions as usize + (id.partition % *partitions) as usize],
             None => intel,
         };
         let (applied, change) = task.apply(source, offset, event, catalog, config);
@@ -167,6 +173,16 @@ impl Processor {
         applied
     }
 
+    /// Forgets a task's state (its partition went to another instance); the
+    /// intel task's reset empties the catalog too.
+    pub fn reset(&mut self, id: TaskId) {
+        if id.topic == InputTopic::Intel {
+            self.catalog = Catalog::default();
+        }
+        let task = Task::new(id, &self.config);
+        *self.task_mut(id) = task;
+    }
+
     /// Records a message that failed to decode or validate, owned by `task`.
     pub fn dead_letter(&mut self, task: TaskId, source: &str, offset: u64, row: DeadLetterRow) -> Applied {
         self.task_mut(task).dead_letter(source, offset, row)
@@ -175,9 +191,17 @@ impl Processor {
     /// The end of the input: every task's watermark moves up to the largest
     /// event time among all tasks, and the timers it passes fire.
     pub fn finish_input(&mut self) {
-        let Some(max_time) = self.tasks.iter().filter_map(Task::max_event_time).max() else { return };
+        self.finish_input_where(None, |_| true);
+    }
+
+    /// [`Processor::finish_input`] over the tasks `owned` accepts, up to
+    /// `max_time` (by default the largest event time among them; several
+    /// instances pass the largest of the whole input, so they end alike).
+    pub fn finish_input_where(&mut self, max_time: Option<Timestamp>, owned: impl Fn(TaskId) -> bool) {
+        let times = self.tasks.iter().filter(|task| owned(task.id())).filter_map(Task::max_event_time);
+        let Some(max_time) = max_time.or(times.max()) else { return };
         let Processor { config, catalog, tasks, .. } = self;
-        for task in tasks.iter_mut() {
+        for task in tasks.iter_mut().filter(|task| owned(task.id())) {
             task.advance_watermark(max_time, catalog, config);
         }
     }
@@ -190,9 +214,9 @@ impl Processor {
             Some(task) => (task, None),
             None => return Vec::new(),
         };
-        // Sized from the previous snapshot, so a large state is written once,
-        // without regrowing the buffer.
-        let mut bytes = Vec::with_capacity(task.last_snapshot_bytes().max(4096) + 4096);
+        // Sized from the previous snapshot with room for an epoch's growth, so
+        // a large state is written once, without regrowing (and copying) the buffer.
+        let mut bytes = Vec::with_capacity(task.last_snapshot_bytes().max(4096) / 4 * 5);
         bytes.extend_from_slice(SNAPSHOT_MAGIC);
         // Serializing plain owned data into a Vec cannot fail.
         let bytes = postcard::to_extend(&(task, catalog), bytes).unwrap_or_default();
@@ -224,10 +248,17 @@ impl Processor {
 
     /// Every task's rows changed since the last flush.
     pub fn flush(&mut self) -> Vec<(TaskId, EpochRows)> {
+        self.flush_where(|_| true)
+    }
+
+    /// The rows changed since the last flush of the tasks `owned` accepts.
+    pub fn flush_where(&mut self, owned: impl Fn(TaskId) -> bool) -> Vec<(TaskId, EpochRows)> {
         let Processor { config, catalog, intel, tasks, .. } = self;
-        let mut out = vec![(intel.id(), intel.flush(catalog, config))];
-        for task in tasks.iter_mut() {
-            out.push((task.id(), task.flush(catalog, config)));
+        let mut out = Vec::new();
+        for task in std::iter::once(intel).chain(tasks.iter_mut()) {
+            if owned(task.id()) {
+                out.push((task.id(), task.flush(catalog, config)));
+            }
         }
         out
     }

@@ -6,16 +6,17 @@
 //! when the writer falls a full epoch behind (backpressure, never unbounded
 //! memory). Within a task, epochs are committed in order.
 
-use std::collections::BTreeMap;
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
 use std::thread::JoinHandle;
 
 use crate::Processor;
 use crate::config::ProcessorConfig;
 use crate::error::{Error, Result};
-use crate::lake::{Epoch, Lake};
-use crate::rows::EpochRows;
+use crate::lake::{CommitRecord, Epoch, Lake};
+use crate::rows::{EpochRows, OutboxMessage};
 use crate::task::TaskId;
+use schemas::Timestamp;
 
 /// Rows and alerts committed so far by this pipeline.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -30,36 +31,179 @@ pub struct Totals {
     pub reevaluations: u64,
 }
 
+/// An epoch the writer made durable, with what it publishes.
+#[derive(Debug)]
+pub struct Committed {
+    /// The task.
+    pub task: TaskId,
+    /// Its epoch.
+    pub epoch: u64,
+    /// Source → next offset, as recorded.
+    pub positions: BTreeMap<String, u64>,
+    /// What the epoch publishes (empty unless the pipeline keeps an outbox).
+    pub outbox: Vec<OutboxMessage>,
+}
+
 /// A processor whose epochs are committed to a lake.
 pub struct Pipeline {
     processor: Processor,
+    lake: Lake,
+    runtime: tokio::runtime::Runtime,
+    /// The tasks this pipeline commits; `None`: all of them (`replay`).
+    owned: Option<BTreeSet<TaskId>>,
+    /// Whether epochs keep an outbox of what they publish (`run`).
+    outbox: bool,
     /// Per task: last committed epoch and the positions it recorded.
     committed: BTreeMap<TaskId, (u64, BTreeMap<String, u64>)>,
     jobs: Option<SyncSender<Epoch>>,
     writer: Option<JoinHandle<Result<()>>>,
+    /// Epochs made durable by the writer. Unbounded, but never longer than
+    /// the epochs handed to the bounded job channel and not yet taken back.
+    done: Receiver<Committed>,
+    in_flight: usize,
+    ready: Vec<Committed>,
     totals: Totals,
 }
 
 impl Pipeline {
-    /// Opens the pipeline on `lake`: every task resumes from its latest
-    /// commit, and files of uncommitted epochs are deleted.
+    /// Opens the pipeline on `lake` owning every task: each resumes from its
+    /// latest commit, and files of uncommitted epochs are deleted.
     pub fn open(lake: Lake, config: ProcessorConfig, partitions: u32) -> Result<Pipeline> {
-        let mut processor = Processor::new(config, partitions);
-        let runtime = runtime()?;
-        let mut committed = BTreeMap::new();
-        let ids: Vec<TaskId> = processor.tasks().map(|task| task.id()).collect();
+        let mut pipeline = Pipeline::start(lake, config, partitions, None, false)?;
+        let ids: Vec<TaskId> = pipeline.processor.tasks().map(|task| task.id()).collect();
         for id in ids {
-            if let Some((record, state)) = runtime.block_on(lake.recover(id))? {
-                processor.restore(id, &state, &record.state)?;
-                committed.insert(id, (record.epoch, record.positions));
-            }
+            pipeline.recover(id)?;
         }
+        Ok(pipeline)
+    }
+
+    /// Opens the pipeline on `lake` owning no task yet: tasks join with
+    /// [`Pipeline::acquire`] and leave with [`Pipeline::release`], as Kafka
+    /// assigns and revokes partitions. Epochs keep an outbox.
+    pub fn open_owning_none(lake: Lake, config: ProcessorConfig, partitions: u32) -> Result<Pipeline> {
+        Pipeline::start(lake, config, partitions, Some(BTreeSet::new()), true)
+    }
+
+    fn start(
+        lake: Lake,
+        config: ProcessorConfig,
+        partitions: u32,
+        owned: Option<BTreeSet<TaskId>>,
+        outbox: bool,
+    ) -> Result<Pipeline> {
+        let processor = Processor::new(config, partitions);
         let (jobs, inbox) = sync_channel::<Epoch>(1);
+        let (done_tx, done) = channel::<Committed>();
+        let writer_lake = lake.clone();
         let writer = std::thread::Builder::new()
             .name("lake-writer".to_owned())
-            .spawn(move || write_epochs(lake, inbox))
+            .spawn(move || write_epochs(writer_lake, inbox, done_tx))
             .map_err(|e| Error::Location { location: "lake writer thread".to_owned(), reason: e.to_string() })?;
-        Ok(Pipeline { processor, committed, jobs: Some(jobs), writer: Some(writer), totals: Totals::default() })
+        Ok(Pipeline {
+            processor,
+            lake,
+            runtime: runtime()?,
+            owned,
+            outbox,
+            committed: BTreeMap::new(),
+            jobs: Some(jobs),
+            writer: Some(writer),
+            done,
+            in_flight: 0,
+            ready: Vec::new(),
+            totals: Totals::default(),
+        })
+    }
+
+    /// Restores a task from its latest commit (or empties it), after deleting
+    /// what it wrote for uncommitted epochs. Returns that commit's outbox.
+    fn recover(&mut self, id: TaskId) -> Result<Vec<OutboxMessage>> {
+        match self.runtime.block_on(self.lake.recover(id))? {
+            Some((record, state)) => {
+                self.processor.restore(id, &state, &record.state)?;
+                let outbox = self.runtime.block_on(self.lake.read_outbox(&record))?;
+                self.committed.insert(id, (record.epoch, record.positions));
+                Ok(outbox)
+            }
+            None => {
+                self.processor.reset(id);
+                self.committed.remove(&id);
+                Ok(Vec::new())
+            }
+        }
+    }
+
+    /// Loads a task's latest committed state without owning it and without
+    /// touching the lake (another instance may own it and be mid-epoch).
+    pub fn load(&mut self, id: TaskId) -> Result<()> {
+        match self.runtime.block_on(self.lake.latest(id))? {
+            Some((record, state)) => self.processor.restore(id, &state, &record.state),
+            None => {
+                self.processor.reset(id);
+                Ok(())
+            }
+        }
+    }
+
+    /// The latest commit record of every task in `ids` that has one.
+    pub fn latest_records(&self, ids: &[TaskId]) -> Result<Vec<CommitRecord>> {
+        let mut records = Vec::new();
+        for &id in ids {
+            if let Some(record) = self.runtime.block_on(self.lake.latest_record(id))? {
+                records.push(record);
+            }
+        }
+        Ok(records)
+    }
+
+    /// Takes ownership of a task (its partition was assigned): it resumes from
+    /// its latest commit. Returns where it resumes (source → next offset) and
+    /// the outbox of that commit, to publish again in case the previous owner
+    /// stopped before it did.
+    pub fn acquire(&mut self, id: TaskId) -> Result<(BTreeMap<String, u64>, Vec<OutboxMessage>)> {
+        self.sync()?;
+        let outbox = self.recover(id)?;
+        if let Some(owned) = &mut self.owned {
+            owned.insert(id);
+        }
+        let positions = self.processor.task(id).map(|task| task.positions().clone()).unwrap_or_default();
+        Ok((positions, outbox))
+    }
+
+    /// Gives up tasks (their partitions are being revoked): their changes are
+    /// committed and durable before this returns, then their state is dropped.
+    pub fn release(&mut self, ids: &[TaskId]) -> Result<()> {
+        self.commit_where(|id| ids.contains(&id))?;
+        self.sync()?;
+        self.forget(ids);
+        Ok(())
+    }
+
+    /// Whether this pipeline commits task `id`.
+    pub fn owns(&self, id: TaskId) -> bool {
+        self.owned.as_ref().is_none_or(|owned| owned.contains(&id))
+    }
+
+    /// The tasks this pipeline commits (`None`: every task).
+    pub fn owned(&self) -> Option<&BTreeSet<TaskId>> {
+        self.owned.as_ref()
+    }
+
+    /// Drops tasks without committing (their partitions were lost to another
+    /// instance, which resumes them from their last commit).
+    pub fn forget(&mut self, ids: &[TaskId]) {
+        for &id in ids {
+            if let Some(owned) = &mut self.owned {
+                owned.remove(&id);
+            }
+            self.committed.remove(&id);
+            self.processor.reset(id);
+        }
+    }
+
+    /// The processor, to read.
+    pub fn processor_ref(&self) -> &Processor {
+        &self.processor
     }
 
     /// The processor, to apply events to.
@@ -77,9 +221,38 @@ impl Pipeline {
         &self.totals
     }
 
-    /// Flushes every task and hands each changed one to the writer as its next epoch.
+    /// Epochs made durable since the last call, oldest first.
+    pub fn take_committed(&mut self) -> Vec<Committed> {
+        while let Ok(done) = self.done.try_recv() {
+            self.in_flight -= 1;
+            self.ready.push(done);
+        }
+        std::mem::take(&mut self.ready)
+    }
+
+    /// Waits until every epoch handed to the writer is durable.
+    pub fn sync(&mut self) -> Result<()> {
+        while self.in_flight > 0 {
+            match self.done.recv() {
+                Ok(done) => {
+                    self.in_flight -= 1;
+                    self.ready.push(done);
+                }
+                Err(_) => return self.writer_stopped(),
+            }
+        }
+        Ok(())
+    }
+
+    /// Flushes every owned task and hands each changed one to the writer as its next epoch.
     pub fn commit(&mut self) -> Result<()> {
-        let epochs = self.processor.flush();
+        self.commit_where(|_| true)
+    }
+
+    fn commit_where(&mut self, selected: impl Fn(TaskId) -> bool) -> Result<()> {
+        let owned = self.owned.clone();
+        let is_owned = |id: TaskId| owned.as_ref().is_none_or(|owned| owned.contains(&id));
+        let epochs = self.processor.flush_where(|id| is_owned(id) && selected(id));
         for (id, rows) in epochs {
             let Some(task) = self.processor.task(id) else { continue };
             let positions = task.positions().clone();
@@ -94,19 +267,24 @@ impl Pipeline {
                 watermark: Some(task.watermark()).filter(|w| w.micros() != i64::MIN),
                 max_event_time: task.max_event_time(),
                 positions: positions.clone(),
+                outbox: if self.outbox { rows.outbox() } else { Vec::new() },
                 rows,
             };
             self.count(&job.rows);
             self.committed.insert(id, (job.epoch, positions));
             let sent = self.jobs.as_ref().is_some_and(|jobs| jobs.send(job).is_ok());
             if !sent {
-                // The writer stopped on an error; join it to report the error.
-                return self
-                    .join_writer()
-                    .and(Err(Error::Location { location: "lake writer".to_owned(), reason: "stopped".to_owned() }));
+                return self.writer_stopped();
             }
+            self.in_flight += 1;
         }
         Ok(())
+    }
+
+    /// The writer stopped on an error: join it to report the error.
+    fn writer_stopped(&mut self) -> Result<()> {
+        self.join_writer()
+            .and(Err(Error::Location { location: "lake writer".to_owned(), reason: "stopped".to_owned() }))
     }
 
     fn count(&mut self, rows: &EpochRows) {
@@ -140,13 +318,22 @@ impl Pipeline {
         }
     }
 
-    /// The end of the input: watermarks move to the largest event time, the
-    /// last epoch is committed, and the writer drains.
+    /// The end of the input: watermarks of the owned tasks move to their
+    /// largest event time, the last epoch is committed, and the writer drains.
     pub fn finish(mut self) -> Result<Totals> {
-        self.processor.finish_input();
-        self.commit()?;
+        self.finish_input(None)?;
         self.join_writer()?;
         Ok(self.totals.clone())
+    }
+
+    /// [`Pipeline::finish`] without stopping: commits the end of the input
+    /// (watermarks up to `max_time`, by default the owned tasks' largest
+    /// event time) and waits until it is durable (`run --stop-at-end`).
+    pub fn finish_input(&mut self, max_time: Option<Timestamp>) -> Result<()> {
+        let owned = self.owned.clone();
+        self.processor.finish_input_where(max_time, |id| owned.as_ref().is_none_or(|owned| owned.contains(&id)));
+        self.commit()?;
+        self.sync()
     }
 }
 
@@ -157,10 +344,14 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .map_err(|e| Error::Location { location: "lake runtime".to_owned(), reason: e.to_string() })
 }
 
-fn write_epochs(lake: Lake, inbox: Receiver<Epoch>) -> Result<()> {
+fn write_epochs(lake: Lake, inbox: Receiver<Epoch>, done: Sender<Committed>) -> Result<()> {
     let runtime = runtime()?;
     for job in inbox {
-        runtime.block_on(lake.commit(job))?;
+        // Empty unless the pipeline keeps an outbox (`run`).
+        let outbox = job.outbox.clone();
+        let record = runtime.block_on(lake.commit(job))?;
+        // The receiver is gone only when the pipeline is dropped: nobody waits.
+        let _ = done.send(Committed { task: record.task, epoch: record.epoch, positions: record.positions, outbox });
     }
     Ok(())
 }

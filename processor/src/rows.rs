@@ -265,6 +265,73 @@ impl EpochRows {
     }
 }
 
+/// Which output topic an [`OutboxMessage`] goes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputKind {
+    /// OCSF findings for SIEMs (`patchtrail.alerts`), keyed by alert id.
+    Alert,
+    /// Re-evaluation requests (`patchtrail.reevaluations`), keyed by asset id.
+    Reevaluation,
+    /// Dead letters (`patchtrail.dlq`), keyed by the original key.
+    DeadLetter,
+}
+
+/// A message an epoch publishes after its commit. Kept with the commit, so a
+/// crash between the commit and the publication re-sends it (at least once).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct OutboxMessage {
+    /// Its topic.
+    pub kind: OutputKind,
+    /// Its key.
+    pub key: Option<String>,
+    /// Its value: JSON.
+    pub value: String,
+}
+
+impl EpochRows {
+    /// What the epoch publishes: its alerts as OCSF JSON, its re-evaluation
+    /// requests, and its dead letters with the envelope of CONTRACT.md §2.
+    pub fn outbox(&self) -> Vec<OutboxMessage> {
+        let mut out = Vec::with_capacity(self.alerts.len() + self.reevaluations.len() + self.dead_letters.len());
+        out.extend(self.alerts.iter().map(|alert| OutboxMessage {
+            kind: OutputKind::Alert,
+            key: Some(alert.alert_id.clone()),
+            value: alert.ocsf.clone(),
+        }));
+        out.extend(self.reevaluations.iter().map(|request| {
+            OutboxMessage {
+                kind: OutputKind::Reevaluation,
+                key: Some(request.asset_id.clone()),
+                value: serde_json::json!({
+                    "asset_id": request.asset_id,
+                    "patch_id": request.patch_id,
+                    "deployment_id": request.deployment_id,
+                    "remediated_at": request.remediated_at.to_string(),
+                    "cves": request.cves,
+                })
+                .to_string(),
+            }
+        }));
+        out.extend(self.dead_letters.iter().map(|letter| {
+            let mut value = serde_json::json!({
+                "topic": letter.topic,
+                "partition": letter.partition,
+                "offset": letter.offset,
+                "key": letter.key,
+                "error": letter.error,
+                "payload": letter.payload,
+                "failed_at": letter.failed_at.to_string(),
+            });
+            if let Some(encoding) = letter.payload_encoding {
+                value["payload_encoding"] = encoding.into();
+            }
+            OutboxMessage { kind: OutputKind::DeadLetter, key: letter.key.clone(), value: value.to_string() }
+        }));
+        out
+    }
+}
+
 /// A row whose content (everything but `updated_at` and `revision`) can be
 /// compared with the last committed version through a hash, so tasks need not
 /// keep committed rows in memory or in snapshots.

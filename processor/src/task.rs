@@ -3,7 +3,6 @@
 //! has read each source. It knows nothing of where events come from.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::Arc;
 
 use rustc_hash::FxHashSet;
 use schemas::{CloudEvent, EventData, InputTopic, Timestamp};
@@ -42,42 +41,56 @@ enum State {
 }
 
 /// The last ids seen, to drop re-deliveries; bounded, oldest forgotten first.
+///
+/// Ids are kept as 128-bit hashes (two seeded XXH64s): a fraction of the
+/// memory of the strings, no allocation per event, and a false "seen" needs a
+/// collision among 2^128 values (about 1 in 10^27 over 200,000 ids).
 struct RecentIds {
-    ids: FxHashSet<Arc<str>>,
-    order: VecDeque<Arc<str>>,
+    ids: FxHashSet<u128>,
+    order: VecDeque<u128>,
     capacity: usize,
 }
 
 impl RecentIds {
+    fn new(capacity: usize) -> Self {
+        RecentIds { ids: FxHashSet::default(), order: VecDeque::new(), capacity }
+    }
+
     /// False if `id` was seen among the last `capacity` ids.
     fn insert(&mut self, id: &str) -> bool {
-        if self.ids.contains(id) {
+        let id = id_hash(id);
+        if !self.ids.insert(id) {
             return false;
         }
-        let id: Arc<str> = Arc::from(id);
         if self.order.len() >= self.capacity
             && let Some(oldest) = self.order.pop_front()
         {
             self.ids.remove(&oldest);
         }
-        self.ids.insert(Arc::clone(&id));
         self.order.push_back(id);
         true
     }
 }
 
-/// Only the ids, oldest first, are stored; the set is rebuilt on load.
+fn id_hash(id: &str) -> u128 {
+    use twox_hash::XxHash64;
+    let (low, high) = (XxHash64::oneshot(0, id.as_bytes()), XxHash64::oneshot(0x9e37_79b9_7f4a_7c15, id.as_bytes()));
+    u128::from(high) << 64 | u128::from(low)
+}
+
+/// Only the hashes, oldest first, are stored; the set is rebuilt on load.
 impl Serialize for RecentIds {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        (self.capacity, self.order.iter().map(|id| &**id).collect::<Vec<&str>>()).serialize(serializer)
+        let (front, back) = self.order.as_slices();
+        (self.capacity, front, back).serialize(serializer)
     }
 }
 
 impl<'de> Deserialize<'de> for RecentIds {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let (capacity, ids) = <(usize, Vec<String>)>::deserialize(deserializer)?;
-        let order: VecDeque<Arc<str>> = ids.into_iter().map(Arc::from).collect();
-        let ids = order.iter().cloned().collect();
+        let (capacity, front, back) = <(usize, Vec<u128>, Vec<u128>)>::deserialize(deserializer)?;
+        let order: VecDeque<u128> = front.into_iter().chain(back).collect();
+        let ids = order.iter().copied().collect();
         Ok(RecentIds { ids, order, capacity })
     }
 }
@@ -139,7 +152,7 @@ impl Task {
             next_arrival: 0,
             max_event_time: None,
             watermark: Timestamp(i64::MIN),
-            recent: RecentIds { ids: FxHashSet::default(), order: VecDeque::new(), capacity: config.dedupe_capacity },
+            recent: RecentIds::new(config.dedupe_capacity),
             positions: BTreeMap::new(),
             dead_letters: Vec::new(),
             counts: TaskCounts::default(),

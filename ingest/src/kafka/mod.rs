@@ -1,0 +1,168 @@
+//! Kafka for patchtrail: client settings, topic names and creation, the
+//! consumer-group consumer whose partitions map to processor tasks, the
+//! message checks that route bad input to the dead-letter topic, the
+//! publisher of derived topics, the embedded broker, and producing simulated
+//! events.
+//!
+//! Nothing here computes metrics: the binary wires these to the processor.
+
+mod broker;
+mod consumer;
+mod error;
+mod message;
+mod producer;
+
+pub use broker::EmbeddedBroker;
+pub use consumer::{
+    GroupConsumer, GroupContext, IntelReader, PartitionOwner, StartAt, end_offsets, group_consumer, source_name,
+};
+pub use error::{Error, Result};
+pub use message::{Rejection, check_message};
+pub use producer::{Publisher, produce_simulation};
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::types::RDKafkaErrorCode;
+use schemas::InputTopic;
+
+/// How to reach the cluster: bootstrap servers plus librdkafka properties
+/// passed through as given (SASL, TLS, timeouts, ...).
+#[derive(Clone, Debug, Default)]
+pub struct KafkaSettings {
+    /// Comma-separated `host:port` list.
+    pub brokers: String,
+    /// Extra librdkafka properties, applied last.
+    pub properties: BTreeMap<String, String>,
+}
+
+impl KafkaSettings {
+    /// Settings for `brokers` with no extra properties.
+    pub fn new(brokers: impl Into<String>) -> Self {
+        KafkaSettings { brokers: brokers.into(), properties: BTreeMap::new() }
+    }
+
+    /// A client configuration with the bootstrap servers, `defaults`, then the
+    /// pass-through properties (which win).
+    pub fn client_config(&self, defaults: &[(&str, &str)]) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.brokers);
+        for (key, value) in defaults {
+            config.set(*key, *value);
+        }
+        for (key, value) in &self.properties {
+            config.set(key, value);
+        }
+        config
+    }
+}
+
+/// Topic names (CONTRACT.md §2 defaults; all configurable).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct TopicNames {
+    pub assets: String,
+    pub rollouts: String,
+    pub network: String,
+    pub intel: String,
+    pub alerts: String,
+    pub priorities: String,
+    pub reevaluations: String,
+    pub dlq: String,
+}
+
+impl Default for TopicNames {
+    fn default() -> Self {
+        TopicNames {
+            assets: "patchtrail.assets".to_owned(),
+            rollouts: "patchtrail.rollouts".to_owned(),
+            network: "patchtrail.network".to_owned(),
+            intel: "patchtrail.intel".to_owned(),
+            alerts: "patchtrail.alerts".to_owned(),
+            priorities: "patchtrail.priorities".to_owned(),
+            reevaluations: "patchtrail.reevaluations".to_owned(),
+            dlq: "patchtrail.dlq".to_owned(),
+        }
+    }
+}
+
+impl TopicNames {
+    /// The Kafka topic of an input topic.
+    pub fn input(&self, topic: InputTopic) -> &str {
+        match topic {
+            InputTopic::Assets => &self.assets,
+            InputTopic::Rollouts => &self.rollouts,
+            InputTopic::Network => &self.network,
+            InputTopic::Intel => &self.intel,
+        }
+    }
+
+    /// The input topic a Kafka topic name is.
+    pub fn input_topic(&self, name: &str) -> Option<InputTopic> {
+        InputTopic::ALL.iter().copied().find(|&topic| self.input(topic) == name)
+    }
+
+    /// The keyed input topics, consumed by the group.
+    pub fn keyed(&self) -> [&str; 3] {
+        [&self.assets, &self.rollouts, &self.network]
+    }
+}
+
+/// One topic to create if missing.
+#[derive(Clone, Debug)]
+pub struct TopicSpec<'a> {
+    /// Its name.
+    pub name: &'a str,
+    /// Partitions.
+    pub partitions: i32,
+    /// Whether it is log-compacted (keeps the latest value per key).
+    pub compacted: bool,
+}
+
+/// Creates the topics that do not exist yet; existing ones are left as they are.
+pub fn create_topics(settings: &KafkaSettings, topics: &[TopicSpec<'_>], timeout: Duration) -> Result<()> {
+    let admin: AdminClient<DefaultClientContext> =
+        settings.client_config(&[]).create().map_err(|e| Error::client("admin client", e))?;
+    let new_topics: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|topic| {
+            let new = NewTopic::new(topic.name, topic.partitions, TopicReplication::Fixed(1));
+            if topic.compacted { new.set("cleanup.policy", "compact") } else { new }
+        })
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(timeout)).request_timeout(Some(timeout));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .map_err(|e| Error::Topic { topic: topics.iter().map(|t| t.name).collect(), reason: e.to_string() })?;
+    let results =
+        runtime.block_on(admin.create_topics(&new_topics, &options)).map_err(|e| Error::client("create topics", e))?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => return Err(Error::Topic { topic, reason: code.to_string() }),
+        }
+    }
+    Ok(())
+}
+
+/// Partitions of each topic, from the cluster's metadata (0 if missing).
+pub fn partition_counts(settings: &KafkaSettings, topics: &[&str], timeout: Duration) -> Result<BTreeMap<String, i32>> {
+    let consumer: BaseConsumer =
+        settings.client_config(&[]).create().map_err(|e| Error::client("metadata client", e))?;
+    let mut counts = BTreeMap::new();
+    for &topic in topics {
+        let metadata = consumer.fetch_metadata(Some(topic), timeout).map_err(|e| Error::client("fetch metadata", e))?;
+        let n = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic && t.error().is_none())
+            .map_or(0, |t| t.partitions().len());
+        counts.insert(topic.to_owned(), n as i32);
+    }
+    Ok(counts)
+}

@@ -1,0 +1,650 @@
+//! `patchtrail run`: one pipeline instance in a Kafka consumer group.
+//!
+//! One thread polls the group consumer and the intel reader and applies each
+//! message to the task of its partition; the lake writer thread commits
+//! epochs behind it. Rebalances arrive inside `poll`, on this same thread: a
+//! gained partition's task is restored from its latest commit and the
+//! partition starts at the recorded offset; a revoked one is committed before
+//! the group hands it on. After each commit, the epoch's outbox (alerts,
+//! re-evaluation requests, dead letters) is published and the offsets it
+//! covers are stored in Kafka, in that order (DESIGN.md "Exactly-once into
+//! the lake").
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use ingest::kafka::{
+    self, GroupConsumer, IntelReader, KafkaSettings, PartitionOwner, Publisher, StartAt, TopicNames, source_name,
+};
+use processor::config::ProcessorConfig;
+use processor::lake::Lake;
+use processor::pipeline::{Committed, Pipeline};
+use processor::rows::{DeadLetterRow, OutboxMessage, OutputKind};
+use processor::task::TaskId;
+use rdkafka::Message;
+use rdkafka::consumer::Consumer;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use schemas::{InputTopic, Timestamp};
+
+use crate::cli::{KafkaArgs, RunArgs};
+use crate::metrics::PipelineMetrics;
+
+const METADATA_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let settings = match kafka_settings(&args.kafka) {
+        Ok(settings) => settings,
+        Err(problems) => return Ok(crate::usage_error(&problems)),
+    };
+    let mut problems = Vec::new();
+    if args.commit_interval_ms < 100 {
+        problems.push(format!("--commit-interval-ms must be at least 100, got {}", args.commit_interval_ms));
+    }
+    if args.epoch_messages < 1_000 {
+        problems.push(format!("--epoch-messages must be at least 1000, got {}", args.epoch_messages));
+    }
+    if args.fetch_buffer_kbytes < 64 {
+        problems.push(format!("--fetch-buffer-kbytes must be at least 64, got {}", args.fetch_buffer_kbytes));
+    }
+    if !problems.is_empty() {
+        return Ok(crate::usage_error(&problems));
+    }
+    let signals = crate::signals::install()?;
+    let metrics = PipelineMetrics::new();
+    crate::metrics::serve(&args.metrics_listen, metrics.registry(), metrics.ready_flag())
+        .with_context(|| format!("cannot serve metrics on {}", args.metrics_listen))?;
+    let topics = TopicNames::default();
+    let instance = Instance::start(&args, settings, topics, metrics)?;
+    instance.run(&args, &signals)
+}
+
+/// Settings from `--brokers` and `-X key=value`, or every problem with them.
+pub fn kafka_settings(args: &KafkaArgs) -> Result<KafkaSettings, Vec<String>> {
+    let mut settings = KafkaSettings::new(args.brokers.trim());
+    let mut problems = Vec::new();
+    if settings.brokers.is_empty() {
+        problems.push("--brokers must name at least one host:port".to_owned());
+    }
+    for property in &args.properties {
+        match property.split_once('=') {
+            Some((key, value)) if !key.trim().is_empty() => {
+                settings.properties.insert(key.trim().to_owned(), value.to_owned());
+            }
+            _ => problems.push(format!("-X takes KEY=VALUE, got {property:?}")),
+        }
+    }
+    if problems.is_empty() { Ok(settings) } else { Err(problems) }
+}
+
+/// What the group's rebalances act on: the pipeline and the publisher.
+struct Owner {
+    pipeline: Pipeline,
+    publisher: Publisher,
+    topics: TopicNames,
+    /// The partitions this instance holds.
+    assigned: BTreeSet<(String, i32)>,
+    /// This instance holds partition 0 of the assets topic, so it commits the
+    /// intel task (the catalog rows) too.
+    intel_owner: bool,
+    /// The intel task was restored from the lake: the reader must re-seek.
+    intel_reseek: bool,
+    /// A failure inside a rebalance callback, raised by the polling loop.
+    failure: Option<anyhow::Error>,
+    metrics: PipelineMetrics,
+    /// Messages larger than this are dead letters.
+    max_message_bytes: usize,
+}
+
+const INTEL: TaskId = TaskId { topic: InputTopic::Intel, partition: 0 };
+
+impl Owner {
+    fn task_of(&self, topic: &str, partition: i32) -> Option<TaskId> {
+        let topic = self.topics.input_topic(topic)?;
+        Some(TaskId { topic, partition: u32::try_from(partition).ok()? })
+    }
+
+    fn publish(&self, messages: &[OutboxMessage]) -> anyhow::Result<()> {
+        for message in messages {
+            let topic = match message.kind {
+                OutputKind::Alert => &self.topics.alerts,
+                OutputKind::Reevaluation => &self.topics.reevaluations,
+                OutputKind::DeadLetter => &self.topics.dlq,
+            };
+            self.publisher.send(topic, message.key.as_deref(), message.value.as_bytes())?;
+        }
+        Ok(())
+    }
+
+    /// Publishes what committed epochs produce; returns them for offset storing.
+    fn publish_committed(&mut self) -> anyhow::Result<Vec<Committed>> {
+        let committed = self.pipeline.take_committed();
+        for epoch in &committed {
+            self.publish(&epoch.outbox)?;
+        }
+        self.metrics.commits.inc_by(committed.len() as u64);
+        Ok(committed)
+    }
+
+    /// Commits every owned task whose epoch has work, after making sure the
+    /// previous epoch's outbox is delivered (so a crash re-sends at most one
+    /// epoch's messages, never loses them).
+    fn commit(&mut self) -> anyhow::Result<Vec<Committed>> {
+        let started = Instant::now();
+        self.publisher.flush(Duration::from_secs(60))?;
+        self.pipeline.commit()?;
+        let committed = self.publish_committed()?;
+        self.metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
+        Ok(committed)
+    }
+
+    fn acquire(&mut self, id: TaskId) -> anyhow::Result<BTreeMap<String, u64>> {
+        let (positions, outbox) = self.pipeline.acquire(id)?;
+        // The previous owner may have committed this outbox and stopped before sending it.
+        self.publish(&outbox)?;
+        Ok(positions)
+    }
+
+    fn assign(&mut self, partitions: &[(String, i32)]) -> anyhow::Result<Vec<StartAt>> {
+        let mut starts = Vec::with_capacity(partitions.len());
+        for (topic, partition) in partitions {
+            let Some(id) = self.task_of(topic, *partition) else {
+                starts.push(StartAt::Beginning);
+                continue;
+            };
+            if id == (TaskId { topic: InputTopic::Assets, partition: 0 }) && !self.intel_owner {
+                self.acquire(INTEL)?;
+                self.intel_owner = true;
+                self.intel_reseek = true;
+            }
+            let positions = self.acquire(id)?;
+            self.assigned.insert((topic.clone(), *partition));
+            let start = positions.get(&source_name(topic, *partition)).map(|&next| StartAt::Offset(next as i64));
+            starts.push(start.unwrap_or(StartAt::Beginning));
+        }
+        Ok(starts)
+    }
+
+    fn revoke(&mut self, partitions: &[(String, i32)], lost: bool) -> anyhow::Result<()> {
+        let mut ids: Vec<TaskId> = partitions.iter().filter_map(|(t, p)| self.task_of(t, *p)).collect();
+        if ids.contains(&TaskId { topic: InputTopic::Assets, partition: 0 }) && self.intel_owner {
+            ids.push(INTEL);
+            self.intel_owner = false;
+        }
+        for partition in partitions {
+            self.assigned.remove(partition);
+        }
+        if lost {
+            // The group gave them away already: their new owner resumes from the last commit.
+            self.pipeline.forget(&ids);
+        } else {
+            self.publisher.flush(Duration::from_secs(60))?;
+            self.pipeline.release(&ids)?;
+            self.publish_committed()?;
+        }
+        if ids.contains(&INTEL) {
+            // Keep a catalog for the remaining tasks: the committed one, caught up by the reader.
+            self.pipeline.load(INTEL)?;
+            self.intel_reseek = true;
+        }
+        Ok(())
+    }
+}
+
+impl PartitionOwner for Owner {
+    fn assigned(&mut self, partitions: &[(String, i32)]) -> Vec<StartAt> {
+        match self.assign(partitions) {
+            Ok(starts) => starts,
+            Err(error) => {
+                self.failure.get_or_insert(error);
+                vec![StartAt::Beginning; partitions.len()]
+            }
+        }
+    }
+
+    fn revoked(&mut self, partitions: &[(String, i32)], lost: bool) {
+        if let Err(error) = self.revoke(partitions, lost) {
+            self.failure.get_or_insert(error);
+        }
+    }
+}
+
+/// One running instance.
+struct Instance {
+    owner: Arc<Mutex<Owner>>,
+    consumer: GroupConsumer<Owner>,
+    intel: IntelReader,
+    topics: TopicNames,
+    /// Partitions of each keyed topic, and of the intel topic.
+    partitions: BTreeMap<String, i32>,
+    /// End offsets of every input partition when the instance started.
+    start_ends: BTreeMap<(String, i32), i64>,
+    metrics: PipelineMetrics,
+}
+
+fn lock(owner: &Mutex<Owner>) -> MutexGuard<'_, Owner> {
+    owner.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Instance {
+    fn start(
+        args: &RunArgs,
+        settings: KafkaSettings,
+        topics: TopicNames,
+        metrics: PipelineMetrics,
+    ) -> anyhow::Result<Instance> {
+        let mut names: Vec<&str> = topics.keyed().to_vec();
+        names.push(&topics.intel);
+        let partitions =
+            retry("read the topics' metadata", || kafka::partition_counts(&settings, &names, METADATA_TIMEOUT))?;
+        let missing: Vec<&str> =
+            names.iter().copied().filter(|name| partitions.get(*name).is_none_or(|n| *n == 0)).collect();
+        if !missing.is_empty() {
+            anyhow::bail!(
+                "input topics missing on {}: {} (create them, or produce with `patchtrail simulate --brokers`)",
+                settings.brokers,
+                missing.join(", ")
+            );
+        }
+        let max_partitions = topics.keyed().iter().map(|t| partitions[*t]).max().unwrap_or(1).max(1) as u32;
+        // The output topics, when missing: as many partitions as the widest input.
+        let outputs =
+            [(&topics.alerts, false), (&topics.reevaluations, false), (&topics.dlq, false), (&topics.priorities, true)];
+        let specs: Vec<kafka::TopicSpec<'_>> = outputs
+            .iter()
+            .map(|(name, compacted)| kafka::TopicSpec {
+                name,
+                partitions: max_partitions as i32,
+                compacted: *compacted,
+            })
+            .collect();
+        retry("create the output topics", || kafka::create_topics(&settings, &specs, METADATA_TIMEOUT))?;
+        let lake = Lake::open(&args.lake)?;
+        let mut pipeline = Pipeline::open_owning_none(lake, ProcessorConfig::default(), max_partitions)?;
+        // The catalog first: the last committed one, then the intel topic up to its end (DESIGN.md).
+        pipeline.load(INTEL)?;
+        let intel_positions = intel_positions(&pipeline, &topics.intel);
+        let intel = IntelReader::new(
+            &settings,
+            &topics.intel,
+            partitions[&topics.intel],
+            &intel_positions,
+            args.fetch_buffer_kbytes,
+        )?;
+        let publisher = Publisher::new(&settings)?;
+        let owner = Arc::new(Mutex::new(Owner {
+            pipeline,
+            publisher,
+            topics: topics.clone(),
+            assigned: BTreeSet::new(),
+            intel_owner: false,
+            intel_reseek: false,
+            failure: None,
+            metrics: metrics.clone(),
+            max_message_bytes: args.max_message_bytes,
+        }));
+        let mut start_ends = BTreeMap::new();
+        for name in &names {
+            let ends = retry("read end offsets", || {
+                kafka::end_offsets(intel.consumer(), name, partitions[*name], METADATA_TIMEOUT)
+            })?;
+            for (partition, end) in ends {
+                start_ends.insert((name.to_string(), partition), end);
+            }
+        }
+        let mut instance = Instance {
+            consumer: kafka::group_consumer(
+                &settings,
+                &args.group,
+                &topics.keyed(),
+                args.fetch_buffer_kbytes,
+                Arc::clone(&owner),
+            )?,
+            owner,
+            intel,
+            topics,
+            partitions,
+            start_ends,
+            metrics,
+        };
+        instance.catch_up_intel()?;
+        Ok(instance)
+    }
+
+    /// Reads the intel topic up to the end offsets it has now.
+    fn catch_up_intel(&mut self) -> anyhow::Result<()> {
+        let ends = retry("read intel end offsets", || self.intel.end_offsets(METADATA_TIMEOUT))?;
+        let started = Instant::now();
+        loop {
+            let behind = {
+                let mut owner = lock(&self.owner);
+                let positions = intel_positions(&owner.pipeline, &self.topics.intel);
+                owner.intel_reseek = false;
+                ends.iter().any(|(partition, end)| positions.get(partition).copied().unwrap_or(0) < *end)
+            };
+            if !behind {
+                break;
+            }
+            self.poll_intel(Duration::from_millis(100))?;
+            if started.elapsed() > Duration::from_secs(5) && started.elapsed().as_millis() % 5000 < 100 {
+                tracing::info!("still reading the intel topic");
+            }
+        }
+        tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "intel catalog loaded");
+        Ok(())
+    }
+
+    /// Applies what the intel reader has (waiting up to `timeout` for the first).
+    fn poll_intel(&self, timeout: Duration) -> anyhow::Result<usize> {
+        let mut n = 0;
+        let mut wait = timeout;
+        while let Some(message) = self.intel.consumer().poll(wait) {
+            wait = Duration::ZERO;
+            match message {
+                Ok(message) => {
+                    let mut owner = lock(&self.owner);
+                    apply(&mut owner, &self.topics, InputTopic::Intel, &message, INTEL, &self.metrics);
+                    n += 1;
+                }
+                Err(error) => tracing::warn!(%error, "intel consumer"),
+            }
+            if n >= 10_000 {
+                break;
+            }
+        }
+        Ok(n)
+    }
+
+    fn run(mut self, args: &RunArgs, signals: &crate::signals::Signals) -> anyhow::Result<ExitCode> {
+        let interval = Duration::from_millis(args.commit_interval_ms);
+        let mut last_commit = Instant::now();
+        let mut since_commit = 0u64;
+        let mut last_progress = Instant::now();
+        let mut last_end_check = Instant::now();
+        self.metrics.set_ready(true);
+        tracing::info!(group = %args.group, lake = %args.lake, "consuming");
+        loop {
+            if signals.count() > 0 {
+                tracing::info!("stopping: committing what was consumed");
+                return self.shutdown(args, signals);
+            }
+            // Group messages; rebalances run inside this poll.
+            let mut batch = 0;
+            let mut wait = Duration::from_millis(100);
+            while let Some(message) = self.consumer.poll(wait) {
+                wait = Duration::ZERO;
+                match message {
+                    Ok(message) => {
+                        let mut owner = lock(&self.owner);
+                        let (topic, partition) = (message.topic(), message.partition());
+                        if let (Some(input), Some(id)) =
+                            (self.topics.input_topic(topic), owner.task_of(topic, partition))
+                        {
+                            apply(&mut owner, &self.topics, input, &message, id, &self.metrics);
+                        }
+                        batch += 1;
+                    }
+                    Err(error) => {
+                        // librdkafka retries by itself; log once per outage, not per poll.
+                        if self.metrics.is_ready() {
+                            tracing::warn!(%error, "consumer error; retrying");
+                        }
+                        self.metrics.set_ready(false);
+                        break;
+                    }
+                }
+                if batch >= 5_000 {
+                    break;
+                }
+            }
+            if batch > 0 {
+                self.metrics.set_ready(true);
+            }
+            since_commit += batch as u64;
+            self.poll_intel(Duration::ZERO)?;
+            {
+                let mut owner = lock(&self.owner);
+                if let Some(error) = owner.failure.take() {
+                    return Err(error.context("a rebalance failed"));
+                }
+                let reseek = std::mem::take(&mut owner.intel_reseek);
+                drop(owner);
+                if reseek {
+                    let owner = lock(&self.owner);
+                    self.intel.seek_all(&intel_positions(&owner.pipeline, &self.topics.intel))?;
+                    drop(owner);
+                    self.catch_up_intel()?;
+                }
+            }
+            if since_commit >= args.epoch_messages || (last_commit.elapsed() >= interval && since_commit > 0) {
+                let committed = lock(&self.owner).commit()?;
+                self.store_offsets(&committed);
+                last_commit = Instant::now();
+                since_commit = 0;
+            }
+            if last_progress.elapsed() > Duration::from_secs(5) {
+                last_progress = Instant::now();
+                self.report_lag();
+            }
+            if args.stop_at_end && last_end_check.elapsed() > Duration::from_millis(500) && batch == 0 {
+                last_end_check = Instant::now();
+                if self.try_finish()? {
+                    return Ok(ExitCode::SUCCESS);
+                }
+            }
+        }
+    }
+
+    /// Stores in Kafka the offsets that committed epochs cover (for lag
+    /// monitoring and for restarts without a lake record).
+    fn store_offsets(&self, committed: &[Committed]) {
+        let owner = lock(&self.owner);
+        let mut tpl = TopicPartitionList::new();
+        for epoch in committed {
+            for (topic, partition) in &owner.assigned {
+                if let Some(&next) = epoch.positions.get(&source_name(topic, *partition)) {
+                    let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(next as i64));
+                }
+            }
+        }
+        drop(owner);
+        if tpl.count() > 0
+            && let Err(error) = self.consumer.store_offsets(&tpl)
+        {
+            tracing::debug!(%error, "cannot store offsets (partition moved)");
+        }
+    }
+
+    fn report_lag(&self) {
+        let owner = lock(&self.owner);
+        for (topic, partition) in &owner.assigned {
+            let Ok((_, high)) = self.consumer.fetch_watermarks(topic, *partition, Duration::from_secs(1)) else {
+                continue;
+            };
+            let next = self.owner_position(&owner, topic, *partition).unwrap_or(0);
+            self.metrics
+                .consumer_lag
+                .with_label_values(&[topic.as_str(), &partition.to_string()])
+                .set((high - next).max(0));
+        }
+        for id in owner.pipeline.owned().into_iter().flatten() {
+            if let Some(task) = owner.pipeline.processor_ref().task(*id)
+                && let Some(max) = task.max_event_time()
+            {
+                let lag = (now_micros() - max.micros()) as f64 / 1e6;
+                self.metrics.watermark_lag.with_label_values(&[self.topics.input(id.topic)]).set(lag.max(0.0));
+            }
+        }
+    }
+
+    fn owner_position(&self, owner: &Owner, topic: &str, partition: i32) -> Option<i64> {
+        let id = owner.task_of(topic, partition)?;
+        let task = owner.pipeline.processor_ref().task(id)?;
+        task.positions().get(&source_name(topic, partition)).map(|&next| next as i64)
+    }
+
+    /// `--stop-at-end`: once every input partition's committed position (by
+    /// any instance) has reached its end offset at start, the watermarks of
+    /// this instance's tasks move to the largest event time of the whole
+    /// input, that is committed, and the instance stops.
+    fn try_finish(&mut self) -> anyhow::Result<bool> {
+        {
+            let owner = lock(&self.owner);
+            if owner.assigned.is_empty() {
+                return Ok(false);
+            }
+            for (topic, partition) in &owner.assigned {
+                let end = self.start_ends.get(&(topic.clone(), *partition)).copied().unwrap_or(0);
+                let position = self.owner_position(&owner, topic, *partition).unwrap_or(0);
+                if position < end {
+                    tracing::debug!(topic, partition, position, end, "not at the end yet");
+                    return Ok(false);
+                }
+            }
+            if owner.intel_owner {
+                let positions = intel_positions(&owner.pipeline, &self.topics.intel);
+                for partition in 0..self.partitions[&self.topics.intel] {
+                    let end = self.start_ends.get(&(self.topics.intel.clone(), partition)).copied().unwrap_or(0);
+                    if positions.get(&partition).copied().unwrap_or(0) < end {
+                        tracing::debug!(partition, end, "intel not at the end yet");
+                        return Ok(false);
+                    }
+                }
+            }
+        }
+        let committed = lock(&self.owner).commit()?;
+        self.store_offsets(&committed);
+        let mut owner = lock(&self.owner);
+        owner.pipeline.sync()?;
+        let committed = owner.publish_committed()?;
+        drop(owner);
+        self.store_offsets(&committed);
+        // Every partition of the input, whoever owns it, must be committed to its end.
+        let mut ids = Vec::new();
+        for topic in self.topics.keyed() {
+            for partition in 0..self.partitions[topic] {
+                let Some(input) = self.topics.input_topic(topic) else { continue };
+                ids.push((TaskId { topic: input, partition: partition as u32 }, topic.to_owned(), partition));
+            }
+        }
+        let task_ids: Vec<TaskId> = ids.iter().map(|(id, _, _)| *id).collect();
+        let records = lock(&self.owner).pipeline.latest_records(&task_ids)?;
+        let mut max_time: Option<Timestamp> = None;
+        for (id, topic, partition) in &ids {
+            let end = self.start_ends.get(&(topic.clone(), *partition)).copied().unwrap_or(0);
+            let record = records.iter().find(|record| record.task == *id);
+            let position =
+                record.and_then(|r| r.positions.get(&source_name(topic, *partition))).map_or(0, |&n| n as i64);
+            if position < end {
+                tracing::debug!(%id, position, end, "not committed to the end yet");
+                return Ok(false);
+            }
+            max_time = max_time.max(record.and_then(|r| r.max_event_time));
+        }
+        let mut owner = lock(&self.owner);
+        owner.publisher.flush(Duration::from_secs(60))?;
+        owner.pipeline.finish_input(max_time)?;
+        let committed = owner.publish_committed()?;
+        owner.publisher.flush(Duration::from_secs(60))?;
+        drop(owner);
+        self.store_offsets(&committed);
+        self.commit_offsets();
+        tracing::info!("everything that was in the topics at start is committed");
+        Ok(true)
+    }
+
+    fn commit_offsets(&self) {
+        if let Err(error) = self.consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Sync) {
+            tracing::debug!(%error, "cannot commit offsets to the group");
+        }
+    }
+
+    /// Stop consuming, commit, publish, store offsets, leave the group.
+    fn shutdown(self, args: &RunArgs, signals: &crate::signals::Signals) -> anyhow::Result<ExitCode> {
+        let deadline = Duration::from_secs(args.shutdown_timeout_secs);
+        signals.exit_after(deadline);
+        let committed = {
+            let mut owner = lock(&self.owner);
+            let mut committed = owner.commit()?;
+            owner.pipeline.sync()?;
+            committed.extend(owner.publish_committed()?);
+            owner.publisher.flush(deadline)?;
+            committed
+        };
+        self.store_offsets(&committed);
+        self.commit_offsets();
+        tracing::info!("stopped; every consumed message is committed");
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// Applies one message to task `id`: an event, or a dead letter with the reason.
+fn apply(
+    owner: &mut Owner,
+    topics: &TopicNames,
+    input: InputTopic,
+    message: &rdkafka::message::BorrowedMessage<'_>,
+    id: TaskId,
+    metrics: &PipelineMetrics,
+) {
+    let source = source_name(message.topic(), message.partition());
+    let offset = message.offset() as u64;
+    let max_bytes = owner.max_message_bytes;
+    let processor = owner.pipeline.processor();
+    match kafka::check_message(input, message.key(), message.payload(), max_bytes) {
+        Ok(event) => {
+            processor.apply_to(id, &source, offset, &event);
+            metrics.consumed(topics.input(input));
+        }
+        Err(rejection) => {
+            let failed_at = processor.task(id).and_then(|t| t.max_event_time()).unwrap_or(Timestamp(0));
+            let key = message.key().map(String::from_utf8_lossy);
+            let row = DeadLetterRow::new(
+                message.topic(),
+                message.partition(),
+                message.offset(),
+                key.as_deref(),
+                rejection.error,
+                message.payload().unwrap_or_default(),
+                failed_at,
+            );
+            processor.dead_letter(id, &source, offset, row);
+            metrics.dead_lettered(topics.input(input), rejection.reason);
+        }
+    }
+}
+
+/// The intel task's positions, by intel partition.
+fn intel_positions(pipeline: &Pipeline, topic: &str) -> BTreeMap<i32, i64> {
+    let Some(task) = pipeline.processor_ref().task(INTEL) else { return BTreeMap::new() };
+    let prefix = format!("kafka:{topic}/");
+    task.positions()
+        .iter()
+        .filter_map(|(source, next)| Some((source.strip_prefix(prefix.as_str())?.parse().ok()?, *next as i64)))
+        .collect()
+}
+
+/// Retries a call to the cluster with backoff while it fails, logging each
+/// failure: the broker may be starting or away.
+fn retry<T>(what: &str, mut call: impl FnMut() -> kafka::Result<T>) -> anyhow::Result<T> {
+    let mut delay = Duration::from_millis(200);
+    let started = Instant::now();
+    loop {
+        match call() {
+            Ok(value) => return Ok(value),
+            Err(error) if started.elapsed() < Duration::from_secs(300) => {
+                tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "cannot {what}; retrying");
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+            Err(error) => return Err(anyhow::Error::new(error).context(format!("cannot {what}"))),
+        }
+    }
+}
+
+fn now_micros() -> i64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(now.as_micros()).unwrap_or(i64::MAX)
+}

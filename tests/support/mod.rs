@@ -1,0 +1,160 @@
+//! Helpers shared by the end-to-end tests: the binary, simulated scenarios,
+//! SQL over a lake, comparisons with the simulator's truth, and a real Kafka
+//! broker (tansu) on 127.0.0.1.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub fn patchtrail(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_patchtrail")).args(args).output().expect("the binary runs")
+}
+
+pub fn path(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+pub fn simulate(dir: &Path, assets: u32, days: u32, seed: u64, faults: bool) -> (PathBuf, Value) {
+    let events = dir.join(format!("events-{seed}.jsonl"));
+    let truth = dir.join(format!("truth-{seed}.json"));
+    let (assets, days, seed) = (assets.to_string(), days.to_string(), seed.to_string());
+    let mut args = vec!["simulate", "--assets", &assets, "--days", &days, "--seed", &seed];
+    args.extend(["--out", path(&events), "--truth", path(&truth)]);
+    if faults {
+        args.extend(["--late-ratio", "0.03", "--duplicate-ratio", "0.02", "--malformed-ratio", "0.01"]);
+    }
+    let output = patchtrail(&args);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let truth = serde_json::from_slice(&std::fs::read(truth).expect("truth")).expect("JSON");
+    (events, truth)
+}
+
+pub fn replay(events: &Path, lake: &Path, extra: &[&str]) -> String {
+    let mut args = vec!["replay", "--input", path(events), "--lake", path(lake)];
+    args.extend_from_slice(extra);
+    let output = patchtrail(&args);
+    assert!(output.status.success(), "replay failed: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn sql(lake: &Path, query: &str) -> Vec<Value> {
+    let output = patchtrail(&["sql", "--lake", path(lake), "--format", "json", query]);
+    assert!(output.status.success(), "{query}: {}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).expect("JSON rows")
+}
+
+/// The lake's rows of `table` with the truth's columns, in the truth's order.
+pub fn compare(lake: &Path, truth: &Value, table: &str, order: &str) {
+    let expected = truth[table].as_array().expect("rows");
+    let columns: Vec<&String> = expected[0].as_object().expect("object").keys().collect();
+    let select: Vec<String> = columns
+        .iter()
+        .map(|c| match c.as_str() {
+            // Timestamps as the truth writes them.
+            "detected_at" | "remediated_at" | "due_at" | "released_at" | "first_attempt_at" | "window_start" => {
+                format!("to_char({c}, '%Y-%m-%dT%H:%M:%S%.3fZ') AS {c}")
+            }
+            _ => c.to_string(),
+        })
+        .collect();
+    let rows = sql(lake, &format!("SELECT {} FROM {table} ORDER BY {order}", select.join(", ")));
+    assert_eq!(rows.len(), expected.len(), "{table}: rows");
+    for (ours, theirs) in rows.iter().zip(expected) {
+        for column in &columns {
+            let (a, b) = (ours.get(*column).unwrap_or(&Value::Null), &theirs[*column]);
+            // Millisecond times print as .000 where the truth omits a zero fraction.
+            let same = a == b
+                || a.as_f64().zip(b.as_f64()).is_some_and(|(a, b)| a == b)
+                || a.as_str().zip(b.as_str()).is_some_and(|(a, b)| a.replace(".000Z", "Z") == b.replace(".000Z", "Z"));
+            assert!(same, "{table}.{column}: {a} != {b}\n ours {ours}\n truth {theirs}");
+        }
+    }
+}
+
+/// The latest-revision rows of the tables that two lakes must agree on.
+pub const TABLES: [(&str, &str); 9] = [
+    ("exposures", "asset_id, cve_id"),
+    ("patch_outcomes", "asset_id, patch_id"),
+    ("canary_rollups", "rollout_id"),
+    ("segment_drift", "window_start, src_segment, dst_segment"),
+    ("assets", "asset_id"),
+    ("cves", "cve_id"),
+    ("patches", "patch_id"),
+    ("alerts", "alert_id"),
+    ("dead_letters", "error, payload"),
+];
+
+/// Asserts two lakes hold the same latest rows in every table (revisions and
+/// update times may differ: epochs are cut at different moments).
+pub fn assert_same_tables(a: &Path, b: &Path) {
+    for (table, key) in TABLES {
+        let exclude = match table {
+            "alerts" => "",
+            // Where a message came from and its key are Kafka's; a file has lines and no keys.
+            "dead_letters" => " EXCLUDE (topic, \"offset\", \"partition\", \"key\", failed_at)",
+            _ => " EXCLUDE (updated_at, revision)",
+        };
+        let query = format!("SELECT *{exclude} FROM {table} ORDER BY {key}");
+        let (rows_a, rows_b) = (sql(a, &query), sql(b, &query));
+        assert_eq!(rows_a.len(), rows_b.len(), "{table}: row counts");
+        if let Some((x, y)) = rows_a.iter().zip(&rows_b).find(|(x, y)| x != y) {
+            panic!("{table}: rows differ\n {x}\n {y}");
+        }
+    }
+}
+
+/// A tansu broker on a free port of 127.0.0.1, stopped when dropped.
+pub struct Broker {
+    child: Child,
+    pub address: String,
+}
+
+impl Broker {
+    /// Starts tansu with in-memory storage.
+    pub fn start() -> Broker {
+        Broker::start_with("memory://tansu/")
+    }
+
+    /// Starts tansu with `storage` (a sqlite URL survives a restart).
+    pub fn start_with(storage: &str) -> Broker {
+        let port = free_port();
+        let address = format!("127.0.0.1:{port}");
+        let url = format!("tcp://{address}");
+        let child = Command::new(tansu())
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", storage])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("tansu starts (install it: cargo install --locked tansu --features libsql,dynostore)");
+        let started = Instant::now();
+        while std::net::TcpStream::connect(&address).is_err() {
+            assert!(started.elapsed() < Duration::from_secs(20), "tansu did not listen on {address}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Broker { child, address }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn tansu() -> PathBuf {
+    if let Ok(path) = std::env::var("TANSU") {
+        return PathBuf::from(path);
+    }
+    let home = std::env::var("HOME").unwrap_or_default();
+    let installed = Path::new(&home).join(".cargo/bin/tansu");
+    if installed.exists() { installed } else { PathBuf::from("tansu") }
+}
+
+/// A port nobody listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("address").port()
+}
