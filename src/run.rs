@@ -543,6 +543,8 @@ impl Instance {
             }
             max_time = max_time.max(record.and_then(|r| r.max_event_time));
         }
+        // Everything is read: the watermarks of this instance's tasks move to
+        // the end of the whole input, as `replay`'s do at the end of its file.
         let mut owner = lock(&self.owner);
         owner.publisher.flush(Duration::from_secs(60))?;
         owner.pipeline.finish_input(max_time)?;
@@ -550,6 +552,13 @@ impl Instance {
         owner.publisher.flush(Duration::from_secs(60))?;
         drop(owner);
         self.store_offsets(&committed);
+        // Done when every task, whoever owns it, has committed that end (a
+        // killed instance's tasks are finished by whoever gains them).
+        let records = lock(&self.owner).pipeline.latest_records(&task_ids)?;
+        if let Some(behind) = records.iter().find(|r| r.max_event_time.is_some() && r.watermark < max_time) {
+            tracing::debug!(task = %behind.task, "waiting for the owner of a task to commit the end of the input");
+            return Ok(false);
+        }
         self.commit_offsets();
         tracing::info!("everything that was in the topics at start is committed");
         Ok(true)

@@ -44,6 +44,14 @@ pub struct Committed {
     pub outbox: Vec<OutboxMessage>,
 }
 
+/// What a task's last commit recorded.
+#[derive(Clone, Debug, Default)]
+struct LastCommit {
+    epoch: u64,
+    positions: BTreeMap<String, u64>,
+    watermark: Option<Timestamp>,
+}
+
 /// A processor whose epochs are committed to a lake.
 pub struct Pipeline {
     processor: Processor,
@@ -53,8 +61,8 @@ pub struct Pipeline {
     owned: Option<BTreeSet<TaskId>>,
     /// Whether epochs keep an outbox of what they publish (`run`).
     outbox: bool,
-    /// Per task: last committed epoch and the positions it recorded.
-    committed: BTreeMap<TaskId, (u64, BTreeMap<String, u64>)>,
+    /// Per task: last committed epoch, and the positions and watermark it recorded.
+    committed: BTreeMap<TaskId, LastCommit>,
     jobs: Option<SyncSender<Epoch>>,
     writer: Option<JoinHandle<Result<()>>>,
     /// Epochs made durable by the writer. Unbounded, but never longer than
@@ -122,7 +130,8 @@ impl Pipeline {
             Some((record, state)) => {
                 self.processor.restore(id, &state, &record.state)?;
                 let outbox = self.runtime.block_on(self.lake.read_outbox(&record))?;
-                self.committed.insert(id, (record.epoch, record.positions));
+                let last = LastCommit { epoch: record.epoch, positions: record.positions, watermark: record.watermark };
+                self.committed.insert(id, last);
                 Ok(outbox)
             }
             None => {
@@ -256,22 +265,26 @@ impl Pipeline {
         for (id, rows) in epochs {
             let Some(task) = self.processor.task(id) else { continue };
             let positions = task.positions().clone();
-            let (last_epoch, last_positions) = self.committed.get(&id).cloned().unwrap_or_default();
-            if rows.n_rows() == 0 && rows.reevaluations.is_empty() && positions == last_positions {
+            let watermark = Some(task.watermark()).filter(|w| w.micros() != i64::MIN);
+            let last = self.committed.get(&id).cloned().unwrap_or_default();
+            // An epoch that only moves the watermark is committed too: `run
+            // --stop-at-end` reads the end of the input from it.
+            let unchanged = positions == last.positions && watermark == last.watermark;
+            if rows.n_rows() == 0 && rows.reevaluations.is_empty() && unchanged {
                 continue;
             }
             let job = Epoch {
                 task: id,
-                epoch: last_epoch + 1,
+                epoch: last.epoch + 1,
                 state: self.processor.snapshot(id),
-                watermark: Some(task.watermark()).filter(|w| w.micros() != i64::MIN),
+                watermark,
                 max_event_time: task.max_event_time(),
                 positions: positions.clone(),
                 outbox: if self.outbox { rows.outbox() } else { Vec::new() },
                 rows,
             };
             self.count(&job.rows);
-            self.committed.insert(id, (job.epoch, positions));
+            self.committed.insert(id, LastCommit { epoch: job.epoch, positions, watermark });
             let sent = self.jobs.as_ref().is_some_and(|jobs| jobs.send(job).is_ok());
             if !sent {
                 return self.writer_stopped();
