@@ -5,10 +5,10 @@
 # `patchtrail run --stop-at-end` into a fresh lake. Prints both rates, their
 # ratio and the pipeline's peak memory.
 #
-#   bash benches/kafka.sh [ASSETS] [DAYS]        (default 8000 × 30)
+#   bash benches/kafka.sh [ASSETS] [DAYS]        (default 8700 × 30)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-assets="${1:-8000}"
+assets="${1:-8700}"
 days="${2:-30}"
 work="$(mktemp -d)"
 port=$((20000 + RANDOM % 20000))
