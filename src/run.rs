@@ -221,6 +221,8 @@ struct Instance {
     partitions: BTreeMap<String, i32>,
     /// End offsets of every input partition when the instance started.
     start_ends: BTreeMap<(String, i32), i64>,
+    /// `--stop-at-end`: tasks whose owner has yet to commit the end of the input.
+    unfinished: BTreeSet<TaskId>,
     metrics: PipelineMetrics,
 }
 
@@ -307,6 +309,7 @@ impl Instance {
             topics,
             partitions,
             start_ends,
+            unfinished: BTreeSet::new(),
             metrics,
         };
         instance.catch_up_intel()?;
@@ -363,6 +366,7 @@ impl Instance {
         let mut since_commit = 0u64;
         let mut last_progress = Instant::now();
         let mut last_end_check = Instant::now();
+        let mut stall = StallWatch::default();
         self.metrics.set_ready(true);
         tracing::info!(group = %args.group, lake = %args.lake, "consuming");
         loop {
@@ -428,6 +432,9 @@ impl Instance {
                 last_progress = Instant::now();
                 self.report_lag();
             }
+            if stall.last_check.is_none_or(|at| at.elapsed() > STALL_CHECK_INTERVAL) {
+                self.check_stalled(&mut stall)?;
+            }
             if args.stop_at_end && last_end_check.elapsed() > Duration::from_millis(500) && batch == 0 {
                 last_end_check = Instant::now();
                 if self.try_finish()? {
@@ -435,6 +442,59 @@ impl Instance {
                 }
             }
         }
+    }
+
+    /// The group's safety net: a partition with unread messages (or, with
+    /// `--stop-at-end`, without the end of the input committed) whose commits
+    /// have not moved for [`STALL_LIMIT`], held by no live member as far as
+    /// the lake can tell, makes this instance leave and rejoin the group so
+    /// the coordinator assigns it again. A broker evicts a dead member after
+    /// its session timeout, but some (tansu 0.6) do not tell the live members
+    /// to rejoin; with a broker that does, this never fires.
+    fn check_stalled(&mut self, stall: &mut StallWatch) -> anyhow::Result<()> {
+        stall.last_check = Some(Instant::now());
+        let mut ids = Vec::new();
+        {
+            let owner = lock(&self.owner);
+            for topic in self.topics.keyed() {
+                for partition in 0..self.partitions[topic] {
+                    if owner.assigned.contains(&(topic.to_owned(), partition)) {
+                        continue;
+                    }
+                    let Some(input) = self.topics.input_topic(topic) else { continue };
+                    ids.push((TaskId { topic: input, partition: partition as u32 }, topic.to_owned(), partition));
+                }
+            }
+        }
+        let task_ids: Vec<TaskId> = ids.iter().map(|(id, _, _)| *id).collect();
+        let records = lock(&self.owner).pipeline.latest_records(&task_ids)?;
+        let mut stalled = None;
+        for (id, topic, partition) in &ids {
+            let Ok((_, end)) = self.consumer.fetch_watermarks(topic, *partition, Duration::from_secs(5)) else {
+                continue;
+            };
+            let record = records.iter().find(|r| r.task == *id);
+            let position =
+                record.and_then(|r| r.positions.get(&source_name(topic, *partition))).map_or(0, |&n| n as i64);
+            let epoch = record.map_or(0, |r| r.epoch);
+            let seen = stall.seen.entry(*id).or_insert((epoch, Instant::now()));
+            let needs_work = position < end || self.unfinished.contains(id);
+            if seen.0 != epoch || !needs_work {
+                *seen = (epoch, Instant::now());
+            } else if seen.1.elapsed() > STALL_LIMIT {
+                stalled = Some((*id, position, end));
+            }
+        }
+        if let Some((id, position, end)) = stalled {
+            tracing::warn!(
+                task = %id, position, end, stalled_s = STALL_LIMIT.as_secs(),
+                "no member commits a partition with unread messages; rejoining the group"
+            );
+            self.consumer.unsubscribe();
+            self.consumer.subscribe(&self.topics.keyed())?;
+            stall.seen.clear();
+        }
+        Ok(())
     }
 
     /// Stores in Kafka the offsets that committed epochs cover (for lag
@@ -555,8 +615,10 @@ impl Instance {
         // Done when every task, whoever owns it, has committed that end (a
         // killed instance's tasks are finished by whoever gains them).
         let records = lock(&self.owner).pipeline.latest_records(&task_ids)?;
-        if let Some(behind) = records.iter().find(|r| r.max_event_time.is_some() && r.watermark < max_time) {
-            tracing::debug!(task = %behind.task, "waiting for the owner of a task to commit the end of the input");
+        self.unfinished =
+            records.iter().filter(|r| r.max_event_time.is_some() && r.watermark < max_time).map(|r| r.task).collect();
+        if let Some(behind) = self.unfinished.first() {
+            tracing::debug!(task = %behind, "waiting for the owner of a task to commit the end of the input");
             return Ok(false);
         }
         self.commit_offsets();
@@ -587,6 +649,18 @@ impl Instance {
         tracing::info!("stopped; every consumed message is committed");
         Ok(ExitCode::SUCCESS)
     }
+}
+
+/// How often [`Instance::check_stalled`] looks, and how long a partition
+/// with unread messages may go without a commit by anyone.
+const STALL_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+const STALL_LIMIT: Duration = Duration::from_secs(30);
+
+/// When each partition held elsewhere last showed progress in the lake.
+#[derive(Default)]
+struct StallWatch {
+    seen: BTreeMap<TaskId, (u64, Instant)>,
+    last_check: Option<Instant>,
 }
 
 /// Applies one message to task `id`: an event, or a dead letter with the reason.

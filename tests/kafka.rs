@@ -182,15 +182,11 @@ fn run_from_kafka_gives_the_lake_of_replay_and_the_truth() {
     }
 }
 
-// Ignored, with the next test: against tansu 0.6 a SIGKILLed member's partitions
-// are never given to the live members of the group (the live instance is
-// assigned nothing and no rebalance follows, with cooperative-sticky, range and
-// static membership alike; seen every time since `run --stop-at-end` waits for
-// every task to commit the end of the input). Real Kafka evicts a dead member
-// after `session.timeout.ms`. Under investigation; the SIGKILL test of `replay`
-// covers the commit protocol itself.
+// tansu 0.6 evicts a SIGKILLed member after its session timeout but never tells
+// the live members to rejoin; `run`'s stall watch (src/run.rs) makes them rejoin
+// when nobody commits a partition with unread messages for 30 s. The tests below
+// therefore take about a minute.
 #[test]
-#[ignore = "tansu never reassigns a killed member's partitions; see above"]
 fn sigkill_and_restart_lose_and_duplicate_nothing() {
     let broker = Broker::start();
     let dir = tempfile::tempdir().expect("temp dir");
@@ -215,8 +211,12 @@ fn sigkill_and_restart_lose_and_duplicate_nothing() {
     assert_same_tables(&lake, &replayed);
 }
 
+// Ignored: a known defect, not yet found. With the first instance SIGKILLed
+// 2.5 s in, the survivor finished with 2,984 of 3,011 exposures (all other runs
+// of this test before the end-of-input fix passed by luck of timing). Suspect:
+// the intel task's handover when assets/0 moves between live instances.
 #[test]
-#[ignore = "tansu never reassigns a killed member's partitions; see above"]
+#[ignore = "known defect: the survivor's lake can miss exposures after a takeover; see above"]
 fn a_second_instance_takes_over_the_partitions_of_a_killed_one() {
     let broker = Broker::start();
     let dir = tempfile::tempdir().expect("temp dir");
