@@ -195,13 +195,7 @@ fn sigkill_and_restart_lose_and_duplicate_nothing() {
     let metrics = format!("127.0.0.1:{}", free_port());
     let mut kills = 0;
     for delay_ms in [700u64, 1200, 1700, 2200, 2700, 3200] {
-        let mut child = spawn(&run_args(&broker, &lake, &metrics));
-        std::thread::sleep(Duration::from_millis(delay_ms));
-        if child.try_wait().expect("waits").is_none() {
-            child.kill().expect("SIGKILL");
-            kills += 1;
-        }
-        child.wait().expect("reaped");
+        kills += usize::from(kill_after(spawn(&run_args(&broker, &lake, &metrics)), Duration::from_millis(delay_ms)));
     }
     eprintln!("killed mid-run {kills} times");
     assert!(kills >= 5, "killed mid-run {kills} times");

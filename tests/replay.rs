@@ -98,32 +98,18 @@ fn sigkill_at_any_moment_then_resume_gives_the_same_lake() {
     for delay_ms in [10u64, 40, 70, 100, 130, 25, 55, 85, 115, 145, 35, 65, 95, 125, 160, 190] {
         let mut args = vec!["replay", "--input", path(&events), "--lake", path(&crashed)];
         args.extend_from_slice(&flags);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_patchtrail"))
+        let child = Command::new(env!("CARGO_BIN_EXE_patchtrail"))
             .args(&args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("spawns");
-        std::thread::sleep(Duration::from_millis(delay_ms));
-        if child.try_wait().expect("waits").is_none() {
-            child.kill().expect("SIGKILL");
-            kills += 1;
-        }
-        child.wait().expect("reaped");
+        kills += usize::from(kill_after(child, Duration::from_millis(delay_ms)));
     }
     eprintln!("killed mid-run {kills} times");
     assert!(kills >= 10, "killed mid-run {kills} times");
     replay(&events, &crashed, &flags);
-    let tables = [
-        ("exposures", "asset_id, cve_id"),
-        ("patch_outcomes", "asset_id, patch_id"),
-        ("canary_rollups", "rollout_id"),
-        ("segment_drift", "window_start, src_segment, dst_segment"),
-        ("assets", "asset_id"),
-        ("cves", "cve_id"),
-        ("patches", "patch_id"),
-    ];
-    for (table, key) in tables {
+    for (table, key) in REVISED_TABLES {
         let query = format!("SELECT * EXCLUDE (updated_at) FROM {table}_history ORDER BY {key}, revision");
         let (a, b) = (sql(&crashed, &query), sql(&clean, &query));
         assert_eq!(a.len(), b.len(), "{table}: rows (every revision)");
