@@ -187,6 +187,10 @@ pub struct RunArgs {
     /// giving up (a second signal exits at once; the commit log keeps that safe).
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     pub shutdown_timeout_secs: u64,
+    /// Threads that apply a batch of messages, tasks of different partitions
+    /// in parallel (0: one per core).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub workers: usize,
 }
 
 #[derive(Debug, Args)]

@@ -19,13 +19,16 @@ use anyhow::Context;
 use ingest::kafka::{
     self, GroupConsumer, IntelReader, KafkaSettings, PartitionOwner, Publisher, StartAt, TopicNames, source_name,
 };
+use processor::catalog::Catalog;
 use processor::config::ProcessorConfig;
 use processor::lake::Lake;
 use processor::pipeline::{Committed, Pipeline};
 use processor::rows::{DeadLetterRow, OutboxMessage, OutputKind};
+use processor::task::Task;
 use processor::task::TaskId;
 use rdkafka::Message;
 use rdkafka::consumer::Consumer;
+use rdkafka::message::BorrowedMessage;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use schemas::{InputTopic, Timestamp};
 
@@ -86,6 +89,10 @@ struct Owner {
     topics: TopicNames,
     /// The partitions this instance holds.
     assigned: BTreeSet<(String, i32)>,
+    /// Assigned partitions whose task another writer committed since: the
+    /// lake says that writer owns them (a group mid-rebalance can assign a
+    /// partition twice). Their messages are skipped until the group moves them.
+    fenced: BTreeSet<(String, i32)>,
     /// This instance holds partition 0 of the assets topic, so it commits the
     /// intel task (the catalog rows) too.
     intel_owner: bool,
@@ -125,7 +132,30 @@ impl Owner {
             self.publish(&epoch.outbox)?;
         }
         self.metrics.commits.inc_by(committed.len() as u64);
+        self.give_up_fenced()?;
         Ok(committed)
+    }
+
+    /// Tasks another writer committed are theirs now (see [`Lake`]): stop
+    /// applying their partitions' messages until the group moves them.
+    fn give_up_fenced(&mut self) -> anyhow::Result<()> {
+        for id in self.pipeline.take_fenced() {
+            if id == INTEL {
+                self.intel_owner = false;
+                self.pipeline.load(INTEL)?;
+                self.intel_reseek = true;
+                continue;
+            }
+            let topic = self.topics.input(id.topic).to_owned();
+            tracing::warn!(task = %id, "another instance commits this partition now; skipping it until the group moves it");
+            self.fenced.insert((topic, id.partition as i32));
+        }
+        Ok(())
+    }
+
+    /// The partitions this instance holds and commits.
+    fn active(&self) -> impl Iterator<Item = &(String, i32)> {
+        self.assigned.iter().filter(|partition| !self.fenced.contains(*partition))
     }
 
     /// Commits every owned task whose epoch has work, after making sure the
@@ -142,6 +172,8 @@ impl Owner {
 
     fn acquire(&mut self, id: TaskId) -> anyhow::Result<BTreeMap<String, u64>> {
         let (positions, outbox) = self.pipeline.acquire(id)?;
+        // Acquiring waits for the writer, which may have found a task fenced.
+        self.give_up_fenced()?;
         // The previous owner may have committed this outbox and stopped before sending it.
         self.publish(&outbox)?;
         Ok(positions)
@@ -161,7 +193,9 @@ impl Owner {
             }
             let positions = self.acquire(id)?;
             self.assigned.insert((topic.clone(), *partition));
+            self.fenced.remove(&(topic.clone(), *partition));
             let start = positions.get(&source_name(topic, *partition)).map(|&next| StartAt::Offset(next as i64));
+            tracing::info!(task = %id, start = ?start, "resuming from the last commit");
             starts.push(start.unwrap_or(StartAt::Beginning));
         }
         Ok(starts)
@@ -175,6 +209,7 @@ impl Owner {
         }
         for partition in partitions {
             self.assigned.remove(partition);
+            self.fenced.remove(partition);
         }
         if lost {
             // The group gave them away already: their new owner resumes from the last commit.
@@ -224,6 +259,8 @@ struct Instance {
     /// `--stop-at-end`: tasks whose owner has yet to commit the end of the input.
     unfinished: BTreeSet<TaskId>,
     metrics: PipelineMetrics,
+    /// Threads applying a batch (the polling thread is one of them).
+    workers: usize,
 }
 
 fn lock(owner: &Mutex<Owner>) -> MutexGuard<'_, Owner> {
@@ -281,6 +318,7 @@ impl Instance {
             publisher,
             topics: topics.clone(),
             assigned: BTreeSet::new(),
+            fenced: BTreeSet::new(),
             intel_owner: false,
             intel_reseek: false,
             failure: None,
@@ -296,7 +334,7 @@ impl Instance {
                 start_ends.insert((name.to_string(), partition), end);
             }
         }
-        let mut instance = Instance {
+        let instance = Instance {
             consumer: kafka::group_consumer(
                 &settings,
                 &args.group,
@@ -311,15 +349,20 @@ impl Instance {
             start_ends,
             unfinished: BTreeSet::new(),
             metrics,
+            workers: match args.workers {
+                0 => std::thread::available_parallelism().map_or(1, usize::from),
+                n => n,
+            },
         };
         instance.catch_up_intel()?;
         Ok(instance)
     }
 
     /// Reads the intel topic up to the end offsets it has now.
-    fn catch_up_intel(&mut self) -> anyhow::Result<()> {
+    fn catch_up_intel(&self) -> anyhow::Result<()> {
         let ends = retry("read intel end offsets", || self.intel.end_offsets(METADATA_TIMEOUT))?;
         let started = Instant::now();
+        let mut read = 0;
         loop {
             let behind = {
                 let mut owner = lock(&self.owner);
@@ -330,13 +373,84 @@ impl Instance {
             if !behind {
                 break;
             }
-            self.poll_intel(Duration::from_millis(100))?;
+            read += self.poll_intel(Duration::from_millis(100))?;
             if started.elapsed() > Duration::from_secs(5) && started.elapsed().as_millis() % 5000 < 100 {
                 tracing::info!("still reading the intel topic");
             }
         }
-        tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "intel catalog loaded");
+        tracing::info!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            read,
+            end = ends.values().sum::<i64>(),
+            "intel catalog loaded"
+        );
         Ok(())
+    }
+
+    /// Applies a batch of group messages: grouped by task, in partition
+    /// order within each task, tasks spread over the worker threads. The
+    /// catalog is only read meanwhile (intel is applied between batches).
+    fn apply_batch(&self, messages: &[BorrowedMessage<'_>]) -> anyhow::Result<()> {
+        // A rebalance inside the polls may have swapped the catalog for the committed one.
+        self.reseek_intel_if_needed()?;
+        let mut owner = lock(&self.owner);
+        let owner = &mut *owner;
+        let n_tasks = owner.pipeline.processor_ref().keyed_tasks().len();
+        let mut by_task: Vec<Vec<usize>> = vec![Vec::new(); n_tasks];
+        for (i, message) in messages.iter().enumerate() {
+            let key = (message.topic().to_owned(), message.partition());
+            // Messages fetched before their partition was revoked (or fenced) are not ours any more.
+            if !owner.assigned.contains(&key) || owner.fenced.contains(&key) {
+                continue;
+            }
+            let Some(id) = owner.task_of(&key.0, key.1) else { continue };
+            if let Some(idx) = owner.pipeline.processor_ref().keyed_index(id) {
+                by_task[idx].push(i);
+            }
+        }
+        let max_bytes = owner.max_message_bytes;
+        let (tasks, catalog, config) = owner.pipeline.processor().keyed_tasks_mut();
+        let mut work: Vec<(&mut Task, Vec<usize>)> =
+            tasks.iter_mut().zip(by_task).filter(|(_, indexes)| !indexes.is_empty()).collect();
+        // Largest first into the least loaded worker.
+        work.sort_by_key(|(_, indexes)| std::cmp::Reverse(indexes.len()));
+        let workers = if messages.len() < PARALLEL_MIN { 1 } else { self.workers.min(work.len()).max(1) };
+        let mut shares: Vec<(usize, Vec<(&mut Task, Vec<usize>)>)> = (0..workers).map(|_| (0, Vec::new())).collect();
+        for item in work {
+            let share = shares.iter_mut().min_by_key(|(load, _)| *load).expect("one worker at least");
+            share.0 += item.1.len();
+            share.1.push(item);
+        }
+        let apply_share = |share: Vec<(&mut Task, Vec<usize>)>| {
+            for (task, indexes) in share {
+                let input = task.id().topic;
+                for i in indexes {
+                    apply_keyed(task, &messages[i], input, catalog, config, max_bytes, &self.topics, &self.metrics);
+                }
+            }
+        };
+        let mut shares = shares.into_iter().map(|(_, share)| share);
+        let mine = shares.next().unwrap_or_default();
+        std::thread::scope(|scope| {
+            for share in shares {
+                scope.spawn(|| apply_share(share));
+            }
+            apply_share(mine);
+        });
+        Ok(())
+    }
+
+    /// After the intel task was restored from the lake (gained, lost or
+    /// fenced with assets/0), reads the intel topic again from the restored
+    /// positions to its end, so no keyed message sees an older catalog.
+    fn reseek_intel_if_needed(&self) -> anyhow::Result<()> {
+        let mut owner = lock(&self.owner);
+        if !std::mem::take(&mut owner.intel_reseek) {
+            return Ok(());
+        }
+        self.intel.seek_all(&intel_positions(&owner.pipeline, &self.topics.intel))?;
+        drop(owner);
+        self.catch_up_intel()
     }
 
     /// Applies what the intel reader has (waiting up to `timeout` for the first).
@@ -375,21 +489,12 @@ impl Instance {
                 return self.shutdown(args, signals);
             }
             // Group messages; rebalances run inside this poll.
-            let mut batch = 0;
+            let mut messages = Vec::with_capacity(BATCH);
             let mut wait = Duration::from_millis(100);
             while let Some(message) = self.consumer.poll(wait) {
                 wait = Duration::ZERO;
                 match message {
-                    Ok(message) => {
-                        let mut owner = lock(&self.owner);
-                        let (topic, partition) = (message.topic(), message.partition());
-                        if let (Some(input), Some(id)) =
-                            (self.topics.input_topic(topic), owner.task_of(topic, partition))
-                        {
-                            apply(&mut owner, &self.topics, input, &message, id, &self.metrics);
-                        }
-                        batch += 1;
-                    }
+                    Ok(message) => messages.push(message),
                     Err(error) => {
                         // librdkafka retries by itself; log once per outage, not per poll.
                         if self.metrics.is_ready() {
@@ -399,29 +504,22 @@ impl Instance {
                         break;
                     }
                 }
-                if batch >= 5_000 {
+                if messages.len() >= BATCH {
                     break;
                 }
             }
+            let batch = messages.len();
             if batch > 0 {
                 self.metrics.set_ready(true);
+                self.apply_batch(&messages)?;
             }
+            drop(messages);
             since_commit += batch as u64;
             self.poll_intel(Duration::ZERO)?;
-            {
-                let mut owner = lock(&self.owner);
-                if let Some(error) = owner.failure.take() {
-                    return Err(error.context("a rebalance failed"));
-                }
-                let reseek = std::mem::take(&mut owner.intel_reseek);
-                drop(owner);
-                if reseek {
-                    let owner = lock(&self.owner);
-                    self.intel.seek_all(&intel_positions(&owner.pipeline, &self.topics.intel))?;
-                    drop(owner);
-                    self.catch_up_intel()?;
-                }
+            if let Some(error) = lock(&self.owner).failure.take() {
+                return Err(error.context("a rebalance failed"));
             }
+            self.reseek_intel_if_needed()?;
             if since_commit >= args.epoch_messages || (last_commit.elapsed() >= interval && since_commit > 0) {
                 let committed = lock(&self.owner).commit()?;
                 self.store_offsets(&committed);
@@ -458,7 +556,8 @@ impl Instance {
             let owner = lock(&self.owner);
             for topic in self.topics.keyed() {
                 for partition in 0..self.partitions[topic] {
-                    if owner.assigned.contains(&(topic.to_owned(), partition)) {
+                    let key = (topic.to_owned(), partition);
+                    if owner.assigned.contains(&key) && !owner.fenced.contains(&key) {
                         continue;
                     }
                     let Some(input) = self.topics.input_topic(topic) else { continue };
@@ -552,10 +651,10 @@ impl Instance {
     fn try_finish(&mut self) -> anyhow::Result<bool> {
         {
             let owner = lock(&self.owner);
-            if owner.assigned.is_empty() {
+            if owner.active().next().is_none() {
                 return Ok(false);
             }
-            for (topic, partition) in &owner.assigned {
+            for (topic, partition) in owner.active() {
                 let end = self.start_ends.get(&(topic.clone(), *partition)).copied().unwrap_or(0);
                 let position = self.owner_position(&owner, topic, *partition).unwrap_or(0);
                 if position < end {
@@ -663,12 +762,59 @@ struct StallWatch {
     last_check: Option<Instant>,
 }
 
-/// Applies one message to task `id`: an event, or a dead letter with the reason.
+/// Messages taken from the group consumer per batch.
+const BATCH: usize = 5_000;
+/// Below this many messages a batch is applied on the polling thread alone.
+const PARALLEL_MIN: usize = 256;
+
+/// Applies one group message to its keyed task: an event, or a dead letter
+/// with the reason.
+#[allow(clippy::too_many_arguments)]
+fn apply_keyed(
+    task: &mut Task,
+    message: &BorrowedMessage<'_>,
+    input: InputTopic,
+    catalog: &Catalog,
+    config: &ProcessorConfig,
+    max_bytes: usize,
+    topics: &TopicNames,
+    metrics: &PipelineMetrics,
+) {
+    let source = source_name(message.topic(), message.partition());
+    let offset = message.offset() as u64;
+    match kafka::check_message(input, message.key(), message.payload(), max_bytes) {
+        Ok(event) => {
+            task.apply_keyed(&source, offset, &event, catalog, config);
+            metrics.consumed(topics.input(input));
+        }
+        Err(rejection) => {
+            let failed_at = task.max_event_time().unwrap_or(Timestamp(0));
+            let row = dead_letter_row(message, rejection.error, failed_at);
+            task.dead_letter(&source, offset, row);
+            metrics.dead_lettered(topics.input(input), rejection.reason);
+        }
+    }
+}
+
+fn dead_letter_row(message: &BorrowedMessage<'_>, error: String, failed_at: Timestamp) -> DeadLetterRow {
+    let key = message.key().map(String::from_utf8_lossy);
+    DeadLetterRow::new(
+        message.topic(),
+        message.partition(),
+        message.offset(),
+        key.as_deref(),
+        error,
+        message.payload().unwrap_or_default(),
+        failed_at,
+    )
+}
+
+/// Applies one intel message: an event, or a dead letter with the reason.
 fn apply(
     owner: &mut Owner,
     topics: &TopicNames,
     input: InputTopic,
-    message: &rdkafka::message::BorrowedMessage<'_>,
+    message: &BorrowedMessage<'_>,
     id: TaskId,
     metrics: &PipelineMetrics,
 ) {
@@ -683,16 +829,7 @@ fn apply(
         }
         Err(rejection) => {
             let failed_at = processor.task(id).and_then(|t| t.max_event_time()).unwrap_or(Timestamp(0));
-            let key = message.key().map(String::from_utf8_lossy);
-            let row = DeadLetterRow::new(
-                message.topic(),
-                message.partition(),
-                message.offset(),
-                key.as_deref(),
-                rejection.error,
-                message.payload().unwrap_or_default(),
-                failed_at,
-            );
+            let row = dead_letter_row(message, rejection.error, failed_at);
             processor.dead_letter(id, &source, offset, row);
             metrics.dead_lettered(topics.input(input), rejection.reason);
         }

@@ -60,7 +60,11 @@ fn run_args<'a>(broker: &'a Broker, lake: &'a Path, metrics: &'a str) -> Vec<&'a
 /// reads would block it once full).
 fn spawn(args: &[&str]) -> Child {
     let lake = args.iter().position(|a| *a == "--lake").map(|i| args[i + 1]).expect("--lake");
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(format!("{lake}.log")).expect("log file");
+    spawn_logging_to(args, Path::new(&format!("{lake}.log")))
+}
+
+fn spawn_logging_to(args: &[&str], log: &Path) -> Child {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log file");
     Command::new(env!("CARGO_BIN_EXE_patchtrail"))
         .args(args)
         .env("RUST_LOG", "info")
@@ -205,26 +209,42 @@ fn sigkill_and_restart_lose_and_duplicate_nothing() {
     assert_same_tables(&lake, &replayed);
 }
 
-// Ignored: a known defect, not yet found. With the first instance SIGKILLed
-// 2.5 s in, the survivor finished with 2,984 of 3,011 exposures (all other runs
-// of this test before the end-of-input fix passed by luck of timing). Suspect:
-// the intel task's handover when assets/0 moves between live instances.
+// The instance killed is the one that joined second: tansu 0.6 keeps a dead
+// *leader* in the group when it evicts it from a formed group (the leader is
+// only cleared when a forming group evicts it, coordinator/group/administrator.rs),
+// so a group whose leader dies never forms again there. Apache Kafka elects a
+// new leader; the takeover path on our side is the same either way.
 #[test]
-#[ignore = "known defect: the survivor's lake can miss exposures after a takeover; see above"]
-fn a_second_instance_takes_over_the_partitions_of_a_killed_one() {
+fn a_surviving_instance_takes_over_the_partitions_of_a_killed_one() {
     let broker = Broker::start();
     let dir = tempfile::tempdir().expect("temp dir");
-    let (events, _) = produce(&broker, dir.path(), "600", "12", "44");
+    let (events, _) = produce(&broker, dir.path(), "2000", "12", "44");
     let lake = dir.path().join("lake");
     let (metrics_a, metrics_b) = (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()));
-    let mut first = spawn(&run_args(&broker, &lake, &metrics_a));
-    let second = spawn(&run_args(&broker, &lake, &metrics_b));
-    std::thread::sleep(Duration::from_millis(2500));
-    let killed = first.try_wait().expect("waits").is_none();
-    first.kill().expect("SIGKILL");
-    first.wait().expect("reaped");
-    assert!(killed, "the first instance was still running when killed");
-    wait_success(second, &lake, Duration::from_secs(240));
+    let first = spawn(&run_args(&broker, &lake, &metrics_a));
+    let started = Instant::now();
+    while !lake.join("_commits").exists() {
+        assert!(started.elapsed() < Duration::from_secs(60), "the first instance committed nothing");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let second_log = dir.path().join("second.log");
+    let mut second = spawn_logging_to(&run_args(&broker, &lake, &metrics_b), &second_log);
+    // Kill it once the group has given it partitions (and it has worked on them a little).
+    let holds_partitions = || {
+        let log = std::fs::read_to_string(&second_log).unwrap_or_default();
+        log.lines().any(|line| line.contains("partitions assigned") && line.contains("patchtrail."))
+    };
+    while !holds_partitions() {
+        assert!(started.elapsed() < Duration::from_secs(60), "the second instance was given no partition");
+        assert!(second.try_wait().expect("waits").is_none(), "the second instance stopped");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(700));
+    let killed = second.try_wait().expect("waits").is_none();
+    second.kill().expect("SIGKILL");
+    second.wait().expect("reaped");
+    assert!(killed, "the second instance was still running when killed");
+    wait_success(first, &lake, Duration::from_secs(240));
     let replayed = dir.path().join("replayed");
     replay(&events, &replayed, &["--partitions", "3", "--epoch-lines", "20000"]);
     assert_same_tables(&lake, &replayed);

@@ -38,6 +38,15 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// Another writer committed this epoch of the task first: it owns the
+    /// task now, and this writer's epoch was discarded.
+    #[error("task {task} is owned by another writer: epoch {epoch} was committed by it")]
+    Fenced {
+        /// The task.
+        task: String,
+        /// The epoch this writer tried to commit.
+        epoch: u64,
+    },
     /// The lake location is not usable.
     #[error("lake location {location:?} is not usable: {reason}")]
     Location {

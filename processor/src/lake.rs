@@ -3,9 +3,9 @@
 //! (DESIGN.md "Exactly-once into the lake").
 //!
 //! ```text
-//! <lake>/<table>/date=YYYY-MM-DD/<task>-<epoch>-<n>.parquet
-//! <lake>/_state/<task topic>/<partition>/<epoch>.state
-//! <lake>/_outbox/<task topic>/<partition>/<epoch>.jsonl
+//! <lake>/<table>/date=YYYY-MM-DD/<task>-<epoch>-<writer>-<n>.parquet
+//! <lake>/_state/<task topic>/<partition>/<epoch>-<writer>.state
+//! <lake>/_outbox/<task topic>/<partition>/<epoch>-<writer>.jsonl
 //! <lake>/_commits/<task topic>/<partition>/<epoch>.json
 //! ```
 //!
@@ -19,6 +19,14 @@
 //! files of later epochs, and readers list files from records, never from
 //! directories, so they only ever see committed epochs. Everything goes
 //! through `object_store`, so a local directory and a bucket share the code.
+//!
+//! Fencing: two processes may believe they own one task (a consumer group
+//! mid-rebalance, a paused process that wakes up). Every file a process
+//! writes carries its writer id, so two writers never overwrite each other's
+//! files, and only one of them can create the record of an epoch: the other
+//! gets [`Error::Fenced`], deletes what it wrote and gives the task up. A new
+//! owner [claims](Lake::claim) the next epoch before it processes anything,
+//! so a previous owner that is still running is fenced at its next commit.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -110,6 +118,8 @@ pub struct Epoch {
 pub struct Lake {
     store: Arc<dyn ObjectStore>,
     location: String,
+    /// This process's writer id, in every file name it writes.
+    writer: Arc<str>,
 }
 
 impl std::fmt::Debug for Lake {
@@ -137,12 +147,17 @@ impl Lake {
         };
         std::fs::create_dir_all(local).map_err(|e| fail(e.to_string()))?;
         let store = LocalFileSystem::new_with_prefix(local).map_err(|e| fail(e.to_string()))?;
-        Ok(Lake { store: Arc::new(store), location: location.to_owned() })
+        Ok(Lake::with_store(Arc::new(store), location))
     }
 
     /// A lake over any object store (tests, buckets).
     pub fn with_store(store: Arc<dyn ObjectStore>, location: &str) -> Lake {
-        Lake { store, location: location.to_owned() }
+        Lake { store, location: location.to_owned(), writer: writer_id().into() }
+    }
+
+    /// The id this process writes its files under.
+    pub fn writer(&self) -> &str {
+        &self.writer
     }
 
     /// The object store behind the lake.
@@ -164,17 +179,21 @@ impl Lake {
     }
 
     /// Writes one epoch of a task: its rows as Parquet, its state snapshot,
-    /// then its commit record (only if no record of that epoch exists).
+    /// then its commit record, only if no record of that epoch exists; if
+    /// one does (another writer owns the task now), deletes what it wrote
+    /// and returns [`Error::Fenced`].
     pub async fn commit(&self, epoch: Epoch) -> Result<CommitRecord> {
         let Epoch { task, epoch, rows, state, positions, watermark, max_event_time, outbox } = epoch;
         let rows = &rows;
-        let files = encode_epoch(task, epoch, rows)?;
+        let files = encode_epoch(task, epoch, &self.writer, rows)?;
         let mut committed = Vec::with_capacity(files.len());
         let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+        let mut written: Vec<Path> = Vec::with_capacity(files.len() + 2);
         for file in files {
             let path = Path::from(file.path.as_str());
             let bytes = file.bytes.len() as u64;
             self.store.put(&path, PutPayload::from(file.bytes)).await.map_err(storage(&path))?;
+            written.push(path);
             *counts.entry(file.table.name().to_owned()).or_default() += file.rows;
             committed.push(CommittedFile {
                 table: file.table.name().to_owned(),
@@ -183,12 +202,14 @@ impl Lake {
                 bytes,
             });
         }
-        let state_path = Path::from(format!("_state/{}/{}/{epoch:010}.state", task.topic, task.partition));
+        let writer = &self.writer;
+        let state_path = Path::from(format!("_state/{}/{}/{epoch:010}-{writer}.state", task.topic, task.partition));
         self.store.put(&state_path, PutPayload::from(state)).await.map_err(storage(&state_path))?;
+        written.push(state_path.clone());
         let outbox_path = match outbox.is_empty() {
             true => None,
             false => {
-                let path = Path::from(format!("_outbox/{}/{}/{epoch:010}.jsonl", task.topic, task.partition));
+                let path = Path::from(format!("_outbox/{}/{}/{epoch:010}-{writer}.jsonl", task.topic, task.partition));
                 let mut body = Vec::with_capacity(outbox.len() * 512);
                 for message in &outbox {
                     serde_json::to_writer(&mut body, message)
@@ -196,6 +217,7 @@ impl Lake {
                     body.push(b'\n');
                 }
                 self.store.put(&path, PutPayload::from(body)).await.map_err(storage(&path))?;
+                written.push(path.clone());
                 Some(path.to_string())
             }
         };
@@ -211,12 +233,65 @@ impl Lake {
             rows: counts,
             outbox: outbox_path,
         };
-        let record_path = Self::commits_dir(task).join(format!("{epoch:010}.json").as_str());
-        let body = serde_json::to_vec_pretty(&record)
-            .map_err(|e| Error::CommitRecord { path: record_path.to_string(), reason: e.to_string() })?;
+        match self.create_record(&record).await {
+            Err(Error::Fenced { task, epoch }) => {
+                // Nobody will ever read them: the epoch is another writer's.
+                for path in &written {
+                    let _ = self.store.delete(path).await;
+                }
+                Err(Error::Fenced { task, epoch })
+            }
+            result => result.map(|()| record),
+        }
+    }
+
+    /// Creates a commit record unless one of that epoch exists.
+    async fn create_record(&self, record: &CommitRecord) -> Result<()> {
+        let path = Self::commits_dir(record.task).join(format!("{:010}.json", record.epoch).as_str());
+        let body = serde_json::to_vec_pretty(record)
+            .map_err(|e| Error::CommitRecord { path: path.to_string(), reason: e.to_string() })?;
         let options = PutOptions { mode: PutMode::Create, ..PutOptions::default() };
-        self.store.put_opts(&record_path, PutPayload::from(body), options).await.map_err(storage(&record_path))?;
-        Ok(record)
+        match self.store.put_opts(&path, PutPayload::from(body), options).await {
+            Ok(_) => Ok(()),
+            Err(object_store::Error::AlreadyExists { .. }) => {
+                Err(Error::Fenced { task: record.task.to_string(), epoch: record.epoch })
+            }
+            Err(source) => Err(Error::Storage { path: path.to_string(), source }),
+        }
+    }
+
+    /// Takes ownership of a task for this writer: commits, as the next
+    /// epoch, a copy of the latest record without files (same state,
+    /// positions, watermark and outbox), then deletes what any writer left
+    /// for later epochs. A previous owner still running is fenced at its
+    /// next commit, and cannot commit files this cleanup misses. Returns the
+    /// claim with the state it points at (none for a new task).
+    pub async fn claim(&self, task: TaskId) -> Result<Option<(CommitRecord, Bytes)>> {
+        // Another writer may commit between the read and the claim: read again.
+        for _ in 0..100 {
+            let Some(mut record) = self.latest_record(task).await? else {
+                self.delete_after(task, 0).await?;
+                return Ok(None);
+            };
+            record.epoch += 1;
+            record.files.clear();
+            record.rows.clear();
+            match self.create_record(&record).await {
+                Ok(()) => {
+                    self.delete_after(task, record.epoch - 1).await?;
+                    let state = self.read_state(&record).await?;
+                    return Ok(Some((record, state)));
+                }
+                Err(Error::Fenced { .. }) => tokio::task::yield_now().await,
+                Err(error) => return Err(error),
+            }
+        }
+        Err(Error::Fenced { task: task.to_string(), epoch: 0 })
+    }
+
+    async fn read_state(&self, record: &CommitRecord) -> Result<Bytes> {
+        let path = Path::from(record.state.as_str());
+        self.store.get(&path).await.map_err(storage(&path))?.bytes().await.map_err(storage(&path))
     }
 
     async fn read_record(&self, path: &Path) -> Result<CommitRecord> {
@@ -258,8 +333,7 @@ impl Lake {
     /// A task's latest commit record and state snapshot, if any (read only).
     pub async fn latest(&self, task: TaskId) -> Result<Option<(CommitRecord, Bytes)>> {
         let Some(record) = self.latest_record(task).await? else { return Ok(None) };
-        let path = Path::from(record.state.as_str());
-        let state = self.store.get(&path).await.map_err(storage(&path))?.bytes().await.map_err(storage(&path))?;
+        let state = self.read_state(&record).await?;
         Ok(Some((record, state)))
     }
 
@@ -267,37 +341,38 @@ impl Lake {
     /// snapshot (none for a new task) after deleting whatever it wrote for
     /// later, uncommitted epochs.
     pub async fn recover(&self, task: TaskId) -> Result<Option<(CommitRecord, Bytes)>> {
-        let latest = match self.committed_epochs(task).await?.pop() {
-            Some((_, path)) => Some(self.read_record(&path).await?),
-            None => None,
-        };
-        let committed_epoch = latest.as_ref().map_or(0, |record| record.epoch);
+        let latest = self.latest_record(task).await?;
+        self.delete_after(task, latest.as_ref().map_or(0, |record| record.epoch)).await?;
+        let Some(record) = latest else { return Ok(None) };
+        let state = self.read_state(&record).await?;
+        Ok(Some((record, state)))
+    }
+
+    /// Deletes what any writer wrote for epochs of `task` after `epoch`.
+    async fn delete_after(&self, task: TaskId, epoch: u64) -> Result<()> {
+        // `<epoch>-<writer>...`: the epoch is the name's first field.
+        let epoch_of = |name: &str| name.split(['-', '.']).next()?.parse::<u64>().ok();
         let prefix = Self::file_prefix(task);
         for table in Table::ALL {
             let dir = Path::from(table.name());
             let listed: Vec<_> = self.store.list(Some(&dir)).try_collect().await.map_err(storage(&dir))?;
             for meta in listed {
                 let Some(name) = meta.location.filename() else { continue };
-                let epoch = name.strip_prefix(&prefix).and_then(|rest| rest.split('-').next()?.parse::<u64>().ok());
-                if epoch.is_some_and(|epoch| epoch > committed_epoch) {
+                if name.strip_prefix(&prefix).and_then(epoch_of).is_some_and(|e| e > epoch) {
                     self.store.delete(&meta.location).await.map_err(storage(&meta.location))?;
                 }
             }
         }
-        for (dir, suffix) in [("_state", ".state"), ("_outbox", ".jsonl")] {
+        for dir in ["_state", "_outbox"] {
             let dir = Path::from(format!("{dir}/{}/{}", task.topic, task.partition));
             let listed: Vec<_> = self.store.list(Some(&dir)).try_collect().await.map_err(storage(&dir))?;
             for meta in listed {
-                let epoch = meta.location.filename().and_then(|n| n.strip_suffix(suffix)?.parse::<u64>().ok());
-                if epoch.is_some_and(|epoch| epoch > committed_epoch) {
+                if meta.location.filename().and_then(epoch_of).is_some_and(|e| e > epoch) {
                     self.store.delete(&meta.location).await.map_err(storage(&meta.location))?;
                 }
             }
         }
-        let Some(record) = latest else { return Ok(None) };
-        let path = Path::from(record.state.as_str());
-        let state = self.store.get(&path).await.map_err(storage(&path))?.bytes().await.map_err(storage(&path))?;
-        Ok(Some((record, state)))
+        Ok(())
     }
 
     /// The messages a committed epoch publishes (none if it has no outbox).
@@ -342,6 +417,17 @@ impl Lake {
     }
 }
 
+/// A writer id unique to this process: 16 hex digits from the process id,
+/// the clock and std's randomly keyed hasher.
+fn writer_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    hasher.write_u128(now.as_nanos());
+    format!("{:016x}", hasher.finish())
+}
+
 /// One Parquet file ready to write.
 pub struct EncodedFile {
     /// Its table.
@@ -363,21 +449,30 @@ trait LakeRow: Sized + Clone {
 
 /// Encodes an epoch's rows as Parquet files, one per table and date. This is
 /// CPU work: callers on an async runtime run it on a blocking thread.
-pub fn encode_epoch(task: TaskId, epoch: u64, rows: &EpochRows) -> Result<Vec<EncodedFile>> {
+pub fn encode_epoch(task: TaskId, epoch: u64, writer: &str, rows: &EpochRows) -> Result<Vec<EncodedFile>> {
     let mut files = Vec::new();
-    encode(task, epoch, &rows.assets, &mut files)?;
-    encode(task, epoch, &rows.cves, &mut files)?;
-    encode(task, epoch, &rows.patches, &mut files)?;
-    encode(task, epoch, &rows.exposures, &mut files)?;
-    encode(task, epoch, &rows.patch_outcomes, &mut files)?;
-    encode(task, epoch, &rows.canary_rollups, &mut files)?;
-    encode(task, epoch, &rows.segment_drift, &mut files)?;
-    encode(task, epoch, &rows.alerts, &mut files)?;
-    encode(task, epoch, &rows.dead_letters, &mut files)?;
+    let at = FileName { task, epoch, writer };
+    encode(&at, &rows.assets, &mut files)?;
+    encode(&at, &rows.cves, &mut files)?;
+    encode(&at, &rows.patches, &mut files)?;
+    encode(&at, &rows.exposures, &mut files)?;
+    encode(&at, &rows.patch_outcomes, &mut files)?;
+    encode(&at, &rows.canary_rollups, &mut files)?;
+    encode(&at, &rows.segment_drift, &mut files)?;
+    encode(&at, &rows.alerts, &mut files)?;
+    encode(&at, &rows.dead_letters, &mut files)?;
     Ok(files)
 }
 
-fn encode<R: LakeRow>(task: TaskId, epoch: u64, rows: &[R], files: &mut Vec<EncodedFile>) -> Result<()> {
+/// What names an epoch's files.
+struct FileName<'a> {
+    task: TaskId,
+    epoch: u64,
+    writer: &'a str,
+}
+
+fn encode<R: LakeRow>(at: &FileName<'_>, rows: &[R], files: &mut Vec<EncodedFile>) -> Result<()> {
+    let FileName { task, epoch, writer: writer_id } = *at;
     let table = R::TABLE;
     let fail = |reason: String| Error::Encode { table: table.name().to_owned(), reason };
     let mut by_date: BTreeMap<Date, Vec<usize>> = BTreeMap::new();
@@ -405,7 +500,11 @@ fn encode<R: LakeRow>(task: TaskId, epoch: u64, rows: &[R], files: &mut Vec<Enco
         writer.close().map_err(|e| fail(e.to_string()))?;
         files.push(EncodedFile {
             table,
-            path: format!("{}/date={date}/{}{epoch:010}-{n}.parquet", table.name(), Lake::file_prefix(task)),
+            path: format!(
+                "{}/date={date}/{}{epoch:010}-{writer_id}-{n}.parquet",
+                table.name(),
+                Lake::file_prefix(task)
+            ),
             rows: indexes.len() as u64,
             bytes,
         });

@@ -173,6 +173,25 @@ impl Processor {
         applied
     }
 
+    /// The tasks of the keyed topics, with the catalog and configuration
+    /// they read: events for different tasks can be applied on different
+    /// threads ([`Task::apply_keyed`]). [`Processor::keyed_index`] finds a
+    /// task in the slice.
+    pub fn keyed_tasks_mut(&mut self) -> (&mut [Task], &Catalog, &ProcessorConfig) {
+        (&mut self.tasks, &self.catalog, &self.config)
+    }
+
+    /// The tasks of the keyed topics, in [`Processor::keyed_index`] order.
+    pub fn keyed_tasks(&self) -> &[Task] {
+        &self.tasks
+    }
+
+    /// The index of a keyed task in [`Processor::keyed_tasks_mut`].
+    pub fn keyed_index(&self, id: TaskId) -> Option<usize> {
+        let idx = KEYED.iter().position(|&topic| topic == id.topic)?;
+        (id.partition < self.partitions).then(|| idx * self.partitions as usize + id.partition as usize)
+    }
+
     /// Forgets a task's state (its partition went to another instance); the
     /// intel task's reset empties the catalog too.
     pub fn reset(&mut self, id: TaskId) {

@@ -44,6 +44,24 @@ pub struct Committed {
     pub outbox: Vec<OutboxMessage>,
 }
 
+/// What the writer thread reports for each epoch handed to it.
+enum Written {
+    Committed(Committed),
+    /// Another writer owns the task: this epoch (of that lineage) and the
+    /// later ones queued behind it were discarded.
+    Fenced {
+        task: TaskId,
+        lineage: u64,
+    },
+}
+
+/// One epoch for the writer thread, with the lineage (ownership period) of
+/// its task it belongs to.
+struct Job {
+    epoch: Epoch,
+    lineage: u64,
+}
+
 /// What a task's last commit recorded.
 #[derive(Clone, Debug, Default)]
 struct LastCommit {
@@ -63,13 +81,19 @@ pub struct Pipeline {
     outbox: bool,
     /// Per task: last committed epoch, and the positions and watermark it recorded.
     committed: BTreeMap<TaskId, LastCommit>,
-    jobs: Option<SyncSender<Epoch>>,
+    /// Per task: its current lineage, counted up on each acquire, so a
+    /// fence reported late never drops a task acquired again since.
+    lineages: BTreeMap<TaskId, u64>,
+    next_lineage: u64,
+    jobs: Option<SyncSender<Job>>,
     writer: Option<JoinHandle<Result<()>>>,
     /// Epochs made durable by the writer. Unbounded, but never longer than
     /// the epochs handed to the bounded job channel and not yet taken back.
-    done: Receiver<Committed>,
+    done: Receiver<Written>,
     in_flight: usize,
     ready: Vec<Committed>,
+    /// Tasks given up because another writer committed them (see [`Lake`]).
+    fenced: Vec<TaskId>,
     totals: Totals,
 }
 
@@ -100,8 +124,8 @@ impl Pipeline {
         outbox: bool,
     ) -> Result<Pipeline> {
         let processor = Processor::new(config, partitions);
-        let (jobs, inbox) = sync_channel::<Epoch>(1);
-        let (done_tx, done) = channel::<Committed>();
+        let (jobs, inbox) = sync_channel::<Job>(1);
+        let (done_tx, done) = channel::<Written>();
         let writer_lake = lake.clone();
         let writer = std::thread::Builder::new()
             .name("lake-writer".to_owned())
@@ -114,11 +138,14 @@ impl Pipeline {
             owned,
             outbox,
             committed: BTreeMap::new(),
+            lineages: BTreeMap::new(),
+            next_lineage: 0,
             jobs: Some(jobs),
             writer: Some(writer),
             done,
             in_flight: 0,
             ready: Vec::new(),
+            fenced: Vec::new(),
             totals: Totals::default(),
         })
     }
@@ -126,7 +153,16 @@ impl Pipeline {
     /// Restores a task from its latest commit (or empties it), after deleting
     /// what it wrote for uncommitted epochs. Returns that commit's outbox.
     fn recover(&mut self, id: TaskId) -> Result<Vec<OutboxMessage>> {
-        match self.runtime.block_on(self.lake.recover(id))? {
+        let recovered = self.runtime.block_on(self.lake.recover(id))?;
+        self.restore_from(id, recovered)
+    }
+
+    fn restore_from(
+        &mut self,
+        id: TaskId,
+        recovered: Option<(CommitRecord, bytes::Bytes)>,
+    ) -> Result<Vec<OutboxMessage>> {
+        match recovered {
             Some((record, state)) => {
                 self.processor.restore(id, &state, &record.state)?;
                 let outbox = self.runtime.block_on(self.lake.read_outbox(&record))?;
@@ -165,16 +201,20 @@ impl Pipeline {
         Ok(records)
     }
 
-    /// Takes ownership of a task (its partition was assigned): it resumes from
-    /// its latest commit. Returns where it resumes (source → next offset) and
-    /// the outbox of that commit, to publish again in case the previous owner
-    /// stopped before it did.
+    /// Takes ownership of a task (its partition was assigned): it claims
+    /// the task's next epoch in the lake (fencing a previous owner that may
+    /// still run) and resumes from its latest commit. Returns where it
+    /// resumes (source → next offset) and the outbox of that commit, to
+    /// publish again in case the previous owner stopped before it did.
     pub fn acquire(&mut self, id: TaskId) -> Result<(BTreeMap<String, u64>, Vec<OutboxMessage>)> {
         self.sync()?;
-        let outbox = self.recover(id)?;
+        let claimed = self.runtime.block_on(self.lake.claim(id))?;
+        let outbox = self.restore_from(id, claimed)?;
         if let Some(owned) = &mut self.owned {
             owned.insert(id);
         }
+        self.next_lineage += 1;
+        self.lineages.insert(id, self.next_lineage);
         let positions = self.processor.task(id).map(|task| task.positions().clone()).unwrap_or_default();
         Ok((positions, outbox))
     }
@@ -233,20 +273,36 @@ impl Pipeline {
     /// Epochs made durable since the last call, oldest first.
     pub fn take_committed(&mut self) -> Vec<Committed> {
         while let Ok(done) = self.done.try_recv() {
-            self.in_flight -= 1;
-            self.ready.push(done);
+            self.written(done);
         }
         std::mem::take(&mut self.ready)
+    }
+
+    /// Tasks given up since the last call because another writer committed
+    /// them: that writer owns them now. Their state here is gone.
+    pub fn take_fenced(&mut self) -> Vec<TaskId> {
+        std::mem::take(&mut self.fenced)
+    }
+
+    fn written(&mut self, done: Written) {
+        self.in_flight -= 1;
+        match done {
+            Written::Committed(done) => self.ready.push(done),
+            Written::Fenced { task, lineage } => {
+                if self.lineages.get(&task) == Some(&lineage) && self.owns(task) {
+                    tracing::warn!(%task, "another writer committed this task: giving it up");
+                    self.forget(&[task]);
+                    self.fenced.push(task);
+                }
+            }
+        }
     }
 
     /// Waits until every epoch handed to the writer is durable.
     pub fn sync(&mut self) -> Result<()> {
         while self.in_flight > 0 {
             match self.done.recv() {
-                Ok(done) => {
-                    self.in_flight -= 1;
-                    self.ready.push(done);
-                }
+                Ok(done) => self.written(done),
                 Err(_) => return self.writer_stopped(),
             }
         }
@@ -285,6 +341,7 @@ impl Pipeline {
             };
             self.count(&job.rows);
             self.committed.insert(id, LastCommit { epoch: job.epoch, positions, watermark });
+            let job = Job { epoch: job, lineage: self.lineages.get(&id).copied().unwrap_or(0) };
             let sent = self.jobs.as_ref().is_some_and(|jobs| jobs.send(job).is_ok());
             if !sent {
                 return self.writer_stopped();
@@ -357,14 +414,29 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .map_err(|e| Error::Location { location: "lake runtime".to_owned(), reason: e.to_string() })
 }
 
-fn write_epochs(lake: Lake, inbox: Receiver<Epoch>, done: Sender<Committed>) -> Result<()> {
+fn write_epochs(lake: Lake, inbox: Receiver<Job>, done: Sender<Written>) -> Result<()> {
     let runtime = runtime()?;
-    for job in inbox {
+    let mut fenced: BTreeSet<(TaskId, u64)> = BTreeSet::new();
+    for Job { epoch: job, lineage } in inbox {
+        let task = job.task;
+        // The receiver is gone only when the pipeline is dropped: nobody waits.
+        if fenced.contains(&(task, lineage)) {
+            let _ = done.send(Written::Fenced { task, lineage });
+            continue;
+        }
         // Empty unless the pipeline keeps an outbox (`run`).
         let outbox = job.outbox.clone();
-        let record = runtime.block_on(lake.commit(job))?;
-        // The receiver is gone only when the pipeline is dropped: nobody waits.
-        let _ = done.send(Committed { task: record.task, epoch: record.epoch, positions: record.positions, outbox });
+        match runtime.block_on(lake.commit(job)) {
+            Ok(record) => {
+                let (epoch, positions) = (record.epoch, record.positions);
+                let _ = done.send(Written::Committed(Committed { task, epoch, positions, outbox }));
+            }
+            Err(Error::Fenced { .. }) => {
+                fenced.insert((task, lineage));
+                let _ = done.send(Written::Fenced { task, lineage });
+            }
+            Err(error) => return Err(error),
+        }
     }
     Ok(())
 }

@@ -219,41 +219,75 @@ impl Task {
         catalog: &mut Catalog,
         config: &ProcessorConfig,
     ) -> (Applied, Option<CatalogChange>) {
-        if self.covers(source, offset) {
-            return (Applied::AlreadyApplied, None);
+        if let Some(skipped) = self.admit(source, offset, &event.id) {
+            return (skipped, None);
         }
-        self.advance_position(source, offset);
-        if !self.recent.insert(&event.id) {
-            self.counts.duplicates += 1;
-            return (Applied::Duplicate, None);
-        }
-        self.counts.events += 1;
-        let stamp: Stamp = (event.time, self.next_arrival);
-        self.next_arrival += 1;
-        let change = match (&mut self.state, &event.data) {
+        let stamp = self.stamp(event.time);
+        let change = match (&self.state, &event.data) {
             (State::Intel, EventData::VulnIntel(intel)) => catalog.apply_intel(stamp, intel),
             (State::Intel, EventData::PatchRelease(release)) => catalog.apply_release(stamp, release),
-            (State::Assets(state), _) => {
-                state.apply(stamp, event, catalog, config);
+            _ => {
+                self.apply_admitted(stamp, event, catalog, config);
                 None
             }
-            (State::Rollouts(state), EventData::CanaryStage(stage)) => {
-                state.apply(stamp, stage);
-                None
-            }
-            (State::Network(state), EventData::FlowObservation(flow)) => {
-                state.apply(stamp, flow, config);
-                None
-            }
-            // Routing sends each type to its topic's task; anything else is a caller bug we tolerate.
-            _ => None,
         };
+        (Applied::Event, change)
+    }
+
+    /// [`Task::apply`] for a task of a keyed topic, which only reads the
+    /// catalog: tasks of different partitions can then run in parallel.
+    /// An intel event is ignored (the intel task takes them).
+    pub fn apply_keyed(
+        &mut self,
+        source: &str,
+        offset: u64,
+        event: &CloudEvent,
+        catalog: &Catalog,
+        config: &ProcessorConfig,
+    ) -> Applied {
+        if let Some(skipped) = self.admit(source, offset, &event.id) {
+            return skipped;
+        }
+        let stamp = self.stamp(event.time);
+        self.apply_admitted(stamp, event, catalog, config);
+        Applied::Event
+    }
+
+    /// Whether the message at `offset` of `source` is new: not already
+    /// applied by position, and not a duplicate event id. Records it if so.
+    fn admit(&mut self, source: &str, offset: u64, event_id: &str) -> Option<Applied> {
+        if self.covers(source, offset) {
+            return Some(Applied::AlreadyApplied);
+        }
+        self.advance_position(source, offset);
+        if !self.recent.insert(event_id) {
+            self.counts.duplicates += 1;
+            return Some(Applied::Duplicate);
+        }
+        self.counts.events += 1;
+        None
+    }
+
+    fn stamp(&mut self, time: Timestamp) -> Stamp {
+        let stamp: Stamp = (time, self.next_arrival);
+        self.next_arrival += 1;
+        stamp
+    }
+
+    /// Applies an admitted event of a keyed topic to this task's state machine.
+    fn apply_admitted(&mut self, stamp: Stamp, event: &CloudEvent, catalog: &Catalog, config: &ProcessorConfig) {
+        match (&mut self.state, &event.data) {
+            (State::Assets(state), _) => state.apply(stamp, event, catalog, config),
+            (State::Rollouts(state), EventData::CanaryStage(stage)) => state.apply(stamp, stage),
+            (State::Network(state), EventData::FlowObservation(flow)) => state.apply(stamp, flow, config),
+            // Routing sends each type to its topic's task; anything else is a caller bug we tolerate.
+            _ => {}
+        }
         if self.id.topic != InputTopic::Intel {
             self.max_event_time = self.max_event_time.max(Some(event.time));
             let watermark = event.time.add_micros(-config.allowed_lateness_us);
             self.advance_watermark(watermark, catalog, config);
         }
-        (Applied::Event, change)
     }
 
     /// Records a message that failed to decode or validate, read at `offset` of `source`.

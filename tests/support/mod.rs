@@ -117,41 +117,64 @@ pub fn assert_same_tables(a: &Path, b: &Path) {
 }
 
 /// A tansu broker on a free port of 127.0.0.1, stopped when dropped.
+///
+/// Its storage is a SQLite file: tansu 0.6's `memory://` engine stores
+/// record batches whole and answers a fetch from an offset inside a batch
+/// with the *next* batch (`offsets.split_off(&offset)` in
+/// tansu-storage's dynostore.rs), so a consumer resuming from a committed
+/// offset mid-batch silently skips messages. The SQLite engine stores
+/// records one by one and resumes exactly, as Kafka does.
 pub struct Broker {
-    child: Child,
+    child: Option<Child>,
     pub address: String,
+    storage: String,
+    _dir: tempfile::TempDir,
 }
 
 impl Broker {
-    /// Starts tansu with in-memory storage.
+    /// Starts tansu on a fresh SQLite database.
     pub fn start() -> Broker {
-        Broker::start_with("memory://tansu/")
+        let dir = tempfile::tempdir().expect("temp dir");
+        // tansu opens the path relative to its working directory, minus the leading '/'.
+        let storage = format!("sqlite://{}", dir.path().join("tansu.db").display());
+        let address = format!("127.0.0.1:{}", free_port());
+        let mut broker = Broker { child: None, address, storage, _dir: dir };
+        broker.restart();
+        broker
     }
 
-    /// Starts tansu with `storage` (a sqlite URL survives a restart).
-    pub fn start_with(storage: &str) -> Broker {
-        let port = free_port();
-        let address = format!("127.0.0.1:{port}");
-        let url = format!("tcp://{address}");
+    /// Stops the broker (SIGKILL); its storage stays.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the broker again on the same address and storage.
+    pub fn restart(&mut self) {
+        self.stop();
+        let url = format!("tcp://{}", self.address);
         let child = Command::new(tansu())
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", storage])
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", &self.storage])
+            .current_dir("/")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("tansu starts (install it: cargo install --locked tansu --features libsql,dynostore)");
+        self.child = Some(child);
         let started = Instant::now();
-        while std::net::TcpStream::connect(&address).is_err() {
-            assert!(started.elapsed() < Duration::from_secs(20), "tansu did not listen on {address}");
+        while std::net::TcpStream::connect(&self.address).is_err() {
+            assert!(started.elapsed() < Duration::from_secs(20), "tansu did not listen on {}", self.address);
             std::thread::sleep(Duration::from_millis(50));
         }
-        Broker { child, address }
     }
 }
 
 impl Drop for Broker {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }
 
