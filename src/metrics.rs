@@ -129,7 +129,11 @@ pub fn exposition(registry: &Registry) -> String {
 
 /// Serves `/metrics`, `/healthz` and `/readyz` on `listen`, on a thread of its
 /// own, for the life of the process.
-pub fn serve(listen: &str, registry: Registry, ready: Arc<AtomicBool>) -> anyhow::Result<()> {
+pub fn serve(
+    listen: &str,
+    registry: Registry,
+    ready: impl Fn() -> bool + Clone + Send + Sync + 'static,
+) -> anyhow::Result<()> {
     let listener = std::net::TcpListener::bind(listen)?;
     listener.set_nonblocking(true)?;
     let app = Router::new()
@@ -144,7 +148,7 @@ pub fn serve(listen: &str, registry: Registry, ready: Arc<AtomicBool>) -> anyhow
         .route(
             "/readyz",
             get(move || {
-                let ready = ready.load(Ordering::Relaxed);
+                let ready = ready();
                 async move {
                     if ready {
                         (StatusCode::OK, "ready").into_response()

@@ -12,6 +12,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -57,10 +58,16 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     let signals = crate::signals::install()?;
     let metrics = PipelineMetrics::new();
-    crate::metrics::serve(&args.metrics_listen, metrics.registry(), metrics.ready_flag())
+    // Set by the Kafka clients when the brokers are unreachable; cleared by the polling loop.
+    let brokers_down = Arc::new(AtomicBool::new(false));
+    let ready = {
+        let (ready, down) = (metrics.ready_flag(), Arc::clone(&brokers_down));
+        move || ready.load(Ordering::Relaxed) && !down.load(Ordering::Relaxed)
+    };
+    crate::metrics::serve(&args.metrics_listen, metrics.registry(), ready)
         .with_context(|| format!("cannot serve metrics on {}", args.metrics_listen))?;
     let topics = TopicNames::default();
-    let instance = Instance::start(&args, settings, topics, metrics)?;
+    let instance = Instance::start(&args, settings, topics, metrics, brokers_down)?;
     instance.run(&args, &signals)
 }
 
@@ -163,7 +170,7 @@ impl Owner {
     /// epoch's messages, never loses them).
     fn commit(&mut self) -> anyhow::Result<Vec<Committed>> {
         let started = Instant::now();
-        self.publisher.flush(Duration::from_secs(60))?;
+        self.publisher.flush(None)?;
         self.pipeline.commit()?;
         let committed = self.publish_committed()?;
         self.metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
@@ -215,7 +222,7 @@ impl Owner {
             // The group gave them away already: their new owner resumes from the last commit.
             self.pipeline.forget(&ids);
         } else {
-            self.publisher.flush(Duration::from_secs(60))?;
+            self.publisher.flush(None)?;
             self.pipeline.release(&ids)?;
             self.publish_committed()?;
         }
@@ -261,6 +268,8 @@ struct Instance {
     metrics: PipelineMetrics,
     /// Threads applying a batch (the polling thread is one of them).
     workers: usize,
+    /// Set by the consumer when the brokers are unreachable (readiness false).
+    brokers_down: Arc<AtomicBool>,
 }
 
 fn lock(owner: &Mutex<Owner>) -> MutexGuard<'_, Owner> {
@@ -273,6 +282,7 @@ impl Instance {
         settings: KafkaSettings,
         topics: TopicNames,
         metrics: PipelineMetrics,
+        brokers_down: Arc<AtomicBool>,
     ) -> anyhow::Result<Instance> {
         let mut names: Vec<&str> = topics.keyed().to_vec();
         names.push(&topics.intel);
@@ -312,7 +322,7 @@ impl Instance {
             &intel_positions,
             args.fetch_buffer_kbytes,
         )?;
-        let publisher = Publisher::new(&settings)?;
+        let publisher = Publisher::with_down_flag(&settings, Arc::clone(&brokers_down))?;
         let owner = Arc::new(Mutex::new(Owner {
             pipeline,
             publisher,
@@ -335,12 +345,14 @@ impl Instance {
             }
         }
         let instance = Instance {
+            brokers_down: Arc::clone(&brokers_down),
             consumer: kafka::group_consumer(
                 &settings,
                 &args.group,
                 &topics.keyed(),
                 args.fetch_buffer_kbytes,
                 Arc::clone(&owner),
+                Arc::clone(&brokers_down),
             )?,
             owner,
             intel,
@@ -385,6 +397,22 @@ impl Instance {
             "intel catalog loaded"
         );
         Ok(())
+    }
+
+    /// While the brokers are away: not ready, and every few seconds a probe;
+    /// ready again once the cluster answers (librdkafka reconnects by itself).
+    fn wait_for_brokers(&self, last_probe: &mut Instant) {
+        self.metrics.set_ready(false);
+        if last_probe.elapsed() < Duration::from_secs(2) {
+            return;
+        }
+        *last_probe = Instant::now();
+        let topic = self.topics.keyed()[0];
+        if self.consumer.fetch_metadata(Some(topic), Duration::from_secs(1)).is_ok() {
+            self.brokers_down.store(false, Ordering::Relaxed);
+            self.metrics.set_ready(true);
+            tracing::info!("the Kafka brokers answer again");
+        }
     }
 
     /// Applies a batch of group messages: grouped by task, in partition
@@ -481,6 +509,7 @@ impl Instance {
         let mut last_progress = Instant::now();
         let mut last_end_check = Instant::now();
         let mut stall = StallWatch::default();
+        let mut last_probe = Instant::now();
         self.metrics.set_ready(true);
         tracing::info!(group = %args.group, lake = %args.lake, "consuming");
         loop {
@@ -516,6 +545,9 @@ impl Instance {
             drop(messages);
             since_commit += batch as u64;
             self.poll_intel(Duration::ZERO)?;
+            if self.brokers_down.load(Ordering::Relaxed) {
+                self.wait_for_brokers(&mut last_probe);
+            }
             if let Some(error) = lock(&self.owner).failure.take() {
                 return Err(error.context("a rebalance failed"));
             }
@@ -705,10 +737,10 @@ impl Instance {
         // Everything is read: the watermarks of this instance's tasks move to
         // the end of the whole input, as `replay`'s do at the end of its file.
         let mut owner = lock(&self.owner);
-        owner.publisher.flush(Duration::from_secs(60))?;
+        owner.publisher.flush(None)?;
         owner.pipeline.finish_input(max_time)?;
         let committed = owner.publish_committed()?;
-        owner.publisher.flush(Duration::from_secs(60))?;
+        owner.publisher.flush(None)?;
         drop(owner);
         self.store_offsets(&committed);
         // Done when every task, whoever owns it, has committed that end (a
@@ -740,7 +772,7 @@ impl Instance {
             let mut committed = owner.commit()?;
             owner.pipeline.sync()?;
             committed.extend(owner.publish_committed()?);
-            owner.publisher.flush(deadline)?;
+            owner.publisher.flush(Some(deadline))?;
             committed
         };
         self.store_offsets(&committed);

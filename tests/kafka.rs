@@ -283,6 +283,37 @@ fn sigterm_commits_and_exits_zero() {
     assert!(status.success(), "{status}");
 }
 
+#[test]
+fn a_broker_outage_is_waited_out_and_nothing_is_lost() {
+    let mut broker = Broker::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (events, _) = produce(&broker, dir.path(), "1500", "12", "66");
+    let lake = dir.path().join("lake");
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let child = spawn(&run_args(&broker, &lake, &metrics));
+    let started = Instant::now();
+    while !lake.join("_commits").exists() {
+        assert!(started.elapsed() < Duration::from_secs(60), "no commit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    broker.stop();
+    let stopped = Instant::now();
+    while http_get(&metrics, "/readyz") != "not ready" {
+        assert!(stopped.elapsed() < Duration::from_secs(60), "still ready a minute into the outage");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut child = child;
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(child.try_wait().expect("waits").is_none(), "run gave up during the outage");
+    broker.restart();
+    wait_success(child, &lake, Duration::from_secs(240));
+    let log = std::fs::read_to_string(format!("{}.log", path(&lake))).expect("log");
+    assert!(log.contains("broker"), "a log line names the outage:\n{log}");
+    let replayed = dir.path().join("replayed");
+    replay(&events, &replayed, &["--partitions", "3", "--epoch-lines", "20000"]);
+    assert_same_tables(&lake, &replayed);
+}
+
 /// A plain HTTP/1.1 GET; the body.
 fn http_get(address: &str, route: &str) -> String {
     use std::io::{Read, Write};

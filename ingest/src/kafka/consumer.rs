@@ -3,11 +3,13 @@
 //! that every instance runs over the whole intel topic, outside the group.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 
@@ -39,12 +41,26 @@ pub trait PartitionOwner: Send + 'static {
 /// The consumer context that forwards rebalances to the owner.
 pub struct GroupContext<O> {
     owner: Arc<Mutex<O>>,
+    /// Set when librdkafka reports every broker down or unreachable; the
+    /// caller clears it once the cluster answers again.
+    brokers_down: Arc<AtomicBool>,
 }
 
 /// A consumer in the group over the keyed input topics.
 pub type GroupConsumer<O> = BaseConsumer<GroupContext<O>>;
 
-impl<O: PartitionOwner> ClientContext for GroupContext<O> {}
+impl<O: PartitionOwner> ClientContext for GroupContext<O> {
+    fn error(&self, error: KafkaError, reason: &str) {
+        let code = error.rdkafka_error_code();
+        if matches!(code, Some(RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::BrokerTransportFailure)) {
+            if !self.brokers_down.swap(true, Ordering::Relaxed) {
+                tracing::warn!(%reason, "cannot reach the Kafka brokers; retrying until they answer");
+            }
+        } else {
+            tracing::warn!(%error, %reason, "kafka client error");
+        }
+    }
+}
 
 impl<O: PartitionOwner> ConsumerContext for GroupContext<O> {
     fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
@@ -108,6 +124,7 @@ pub fn group_consumer<O: PartitionOwner>(
     topics: &[&str],
     fetch_buffer_kbytes: u32,
     owner: Arc<Mutex<O>>,
+    brokers_down: Arc<AtomicBool>,
 ) -> Result<GroupConsumer<O>> {
     let mut defaults = consumer_defaults(fetch_buffer_kbytes);
     defaults.extend([
@@ -122,7 +139,7 @@ pub fn group_consumer<O: PartitionOwner>(
     let defaults: Vec<(&str, &str)> = defaults.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let consumer: GroupConsumer<O> = settings
         .client_config(&defaults)
-        .create_with_context(GroupContext { owner })
+        .create_with_context(GroupContext { owner, brokers_down })
         .map_err(|e| Error::client("group consumer", e))?;
     consumer.subscribe(topics).map_err(|e| Error::client("subscribe", e))?;
     Ok(consumer)

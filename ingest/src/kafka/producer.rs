@@ -2,8 +2,8 @@
 //! requests, dead letters, priorities), and simulated events into the input
 //! topics.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
@@ -14,28 +14,60 @@ use super::{Error, KafkaSettings, Result, TopicNames};
 use crate::simulate::Simulator;
 use crate::simulate::truth::LineCounts;
 
-/// Counts deliveries that failed after librdkafka's own retries.
+/// Keeps the messages whose delivery failed after librdkafka's own
+/// retries, for [`Publisher::flush`] to send again, and notes when the
+/// brokers are unreachable.
 #[derive(Clone, Default)]
 pub struct DeliveryCounter {
     failed: Arc<AtomicU64>,
+    to_resend: Arc<Mutex<Vec<Undelivered>>>,
+    brokers_down: Arc<AtomicBool>,
 }
 
-impl ClientContext for DeliveryCounter {}
+/// A message to send again.
+struct Undelivered {
+    topic: String,
+    key: Option<String>,
+    value: Vec<u8>,
+}
+
+impl ClientContext for DeliveryCounter {
+    fn error(&self, error: KafkaError, reason: &str) {
+        let code = error.rdkafka_error_code();
+        if matches!(code, Some(RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::BrokerTransportFailure)) {
+            if !self.brokers_down.swap(true, Ordering::Relaxed) {
+                tracing::warn!(%reason, "producer cannot reach the Kafka brokers; retrying until they answer");
+            }
+        } else {
+            tracing::warn!(%error, %reason, "kafka producer error");
+        }
+    }
+}
 
 impl ProducerContext for DeliveryCounter {
     type DeliveryOpaque = ();
 
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        use rdkafka::message::Message;
         if let Err((error, message)) = result {
             self.failed.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(%error, topic = rdkafka::message::Message::topic(message), "delivery failed");
+            tracing::debug!(%error, topic = message.topic(), "delivery failed; will send again");
+            let undelivered = Undelivered {
+                topic: message.topic().to_owned(),
+                key: message.key().map(|key| String::from_utf8_lossy(key).into_owned()),
+                value: message.payload().unwrap_or_default().to_vec(),
+            };
+            self.to_resend.lock().unwrap_or_else(PoisonError::into_inner).push(undelivered);
         }
     }
 }
 
 /// An idempotent producer: librdkafka retries without duplicating or
 /// reordering within a partition, and a full local queue makes the caller
-/// wait (backpressure), never drops.
+/// wait (backpressure), never drops. A message librdkafka gives up on (the
+/// brokers were away too long) is sent again by [`Publisher::flush`], so
+/// nothing queued is lost, though such a message may then arrive after
+/// later ones.
 pub struct Publisher {
     producer: ThreadedProducer<DeliveryCounter>,
     counter: DeliveryCounter,
@@ -45,7 +77,13 @@ impl Publisher {
     /// A publisher on the cluster. Keys are placed with murmur2, as the Java
     /// client places them, so keyed topics are partitioned alike whoever writes.
     pub fn new(settings: &KafkaSettings) -> Result<Publisher> {
-        let counter = DeliveryCounter::default();
+        Publisher::with_down_flag(settings, Arc::default())
+    }
+
+    /// [`Publisher::new`], setting `brokers_down` when librdkafka reports
+    /// the brokers unreachable (the caller clears it when they answer).
+    pub fn with_down_flag(settings: &KafkaSettings, brokers_down: Arc<AtomicBool>) -> Result<Publisher> {
+        let counter = DeliveryCounter { brokers_down, ..DeliveryCounter::default() };
         let producer = settings
             .client_config(&[
                 ("enable.idempotence", "true"),
@@ -77,9 +115,41 @@ impl Publisher {
         }
     }
 
-    /// Waits until every queued message is delivered (or failed), up to `timeout`.
-    pub fn flush(&self, timeout: Duration) -> Result<()> {
-        self.producer.flush(timeout).map_err(|e| Error::client("flush", e))
+    /// Waits until every queued message is delivered, sending again those
+    /// librdkafka gave up on, with backoff; gives up after `timeout` (never,
+    /// with `None`: the brokers are waited for).
+    pub fn flush(&self, timeout: Option<Duration>) -> Result<()> {
+        let started = Instant::now();
+        let mut delay = Duration::from_millis(200);
+        loop {
+            let left = timeout.map(|limit| limit.saturating_sub(started.elapsed()));
+            match self.producer.flush(left.unwrap_or(Duration::from_secs(10))) {
+                Ok(()) => {}
+                Err(error) if left.is_some() => return Err(Error::client("flush", error)),
+                Err(_) => continue,
+            }
+            let undelivered =
+                std::mem::take(&mut *self.counter.to_resend.lock().unwrap_or_else(PoisonError::into_inner));
+            if undelivered.is_empty() {
+                return Ok(());
+            }
+            if timeout.is_some_and(|limit| started.elapsed() + delay > limit) {
+                let topic = undelivered[0].topic.clone();
+                let reason = format!("{} messages could not be delivered", undelivered.len());
+                self.counter.to_resend.lock().unwrap_or_else(PoisonError::into_inner).extend(undelivered);
+                return Err(Error::Topic { topic, reason });
+            }
+            tracing::warn!(
+                messages = undelivered.len(),
+                retry_in_ms = delay.as_millis() as u64,
+                "the brokers did not take some messages; sending them again"
+            );
+            std::thread::sleep(delay);
+            delay = (delay * 2).min(Duration::from_secs(10));
+            for message in undelivered {
+                self.send(&message.topic, message.key.as_deref(), &message.value)?;
+            }
+        }
     }
 
     /// Deliveries that failed so far.
@@ -107,12 +177,6 @@ pub fn produce_simulation(
             progress(simulator.counts(), simulator.progress());
         }
     }
-    publisher.flush(Duration::from_secs(120))?;
-    match publisher.failed_deliveries() {
-        0 => Ok(simulator.counts()),
-        failed => Err(Error::Topic {
-            topic: topics.keyed().join(","),
-            reason: format!("{failed} messages could not be delivered"),
-        }),
-    }
+    publisher.flush(Some(Duration::from_secs(300)))?;
+    Ok(simulator.counts())
 }
