@@ -6,6 +6,7 @@
 # ratio and the pipeline's peak memory.
 #
 #   bash benches/kafka.sh [ASSETS] [DAYS]        (default 8700 × 30)
+#   WORKERS=1 bash benches/kafka.sh              (run's --workers; default: one per core)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 assets="${1:-8700}"
@@ -32,7 +33,7 @@ tail -n 1 "$work/simulate.log"
 read -r raw_n raw_s raw_rate raw_bytes < <("$target/examples/raw_consume" "$brokers" \
   patchtrail.assets,patchtrail.rollouts,patchtrail.network,patchtrail.intel)
 /usr/bin/time -f "%e %M" -o "$work/run.time" "$target/patchtrail" run --brokers "$brokers" --lake "$work/lake" \
-  --stop-at-end --metrics-listen "127.0.0.1:$((port + 1))" >"$work/run.log" 2>&1 || { cat "$work/run.log"; exit 1; }
+  --stop-at-end --metrics-listen "127.0.0.1:$((port + 1))" --workers "${WORKERS:-0}" >"$work/run.log" 2>&1 || { cat "$work/run.log"; exit 1; }
 read -r run_s run_kib < "$work/run.time"
 awk -v n="$raw_n" -v rs="$raw_s" -v ps="$run_s" -v pk="$run_kib" -v mb="$raw_bytes" -v prod="$produce_s" 'BEGIN {
   printf "input:     %d messages, %.0f MB in 4 partitions per topic (produced in %.1f s)\n", n, mb / 1e6, prod

@@ -188,7 +188,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     pub shutdown_timeout_secs: u64,
     /// Threads that apply a batch of messages, tasks of different partitions
-    /// in parallel (0: one per core).
+    /// in parallel (0: one per core but one, which the lake writer takes).
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub workers: usize,
 }

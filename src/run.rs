@@ -361,8 +361,10 @@ impl Instance {
             start_ends,
             unfinished: BTreeSet::new(),
             metrics,
+            // The lake writer thread and librdkafka's fetchers take a core:
+            // on 2 cores one worker measured 7 % faster than two (benches/kafka.sh).
             workers: match args.workers {
-                0 => std::thread::available_parallelism().map_or(1, usize::from),
+                0 => std::thread::available_parallelism().map_or(1, |n| usize::from(n).saturating_sub(1).max(1)),
                 n => n,
             },
         };
@@ -438,18 +440,19 @@ impl Instance {
         }
         let max_bytes = owner.max_message_bytes;
         let (tasks, catalog, config) = owner.pipeline.processor().keyed_tasks_mut();
-        let mut work: Vec<(&mut Task, Vec<usize>)> =
+        let mut work: Vec<Work<'_>> =
             tasks.iter_mut().zip(by_task).filter(|(_, indexes)| !indexes.is_empty()).collect();
         // Largest first into the least loaded worker.
         work.sort_by_key(|(_, indexes)| std::cmp::Reverse(indexes.len()));
         let workers = if messages.len() < PARALLEL_MIN { 1 } else { self.workers.min(work.len()).max(1) };
-        let mut shares: Vec<(usize, Vec<(&mut Task, Vec<usize>)>)> = (0..workers).map(|_| (0, Vec::new())).collect();
+        // (messages, work) per worker.
+        let mut shares: Vec<(usize, Vec<Work<'_>>)> = (0..workers).map(|_| (0, Vec::new())).collect();
         for item in work {
             let share = shares.iter_mut().min_by_key(|(load, _)| *load).expect("one worker at least");
             share.0 += item.1.len();
             share.1.push(item);
         }
-        let apply_share = |share: Vec<(&mut Task, Vec<usize>)>| {
+        let apply_share = |share: Vec<Work<'_>>| {
             for (task, indexes) in share {
                 let input = task.id().topic;
                 for i in indexes {
@@ -793,6 +796,9 @@ struct StallWatch {
     seen: BTreeMap<TaskId, (u64, Instant)>,
     last_check: Option<Instant>,
 }
+
+/// A task and the indexes of its messages in a batch.
+type Work<'a> = (&'a mut Task, Vec<usize>);
 
 /// Messages taken from the group consumer per batch.
 const BATCH: usize = 5_000;
