@@ -47,8 +47,10 @@ pub enum Command {
     /// watermarks and commits as `run`. Re-running it on the same file changes
     /// nothing; a further file continues from the state the lake holds.
     Replay(ReplayArgs),
-    /// Serve the HTTP API, the priority queue and Prometheus metrics.
-    Serve(PendingArgs),
+    /// Serve the committed lake over HTTP: read-only SQL (`POST /v1/sql`), the
+    /// risk-ranked patch queue (`GET /v1/priorities?limit=N`), `/metrics`,
+    /// `/healthz` and `/readyz`. New commits show within seconds.
+    Serve(ServeArgs),
     /// Run one read-only SQL query against the committed lake. Tables show the
     /// latest revision of each row (`<table>_history` has all of them);
     /// `priorities` is the risk-ranked patch queue.
@@ -194,6 +196,31 @@ pub struct RunArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The lake directory.
+    #[arg(long, value_name = "DIR")]
+    pub lake: String,
+    /// Where to listen.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// A bearer token every route but /healthz requires (none: no auth).
+    #[arg(long, env = "PATCHTRAIL__AUTH__TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// A query running longer is stopped and answered 400.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    pub query_timeout_secs: u64,
+    /// DataFusion's memory pool: a query needing more fails with a clear error.
+    #[arg(long, value_name = "MIB", default_value_t = 1024)]
+    pub memory_limit_mib: usize,
+    /// Rows a JSON or CSV answer holds at most (`truncated` says when there were more).
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    pub max_rows: usize,
+    /// How often the commit log is checked for new epochs.
+    #[arg(long, value_name = "MS", default_value_t = 1_000)]
+    pub refresh_ms: u64,
+}
+
+#[derive(Debug, Args)]
 pub struct SqlArgs {
     /// The lake directory.
     #[arg(long, value_name = "DIR")]
@@ -215,11 +242,4 @@ pub enum OutputFormat {
     Json,
     /// CSV with a header line.
     Csv,
-}
-
-/// Arguments of a command that a later release brings.
-#[derive(Debug, Args)]
-pub struct PendingArgs {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    pub rest: Vec<String>,
 }

@@ -6,6 +6,7 @@ mod demo;
 mod metrics;
 mod replay;
 mod run;
+mod serve;
 mod signals;
 mod simulate;
 mod sql;
@@ -32,7 +33,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::run(args),
         Command::Run(args) => run::run(args),
         Command::Replay(args) => replay::run(args),
-        Command::Serve(_) => pending("serve"),
+        Command::Serve(args) => serve::run(args),
         Command::Sql(args) => sql::run(args),
     };
     match result {
@@ -50,14 +51,6 @@ pub fn usage_error(problems: &[String]) -> ExitCode {
         eprintln!("error: {problem}");
     }
     ExitCode::from(2)
-}
-
-fn pending(command: &str) -> anyhow::Result<ExitCode> {
-    eprintln!(
-        "patchtrail {command} is not available yet in this build: it arrives with the processor, \
-         Kafka pipeline and query service. `simulate`, `validate` and the `demo` preview work today."
-    );
-    Ok(ExitCode::from(2))
 }
 
 /// One subscriber for the whole process, on standard error (standard output

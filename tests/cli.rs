@@ -113,8 +113,11 @@ fn help_explains_every_command() {
 }
 
 #[test]
-fn commands_of_later_releases_say_so() {
-    let output = patchtrail(&["serve", "--lake", "y", "--listen", "127.0.0.1:0"]);
+fn serve_reports_every_bad_flag_at_once() {
+    let output = patchtrail(&["serve", "--lake", "/nonexistent/lake", "--max-rows", "0", "--query-timeout-secs", "0"]);
     assert_eq!(output.status.code(), Some(2));
-    assert!(text(&output.stderr).contains("not available yet"));
+    let stderr = text(&output.stderr);
+    for problem in ["--lake", "--max-rows", "--query-timeout-secs"] {
+        assert!(stderr.contains(problem), "{problem} in {stderr}");
+    }
 }

@@ -15,7 +15,8 @@ use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::error::DataFusionError;
-use datafusion::execution::context::{SQLOptions, SessionContext};
+use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use processor::lake::Lake;
 use schemas::{Table, Timestamp};
 
@@ -70,11 +71,24 @@ pub struct LakeSession {
 impl LakeSession {
     /// Opens a session over the lake's committed files.
     pub async fn open(lake: &Lake) -> Result<LakeSession, QueryError> {
+        LakeSession::open_limited(lake, None).await
+    }
+
+    /// [`LakeSession::open`] with DataFusion's memory pool limited to
+    /// `memory_limit` bytes: a query that needs more fails with a clear
+    /// error instead of exhausting the process (`serve`).
+    pub async fn open_limited(lake: &Lake, memory_limit: Option<usize>) -> Result<LakeSession, QueryError> {
         let root = std::fs::canonicalize(lake.location().trim_start_matches("file://"))
             .map_err(|e| QueryError::Invalid(format!("lake {:?} cannot be read: {e}", lake.location())))?;
         let records = lake.commit_records().await?;
         let as_of = records.iter().filter_map(|record| record.watermark).max();
-        let context = SessionContext::new();
+        let context = match memory_limit {
+            None => SessionContext::new(),
+            Some(bytes) => {
+                let runtime = RuntimeEnvBuilder::new().with_memory_limit(bytes, 1.0).build_arc().map_err(classify)?;
+                SessionContext::new_with_config_rt(SessionConfig::new(), runtime)
+            }
+        };
         for table in Table::ALL {
             let history = format!("{}_history", table.name());
             let urls = records

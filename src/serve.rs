@@ -1,0 +1,400 @@
+//! `patchtrail serve`: the HTTP API of CONTRACT.md §5 over the committed lake.
+//!
+//! Two runtimes: a small one answers HTTP, a multi-threaded one runs the
+//! DataFusion queries, so a heavy query never delays `/healthz`. Every query
+//! runs under a time limit and a memory-pool limit and sees one snapshot of
+//! the lake (the session it started on); a refresher opens a new session
+//! when the commit log grows, so new epochs show within seconds.
+
+use std::process::ExitCode;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures::TryStreamExt;
+use processor::lake::Lake;
+use prometheus::{Histogram, HistogramOpts, IntCounterVec, Opts, Registry};
+use queries::{LakeSession, QueryError};
+use serde_json::{Value, json};
+
+use crate::cli::ServeArgs;
+
+pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let mut problems = Vec::new();
+    if !std::path::Path::new(args.lake.trim_start_matches("file://")).is_dir() {
+        problems
+            .push(format!("--lake {:?} is not a directory (build one with `patchtrail replay` or `run`)", args.lake));
+    }
+    if args.query_timeout_secs == 0 {
+        problems.push("--query-timeout-secs must be at least 1".to_owned());
+    }
+    if args.max_rows == 0 {
+        problems.push("--max-rows must be at least 1".to_owned());
+    }
+    if args.memory_limit_mib < 16 {
+        problems.push(format!("--memory-limit-mib must be at least 16, got {}", args.memory_limit_mib));
+    }
+    if args.token.as_deref().is_some_and(str::is_empty) {
+        problems.push("the token must not be empty".to_owned());
+    }
+    if !problems.is_empty() {
+        return Ok(crate::usage_error(&problems));
+    }
+    let signals = crate::signals::install()?;
+    let queries = tokio::runtime::Builder::new_multi_thread()
+        .thread_name("query")
+        .enable_all()
+        .build()
+        .context("cannot start the query runtime")?;
+    let lake = Lake::open(&args.lake)?;
+    let memory_limit = Some(args.memory_limit_mib * 1024 * 1024);
+    let started = Instant::now();
+    let session = queries.block_on(LakeSession::open_limited(&lake, memory_limit))?;
+    let records = queries.block_on(commit_count(&lake)).unwrap_or(0);
+    tracing::info!(records, elapsed_ms = started.elapsed().as_millis() as u64, "lake opened");
+    let state = Arc::new(Served {
+        session: RwLock::new(Arc::new(session)),
+        lake_readable: std::sync::atomic::AtomicBool::new(true),
+        queries: queries.handle().clone(),
+        timeout: Duration::from_secs(args.query_timeout_secs),
+        max_rows: args.max_rows,
+        token: args.token.clone(),
+        metrics: ServeMetrics::new(),
+    });
+    queries.spawn(refresh(Arc::clone(&state), lake, memory_limit, Duration::from_millis(args.refresh_ms), records));
+
+    let app = Router::new()
+        .route("/v1/sql", post(sql))
+        .route("/v1/priorities", get(priorities))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .with_state(Arc::clone(&state));
+    let http = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    http.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        tracing::info!(listen = %listener.local_addr()?, "serving the lake");
+        let stop = async move {
+            while signals.count() == 0 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            tracing::info!("stopping");
+        };
+        axum::serve(listener, app).with_graceful_shutdown(stop).await.context("HTTP server failed")
+    })?;
+    queries.shutdown_timeout(Duration::from_secs(1));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What every request reads.
+struct Served {
+    /// The newest snapshot of the lake; a query keeps the one it started on.
+    session: RwLock<Arc<LakeSession>>,
+    lake_readable: std::sync::atomic::AtomicBool,
+    queries: tokio::runtime::Handle,
+    timeout: Duration,
+    max_rows: usize,
+    token: Option<String>,
+    metrics: ServeMetrics,
+}
+
+impl Served {
+    fn session(&self) -> Arc<LakeSession> {
+        Arc::clone(&self.session.read().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    /// `None` when the request may go on, the 401 otherwise.
+    fn refuse(&self, headers: &HeaderMap) -> Option<Response> {
+        let expected = self.token.as_deref()?;
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if constant_time_eq(given.as_bytes(), expected.as_bytes()) {
+            None
+        } else {
+            Some(error(StatusCode::UNAUTHORIZED, "a bearer token is required: Authorization: Bearer <token>"))
+        }
+    }
+
+    /// Runs `sql` on the query runtime under the time limit; the result is
+    /// capped at `max_rows` (`true`: there were more).
+    async fn query(&self, sql: String) -> Result<(SchemaRef, Vec<RecordBatch>, bool), Response> {
+        let session = self.session();
+        let max_rows = self.max_rows;
+        let started = Instant::now();
+        let task = self.queries.spawn(async move {
+            let (schema, batches) = session.query(&sql).await?;
+            let (batches, truncated) = cap_rows(batches, max_rows);
+            Ok::<_, QueryError>((schema, batches, truncated))
+        });
+        let abort = task.abort_handle();
+        let outcome = tokio::time::timeout(self.timeout, task).await;
+        self.metrics.query_seconds.observe(started.elapsed().as_secs_f64());
+        match outcome {
+            Ok(Ok(Ok(result))) => Ok(result),
+            Ok(Ok(Err(QueryError::Lake(lake)))) => {
+                Err(error(StatusCode::INTERNAL_SERVER_ERROR, &format!("the lake cannot be read: {lake}")))
+            }
+            Ok(Ok(Err(query))) => Err(error(StatusCode::BAD_REQUEST, &query.to_string())),
+            Ok(Err(join)) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, &format!("the query task failed: {join}"))),
+            Err(_) => {
+                abort.abort();
+                let limit = self.timeout.as_secs();
+                Err(error(StatusCode::BAD_REQUEST, &format!("query stopped: it ran longer than the {limit} s limit")))
+            }
+        }
+    }
+}
+
+/// Compares without returning early on the first differing byte.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn error(status: StatusCode, message: &str) -> Response {
+    (status, axum::Json(json!({ "error": message }))).into_response()
+}
+
+/// Keeps the first `max_rows` rows; whether any were left out.
+fn cap_rows(batches: Vec<RecordBatch>, max_rows: usize) -> (Vec<RecordBatch>, bool) {
+    let mut kept = Vec::with_capacity(batches.len());
+    let mut left = max_rows;
+    let mut truncated = false;
+    for batch in batches {
+        if left == 0 {
+            truncated |= batch.num_rows() > 0;
+            continue;
+        }
+        if batch.num_rows() > left {
+            kept.push(batch.slice(0, left));
+            truncated = true;
+            left = 0;
+        } else {
+            left -= batch.num_rows();
+            kept.push(batch);
+        }
+    }
+    (kept, truncated)
+}
+
+/// The rows of `batches` as JSON objects (nulls explicit).
+fn json_objects(batches: &[RecordBatch]) -> Result<Vec<serde_json::Map<String, Value>>, String> {
+    let mut bytes = Vec::new();
+    let mut writer = arrow::json::WriterBuilder::new()
+        .with_explicit_nulls(true)
+        .build::<_, arrow::json::writer::JsonArray>(&mut bytes);
+    for batch in batches {
+        writer.write(batch).map_err(|e| e.to_string())?;
+    }
+    writer.finish().map_err(|e| e.to_string())?;
+    if bytes.is_empty() {
+        return Ok(Vec::new());
+    }
+    serde_json::from_slice(&bytes).map_err(|e| e.to_string())
+}
+
+/// `POST /v1/sql` with `{"sql": "..."}`: JSON, or CSV with `Accept: text/csv`.
+async fn sql(State(state): State<Arc<Served>>, headers: HeaderMap, body: Bytes) -> Response {
+    let response = sql_response(&state, &headers, &body).await;
+    state.metrics.count("/v1/sql", response.status());
+    response
+}
+
+async fn sql_response(state: &Served, headers: &HeaderMap, body: &[u8]) -> Response {
+    if let Some(refused) = state.refuse(headers) {
+        return refused;
+    }
+    let request: Value = match serde_json::from_slice(body) {
+        Ok(request) => request,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &format!("the body must be JSON {{\"sql\": \"...\"}}: {e}")),
+    };
+    let Some(sql) = request.get("sql").and_then(Value::as_str) else {
+        return error(StatusCode::BAD_REQUEST, "the body must be JSON {\"sql\": \"...\"} with the query as a string");
+    };
+    let (schema, batches, truncated) = match state.query(sql.to_owned()).await {
+        Ok(result) => result,
+        Err(response) => return response,
+    };
+    let wants_csv = headers
+        .get(header::ACCEPT)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/csv"));
+    if wants_csv {
+        let mut out = Vec::new();
+        if batches.is_empty() {
+            let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+            out.extend_from_slice(names.join(",").as_bytes());
+            out.push(b'\n');
+        }
+        let mut writer = arrow::csv::WriterBuilder::new().with_header(true).build(&mut out);
+        for batch in &batches {
+            if let Err(e) = writer.write(batch) {
+                return error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string());
+            }
+        }
+        drop(writer);
+        return ([(header::CONTENT_TYPE, "text/csv")], out).into_response();
+    }
+    let objects = match json_objects(&batches) {
+        Ok(objects) => objects,
+        Err(message) => return error(StatusCode::INTERNAL_SERVER_ERROR, &message),
+    };
+    let columns: Vec<Value> = schema
+        .fields()
+        .iter()
+        .map(|field| json!({ "name": field.name(), "type": field.data_type().to_string() }))
+        .collect();
+    let rows: Vec<Value> = objects
+        .iter()
+        .map(|object| {
+            Value::Array(schema.fields().iter().map(|f| object.get(f.name()).cloned().unwrap_or(Value::Null)).collect())
+        })
+        .collect();
+    let row_count = rows.len();
+    axum::Json(json!({ "columns": columns, "rows": rows, "row_count": row_count, "truncated": truncated }))
+        .into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct PrioritiesQuery {
+    limit: Option<usize>,
+}
+
+/// `GET /v1/priorities?limit=N`: the top of the `priorities` view.
+async fn priorities(
+    State(state): State<Arc<Served>>,
+    headers: HeaderMap,
+    query: Result<Query<PrioritiesQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let response = priorities_response(&state, &headers, query.map(|q| q.0)).await;
+    state.metrics.count("/v1/priorities", response.status());
+    response
+}
+
+async fn priorities_response(
+    state: &Served,
+    headers: &HeaderMap,
+    query: Result<PrioritiesQuery, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    if let Some(refused) = state.refuse(headers) {
+        return refused;
+    }
+    let limit = match query {
+        Ok(PrioritiesQuery { limit: None }) => 100,
+        Ok(PrioritiesQuery { limit: Some(limit) }) if (1..=state.max_rows).contains(&limit) => limit,
+        Ok(PrioritiesQuery { limit: Some(limit) }) => {
+            let max = state.max_rows;
+            return error(StatusCode::BAD_REQUEST, &format!("limit must be between 1 and {max}, got {limit}"));
+        }
+        Err(rejection) => return error(StatusCode::BAD_REQUEST, &format!("limit must be a number: {rejection}")),
+    };
+    let as_of = state.session().as_of().map(|t| t.to_string());
+    let sql = format!("SELECT * FROM priorities ORDER BY rank LIMIT {limit}");
+    let (_, batches, _) = match state.query(sql).await {
+        Ok(result) => result,
+        Err(response) => return response,
+    };
+    match json_objects(&batches) {
+        Ok(items) => axum::Json(json!({ "as_of": as_of, "count": items.len(), "items": items })).into_response(),
+        Err(message) => error(StatusCode::INTERNAL_SERVER_ERROR, &message),
+    }
+}
+
+async fn readyz(State(state): State<Arc<Served>>) -> Response {
+    if state.lake_readable.load(std::sync::atomic::Ordering::Relaxed) {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "the lake cannot be read").into_response()
+    }
+}
+
+async fn metrics(State(state): State<Arc<Served>>, headers: HeaderMap) -> Response {
+    if let Some(refused) = state.refuse(&headers) {
+        return refused;
+    }
+    let body = crate::metrics::exposition(&state.metrics.registry);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
+/// Commit records in the lake (listing only): the refresher's change signal.
+async fn commit_count(lake: &Lake) -> anyhow::Result<usize> {
+    let store = lake.store();
+    let prefix = object_store::path::Path::from("_commits");
+    let listed: Vec<_> = store.list(Some(&prefix)).try_collect().await?;
+    Ok(listed.iter().filter(|meta| meta.location.extension() == Some("json")).count())
+}
+
+/// Opens a new session whenever the commit log has grown.
+async fn refresh(state: Arc<Served>, lake: Lake, memory_limit: Option<usize>, every: Duration, mut seen: usize) {
+    use std::sync::atomic::Ordering;
+    loop {
+        tokio::time::sleep(every).await;
+        let count = match commit_count(&lake).await {
+            Ok(count) => count,
+            Err(error) => {
+                if state.lake_readable.swap(false, Ordering::Relaxed) {
+                    tracing::warn!(%error, "cannot list the lake's commit log");
+                }
+                continue;
+            }
+        };
+        if count == seen {
+            continue;
+        }
+        match LakeSession::open_limited(&lake, memory_limit).await {
+            Ok(session) => {
+                *state.session.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(session);
+                state.lake_readable.store(true, Ordering::Relaxed);
+                tracing::debug!(records = count, "new commits visible");
+                seen = count;
+            }
+            Err(error) => {
+                if state.lake_readable.swap(false, Ordering::Relaxed) {
+                    tracing::warn!(%error, "cannot open the lake's new snapshot; serving the previous one");
+                }
+            }
+        }
+    }
+}
+
+/// Request and query metrics of the server (the domain gauges come later).
+struct ServeMetrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    query_seconds: Histogram,
+}
+
+impl ServeMetrics {
+    fn new() -> ServeMetrics {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new("patchtrail_http_requests_total", "HTTP requests answered, by route and status."),
+            &["route", "status"],
+        )
+        .expect("valid metric");
+        let query_seconds = Histogram::with_opts(
+            HistogramOpts::new("patchtrail_query_duration_seconds", "Time to run one query, limit included.")
+                .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+        )
+        .expect("valid metric");
+        registry.register(Box::new(requests.clone())).expect("registered once");
+        registry.register(Box::new(query_seconds.clone())).expect("registered once");
+        ServeMetrics { registry, requests, query_seconds }
+    }
+
+    fn count(&self, route: &str, status: StatusCode) {
+        self.requests.with_label_values(&[route, status.as_str()]).inc();
+    }
+}

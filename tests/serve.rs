@@ -1,0 +1,244 @@
+//! `patchtrail serve` over a lake built by `replay`: the SQL API and its
+//! formats, the priority queue, the hostile-query suite (refused or stopped
+//! with a clear message while `/healthz` keeps answering), bearer tokens, and
+//! new epochs becoming visible without a restart.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::*;
+
+/// A running `serve`, stopped when dropped.
+struct Server {
+    child: Child,
+    address: String,
+}
+
+impl Server {
+    fn start(lake: &Path, extra: &[&str]) -> Server {
+        let address = format!("127.0.0.1:{}", free_port());
+        let child = Command::new(env!("CARGO_BIN_EXE_patchtrail"))
+            .args(["serve", "--lake", path(lake), "--listen", &address, "--refresh-ms", "200"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawns");
+        let started = Instant::now();
+        while std::net::TcpStream::connect(&address).is_err() {
+            assert!(started.elapsed() < Duration::from_secs(30), "serve did not listen on {address}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Server { child, address }
+    }
+
+    /// One HTTP/1.1 request; (status, body).
+    fn request(&self, method: &str, route: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
+        let mut stream = std::net::TcpStream::connect(&self.address).expect("connects");
+        write!(stream, "{method} {route} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n", self.address).expect("writes");
+        for (name, value) in headers {
+            write!(stream, "{name}: {value}\r\n").expect("writes");
+        }
+        write!(stream, "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len())
+            .expect("writes");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).expect("reads");
+        let status = response.split(' ').nth(1).and_then(|code| code.parse().ok()).expect("status line");
+        let body = response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
+        (status, body)
+    }
+
+    fn sql(&self, query: &str) -> (u16, Value) {
+        let body = serde_json::json!({ "sql": query }).to_string();
+        let (status, body) = self.request("POST", "/v1/sql", &[], &body);
+        (status, serde_json::from_str(&body).unwrap_or(Value::String(body)))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn lake_of(dir: &Path) -> std::path::PathBuf {
+    let (events, _) = simulate(dir, 300, 6, 3, false);
+    let lake = dir.join("lake");
+    replay(&events, &lake, &[]);
+    lake
+}
+
+#[test]
+fn sql_answers_json_and_csv_and_priorities_the_queue() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let lake = lake_of(dir.path());
+    let server = Server::start(&lake, &["--max-rows", "5"]);
+    let query = "SELECT severity, count(*) AS n FROM exposures GROUP BY severity ORDER BY severity";
+    let (status, body) = server.sql(query);
+    assert_eq!(status, 200, "{body}");
+    let expected = sql(&lake, query);
+    assert_eq!(body["row_count"].as_u64(), Some(expected.len() as u64), "{body}");
+    assert_eq!(body["columns"][1], serde_json::json!({"name": "n", "type": "Int64"}));
+    for (row, want) in body["rows"].as_array().expect("rows").iter().zip(&expected) {
+        assert_eq!(row[0], want["severity"]);
+        assert_eq!(row[1], want["n"]);
+    }
+    assert_eq!(body["truncated"], false);
+    let (_, body) = server.sql("SELECT asset_id FROM exposures");
+    assert_eq!((body["row_count"].as_u64(), &body["truncated"]), (Some(5), &Value::Bool(true)), "{body}");
+
+    let request = serde_json::json!({ "sql": query }).to_string();
+    let (status, csv) = server.request("POST", "/v1/sql", &[("Accept", "text/csv")], &request);
+    assert_eq!(status, 200);
+    assert!(csv.starts_with("severity,n\n"), "{csv}");
+    assert_eq!(csv.lines().count(), expected.len() + 1, "{csv}");
+
+    let (status, body) = server.request("GET", "/v1/priorities?limit=3", &[], "");
+    assert_eq!(status, 200, "{body}");
+    let body: Value = serde_json::from_str(&body).expect("JSON");
+    let items = body["items"].as_array().expect("items");
+    let top = sql(&lake, "SELECT asset_id, cve_id FROM priorities ORDER BY rank LIMIT 3");
+    assert_eq!(items.len(), top.len());
+    for (item, want) in items.iter().zip(&top) {
+        assert_eq!((&item["asset_id"], &item["cve_id"]), (&want["asset_id"], &want["cve_id"]));
+    }
+    assert!(body["as_of"].is_string(), "{body}");
+    for bad in ["/v1/priorities?limit=0", "/v1/priorities?limit=abc", "/v1/priorities?limit=6"] {
+        let (status, body) = server.request("GET", bad, &[], "");
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert!(body.contains("limit"), "{bad}: {body}");
+    }
+}
+
+#[test]
+fn hostile_queries_are_refused_or_stopped_and_health_keeps_answering() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let lake = lake_of(dir.path());
+    let server = Server::start(&lake, &["--query-timeout-secs", "3", "--memory-limit-mib", "64"]);
+    let refused = [
+        ("DROP TABLE exposures", "DDL"),
+        ("CREATE TABLE t AS SELECT 1", "DDL"),
+        ("INSERT INTO exposures SELECT * FROM exposures", "DML"),
+        ("DELETE FROM exposures", ""),
+        ("COPY (SELECT * FROM exposures) TO '/tmp/patchtrail-stolen.csv'", "COPY"),
+        ("CREATE EXTERNAL TABLE passwd STORED AS CSV LOCATION '/etc/passwd'", "DDL"),
+        ("SET datafusion.execution.batch_size = 1", "Statement"),
+        ("SELEC 1", "SQL error"),
+        ("SELECT no_such_column FROM exposures", "no_such_column"),
+        ("SELECT * FROM read_csv('/etc/passwd')", ""),
+    ];
+    for (query, reason) in refused {
+        let (status, body) = server.sql(query);
+        assert_eq!(status, 400, "{query}: {body}");
+        let message = body["error"].as_str().unwrap_or_else(|| panic!("{query}: an error message in {body}"));
+        assert!(message.contains(reason), "{query}: {message}");
+    }
+    assert!(!Path::new("/tmp/patchtrail-stolen.csv").exists());
+    for bad_body in ["not json", "{\"query\": \"SELECT 1\"}"] {
+        let (status, body) = server.request("POST", "/v1/sql", &[], bad_body);
+        assert_eq!(status, 400, "{bad_body}: {body}");
+        assert!(body.contains("error"), "{body}");
+    }
+
+    // A cross join that would need far more than the memory pool, and a query
+    // that would run for minutes: each is stopped with its reason while
+    // /healthz answers.
+    let heavy = [
+        "SELECT a.asset_id, b.asset_id, c.asset_id FROM exposures_history a, exposures_history b, \
+         exposures_history c ORDER BY a.detected_at, b.detected_at, c.detected_at",
+        "SELECT count(*) FROM exposures_history a, exposures_history b, exposures_history c \
+         WHERE a.cve_id || b.cve_id <> c.asset_id",
+    ];
+    for query in heavy {
+        let server_address = server.address.clone();
+        let started = Instant::now();
+        let worst = std::thread::scope(|scope| {
+            let probe = scope.spawn(|| {
+                let mut worst = Duration::ZERO;
+                while started.elapsed() < Duration::from_millis(2500) {
+                    let sent = Instant::now();
+                    let mut stream = std::net::TcpStream::connect(&server_address).expect("connects");
+                    write!(stream, "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").expect("writes");
+                    let mut response = String::new();
+                    stream.read_to_string(&mut response).expect("reads");
+                    assert!(response.ends_with("ok"), "{response}");
+                    worst = worst.max(sent.elapsed());
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                worst
+            });
+            let (status, body) = server.sql(query);
+            assert_eq!(status, 400, "{query}: {body}");
+            let message = body["error"].as_str().expect("an error message");
+            assert!(
+                message.contains("limit") || message.contains("memory") || message.contains("Resources"),
+                "{query}: {message}"
+            );
+            eprintln!("stopped after {:?}: {message}", started.elapsed());
+            probe.join().expect("probe")
+        });
+        eprintln!("/healthz answered within {worst:?} at worst while the query ran");
+        assert!(worst < Duration::from_secs(1), "/healthz took {worst:?}");
+    }
+    // A stopped query lets go of its memory at its next yield point: moments later.
+    let started = Instant::now();
+    loop {
+        let (status, body) = server.sql("SELECT count(*) FROM exposures");
+        if status == 200 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "the server answers after stopping queries: {body}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_token_guards_every_route_but_healthz() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let lake = lake_of(dir.path());
+    let server = Server::start(&lake, &["--token", "s3cret"]);
+    let body = serde_json::json!({ "sql": "SELECT 1" }).to_string();
+    for (method, route) in [("POST", "/v1/sql"), ("GET", "/v1/priorities"), ("GET", "/metrics")] {
+        let (status, _) = server.request(method, route, &[], &body);
+        assert_eq!(status, 401, "{route} without a token");
+        let (status, _) = server.request(method, route, &[("Authorization", "Bearer wrong")], &body);
+        assert_eq!(status, 401, "{route} with a wrong token");
+        let (status, answer) = server.request(method, route, &[("Authorization", "Bearer s3cret")], &body);
+        assert_eq!(status, 200, "{route} with the token: {answer}");
+    }
+    assert_eq!(server.request("GET", "/healthz", &[], "").0, 200);
+    let (_, metrics) = server.request("GET", "/metrics", &[("Authorization", "Bearer s3cret")], "");
+    assert!(metrics.contains("patchtrail_http_requests_total"), "{metrics}");
+    assert!(metrics.contains("patchtrail_query_duration_seconds"), "{metrics}");
+}
+
+#[test]
+fn new_epochs_show_without_a_restart() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (events, _) = simulate(dir.path(), 300, 6, 4, false);
+    let all = std::fs::read_to_string(&events).expect("events");
+    let lines: Vec<&str> = all.lines().collect();
+    // The first half now, the whole file later: replay continues from the lake's state.
+    let input = dir.path().join("input.jsonl");
+    std::fs::write(&input, lines[..lines.len() / 2].join("\n") + "\n").expect("writes");
+    let lake = dir.path().join("lake");
+    replay(&input, &lake, &[]);
+    let server = Server::start(&lake, &[]);
+    let count = |server: &Server| server.sql("SELECT count(*) AS n FROM exposures_history").1["rows"][0][0].as_u64();
+    let before = count(&server).expect("a count");
+    std::fs::write(&input, all).expect("writes");
+    replay(&input, &lake, &[]);
+    let expected = sql(&lake, "SELECT count(*) AS n FROM exposures_history")[0]["n"].as_u64();
+    assert!(expected > Some(before), "the second replay added rows");
+    let started = Instant::now();
+    while count(&server) != expected {
+        assert!(started.elapsed() < Duration::from_secs(10), "new epochs not visible after 10 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
