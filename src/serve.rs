@@ -21,7 +21,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures::TryStreamExt;
 use processor::lake::Lake;
-use prometheus::{Histogram, HistogramOpts, IntCounterVec, Opts, Registry};
+use prometheus::{GaugeVec, Histogram, HistogramOpts, IntCounterVec, IntGaugeVec, Opts, Registry};
 use queries::{LakeSession, QueryError};
 use serde_json::{Value, json};
 
@@ -60,6 +60,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let session = queries.block_on(LakeSession::open_limited(&lake, memory_limit))?;
     let records = queries.block_on(commit_count(&lake)).unwrap_or(0);
     tracing::info!(records, elapsed_ms = started.elapsed().as_millis() as u64, "lake opened");
+    let metrics = ServeMetrics::new();
+    if let Err(error) = queries.block_on(metrics.domain.update(&session)) {
+        tracing::warn!(%error, "cannot compute the domain metrics");
+    }
     let state = Arc::new(Served {
         session: RwLock::new(Arc::new(session)),
         lake_readable: std::sync::atomic::AtomicBool::new(true),
@@ -67,14 +71,14 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         timeout: Duration::from_secs(args.query_timeout_secs),
         max_rows: args.max_rows,
         token: args.token.clone(),
-        metrics: ServeMetrics::new(),
+        metrics,
     });
     queries.spawn(refresh(Arc::clone(&state), lake, memory_limit, Duration::from_millis(args.refresh_ms), records));
 
     let app = Router::new()
         .route("/v1/sql", post(sql))
         .route("/v1/priorities", get(priorities))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(exposition))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .with_state(Arc::clone(&state));
@@ -320,7 +324,7 @@ async fn readyz(State(state): State<Arc<Served>>) -> Response {
     }
 }
 
-async fn metrics(State(state): State<Arc<Served>>, headers: HeaderMap) -> Response {
+async fn exposition(State(state): State<Arc<Served>>, headers: HeaderMap) -> Response {
     if let Some(refused) = state.refuse(&headers) {
         return refused;
     }
@@ -355,6 +359,9 @@ async fn refresh(state: Arc<Served>, lake: Lake, memory_limit: Option<usize>, ev
         }
         match LakeSession::open_limited(&lake, memory_limit).await {
             Ok(session) => {
+                if let Err(error) = state.metrics.domain.update(&session).await {
+                    tracing::warn!(%error, "cannot compute the domain metrics");
+                }
                 *state.session.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(session);
                 state.lake_readable.store(true, Ordering::Relaxed);
                 tracing::debug!(records = count, "new commits visible");
@@ -369,11 +376,124 @@ async fn refresh(state: Arc<Served>, lake: Lake, memory_limit: Option<usize>, ev
     }
 }
 
-/// Request and query metrics of the server (the domain gauges come later).
+/// Request and query metrics of the server, and the domain metrics of the lake.
 struct ServeMetrics {
     registry: Registry,
     requests: IntCounterVec,
     query_seconds: Histogram,
+    domain: DomainMetrics,
+}
+
+/// Pairs of segments `patchtrail_segmentation_drift_ratio` reports (the worst).
+const DRIFT_PAIRS: usize = 20;
+
+/// The domain metrics of CONTRACT.md §6 that `serve` computes from the lake
+/// each time it opens a new snapshot. Counters follow the lake's totals
+/// (they only ever go up, as Prometheus expects).
+struct DomainMetrics {
+    open_exposures: IntGaugeVec,
+    sla_breaches: IntCounterVec,
+    canary_gates: IntCounterVec,
+    alerts: IntCounterVec,
+    drift_ratio: GaugeVec,
+}
+
+impl DomainMetrics {
+    fn new(registry: &Registry) -> DomainMetrics {
+        let metrics = DomainMetrics {
+            open_exposures: IntGaugeVec::new(
+                Opts::new("patchtrail_open_exposures", "Open exposures in the lake, by severity and KEV."),
+                &["severity", "kev"],
+            )
+            .expect("valid metric"),
+            sla_breaches: IntCounterVec::new(
+                Opts::new("patchtrail_sla_breaches_total", "Exposures past their due date, by severity."),
+                &["severity"],
+            )
+            .expect("valid metric"),
+            canary_gates: IntCounterVec::new(
+                Opts::new("patchtrail_canary_gate_total", "Rollouts by their canary gate."),
+                &["gate"],
+            )
+            .expect("valid metric"),
+            alerts: IntCounterVec::new(Opts::new("patchtrail_alerts_total", "Alerts raised, by rule."), &["rule"])
+                .expect("valid metric"),
+            drift_ratio: GaugeVec::new(
+                Opts::new(
+                    "patchtrail_segmentation_drift_ratio",
+                    "Drift connections over connections, the worst segment pairs only.",
+                ),
+                &["src_segment", "dst_segment"],
+            )
+            .expect("valid metric"),
+        };
+        registry.register(Box::new(metrics.open_exposures.clone())).expect("registered once");
+        registry.register(Box::new(metrics.sla_breaches.clone())).expect("registered once");
+        registry.register(Box::new(metrics.canary_gates.clone())).expect("registered once");
+        registry.register(Box::new(metrics.alerts.clone())).expect("registered once");
+        registry.register(Box::new(metrics.drift_ratio.clone())).expect("registered once");
+        // Known label values start at zero, so a rate over them is defined from the first scrape.
+        for severity in ["critical", "high", "medium", "low"] {
+            metrics.sla_breaches.with_label_values(&[severity]);
+        }
+        for gate in ["promote", "hold", "rollback"] {
+            metrics.canary_gates.with_label_values(&[gate]);
+        }
+        metrics
+    }
+
+    async fn update(&self, session: &LakeSession) -> Result<(), QueryError> {
+        let rows = rows_of(
+            session,
+            "SELECT severity, CAST(kev AS VARCHAR) AS kev, count(*) AS n FROM exposures \
+             WHERE status = 'open' GROUP BY 1, 2",
+        )
+        .await?;
+        self.open_exposures.reset();
+        for row in &rows {
+            self.open_exposures.with_label_values(&[text(row, "severity"), text(row, "kev")]).set(number(row, "n"));
+        }
+        let counters = [
+            (&self.sla_breaches, "SELECT severity AS label, count(*) AS n FROM exposures WHERE breached GROUP BY 1"),
+            (&self.canary_gates, "SELECT gate AS label, count(*) AS n FROM canary_rollups GROUP BY 1"),
+            (&self.alerts, "SELECT rule AS label, count(*) AS n FROM alerts GROUP BY 1"),
+        ];
+        for (counter, sql) in counters {
+            for row in rows_of(session, sql).await? {
+                let counter = counter.with_label_values(&[text(&row, "label")]);
+                let total = u64::try_from(number(&row, "n")).unwrap_or(0);
+                counter.inc_by(total.saturating_sub(counter.get()));
+            }
+        }
+        let worst = rows_of(
+            session,
+            &format!(
+                "SELECT src_segment, dst_segment, CAST(sum(drift_connections) AS DOUBLE) / sum(connections) AS ratio \
+                 FROM segment_drift GROUP BY 1, 2 HAVING sum(connections) > 0 \
+                 ORDER BY ratio DESC, src_segment, dst_segment LIMIT {DRIFT_PAIRS}"
+            ),
+        )
+        .await?;
+        self.drift_ratio.reset();
+        for row in &worst {
+            let ratio = row.get("ratio").and_then(Value::as_f64).unwrap_or(0.0);
+            self.drift_ratio.with_label_values(&[text(row, "src_segment"), text(row, "dst_segment")]).set(ratio);
+        }
+        Ok(())
+    }
+}
+
+async fn rows_of(session: &LakeSession, sql: &str) -> Result<Vec<serde_json::Map<String, Value>>, QueryError> {
+    let (_, batches) = session.query(sql).await?;
+    json_objects(&batches).map_err(QueryError::Execution)
+}
+
+fn text<'a>(row: &'a serde_json::Map<String, Value>, column: &str) -> &'a str {
+    row.get(column).and_then(Value::as_str).unwrap_or("")
+}
+
+fn number(row: &serde_json::Map<String, Value>, column: &str) -> i64 {
+    row.get(column).and_then(Value::as_i64).unwrap_or(0)
 }
 
 impl ServeMetrics {
@@ -391,7 +511,8 @@ impl ServeMetrics {
         .expect("valid metric");
         registry.register(Box::new(requests.clone())).expect("registered once");
         registry.register(Box::new(query_seconds.clone())).expect("registered once");
-        ServeMetrics { registry, requests, query_seconds }
+        let domain = DomainMetrics::new(&registry);
+        ServeMetrics { registry, requests, query_seconds, domain }
     }
 
     fn count(&self, route: &str, status: StatusCode) {

@@ -242,3 +242,104 @@ fn new_epochs_show_without_a_restart() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// A Prometheus server (Debian's `prometheus`) scraping `target` every second
+/// on a free port of 127.0.0.1, stopped when dropped.
+struct Prometheus {
+    child: Child,
+    address: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    fn start(target: &str) -> Prometheus {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = dir.path().join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: patchtrail\n    \
+                 static_configs:\n      - targets: ['{target}']\n"
+            ),
+        )
+        .expect("config");
+        let address = format!("127.0.0.1:{}", free_port());
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!("--web.listen-address={address}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus starts (install it: apt-get install prometheus)");
+        Prometheus { child, address, _dir: dir }
+    }
+
+    /// The value of an instant query with one series, once Prometheus has it.
+    fn value(&self, query: &str) -> Option<f64> {
+        let route = format!("/api/v1/query?query={}", query.replace('(', "%28").replace(')', "%29"));
+        let mut stream = std::net::TcpStream::connect(&self.address).ok()?;
+        write!(stream, "GET {route} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).ok()?;
+        let body: Value = serde_json::from_str(response.split_once("\r\n\r\n")?.1).ok()?;
+        body["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_real_prometheus_scrapes_the_lake_figures() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let lake = lake_of(dir.path());
+    let server = Server::start(&lake, &[]);
+    let (status, exposition) = server.request("GET", "/metrics", &[], "");
+    assert_eq!(status, 200);
+    for name in [
+        "patchtrail_open_exposures",
+        "patchtrail_sla_breaches_total",
+        "patchtrail_canary_gate_total",
+        "patchtrail_alerts_total",
+        "patchtrail_segmentation_drift_ratio",
+    ] {
+        assert!(exposition.contains(name), "{name} in {exposition}");
+    }
+    // promtool accepts the exposition.
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool runs (install it: apt-get install prometheus)");
+    promtool.stdin.take().expect("stdin").write_all(exposition.as_bytes()).expect("writes");
+    let checked = promtool.wait_with_output().expect("promtool");
+    assert!(
+        checked.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+
+    let open = sql(&lake, "SELECT count(*) AS n FROM exposures WHERE status = 'open'")[0]["n"].as_f64();
+    let breached = sql(&lake, "SELECT count(*) AS n FROM exposures WHERE breached")[0]["n"].as_f64();
+    assert!(open > Some(0.0), "the scenario has open exposures");
+    let prometheus = Prometheus::start(&server.address);
+    let started = Instant::now();
+    loop {
+        let scraped = prometheus.value("sum(patchtrail_open_exposures)");
+        if scraped.is_some() {
+            assert_eq!(scraped, open, "open exposures as Prometheus stores them");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "Prometheus never scraped serve");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert_eq!(prometheus.value("sum(patchtrail_sla_breaches_total)"), breached);
+}
