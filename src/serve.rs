@@ -6,8 +6,9 @@
 //! the lake (the session it started on); a refresher opens a new session
 //! when the commit log grows, so new epochs show within seconds.
 
+use std::collections::HashSet;
 use std::process::ExitCode;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -21,7 +22,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures::TryStreamExt;
 use processor::lake::Lake;
-use prometheus::{GaugeVec, Histogram, HistogramOpts, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 use queries::{LakeSession, QueryError};
 use serde_json::{Value, json};
 
@@ -391,6 +392,10 @@ const DRIFT_PAIRS: usize = 20;
 /// each time it opens a new snapshot. Counters follow the lake's totals
 /// (they only ever go up, as Prometheus expects).
 struct DomainMetrics {
+    time_to_patch: HistogramVec,
+    /// (asset, patch) outcomes observed in `time_to_patch` already: each is
+    /// observed once, when it first shows a time-to-patch.
+    observed: Mutex<HashSet<(String, String)>>,
     open_exposures: IntGaugeVec,
     sla_breaches: IntCounterVec,
     canary_gates: IntCounterVec,
@@ -400,7 +405,30 @@ struct DomainMetrics {
 
 impl DomainMetrics {
     fn new(registry: &Registry) -> DomainMetrics {
+        let day = 86_400.0;
         let metrics = DomainMetrics {
+            time_to_patch: HistogramVec::new(
+                HistogramOpts::new(
+                    "patchtrail_time_to_patch_seconds",
+                    "Release to verified remediation of each (asset, patch), by the patch's highest CVE severity \
+                     and the asset's environment.",
+                )
+                .buckets(vec![
+                    3_600.0,
+                    6.0 * 3_600.0,
+                    day,
+                    3.0 * day,
+                    7.0 * day,
+                    15.0 * day,
+                    30.0 * day,
+                    60.0 * day,
+                    90.0 * day,
+                    180.0 * day,
+                ]),
+                &["severity", "environment"],
+            )
+            .expect("valid metric"),
+            observed: Mutex::new(HashSet::new()),
             open_exposures: IntGaugeVec::new(
                 Opts::new("patchtrail_open_exposures", "Open exposures in the lake, by severity and KEV."),
                 &["severity", "kev"],
@@ -427,6 +455,7 @@ impl DomainMetrics {
             )
             .expect("valid metric"),
         };
+        registry.register(Box::new(metrics.time_to_patch.clone())).expect("registered once");
         registry.register(Box::new(metrics.open_exposures.clone())).expect("registered once");
         registry.register(Box::new(metrics.sla_breaches.clone())).expect("registered once");
         registry.register(Box::new(metrics.canary_gates.clone())).expect("registered once");
@@ -443,6 +472,19 @@ impl DomainMetrics {
     }
 
     async fn update(&self, session: &LakeSession) -> Result<(), QueryError> {
+        let outcomes = rows_of(session, TIME_TO_PATCH_SQL).await?;
+        {
+            let mut observed = self.observed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            for row in &outcomes {
+                let key = (text(row, "asset_id").to_owned(), text(row, "patch_id").to_owned());
+                if let Some(seconds) = row.get("ttp").and_then(Value::as_f64)
+                    && observed.insert(key)
+                {
+                    let labels = [text(row, "severity"), text(row, "environment")];
+                    self.time_to_patch.with_label_values(&labels).observe(seconds);
+                }
+            }
+        }
         let rows = rows_of(
             session,
             "SELECT severity, CAST(kev AS VARCHAR) AS kev, count(*) AS n FROM exposures \
@@ -482,6 +524,24 @@ impl DomainMetrics {
         Ok(())
     }
 }
+
+/// Each remediated (asset, patch) with its time-to-patch, the highest
+/// severity among the CVEs the patch fixes, and the asset's environment.
+const TIME_TO_PATCH_SQL: &str = "
+WITH fixes AS (SELECT patch_id, unnest(fixes_cves) AS cve_id FROM patches),
+severity AS (
+    SELECT f.patch_id, max(CASE c.severity WHEN 'critical' THEN 4 WHEN 'high' THEN 3
+                                           WHEN 'medium' THEN 2 WHEN 'low' THEN 1 END) AS level
+    FROM fixes f JOIN cves c ON c.cve_id = f.cve_id GROUP BY f.patch_id
+)
+SELECT o.asset_id, o.patch_id, o.time_to_patch_s AS ttp,
+       coalesce(a.environment, 'unknown') AS environment,
+       CASE s.level WHEN 4 THEN 'critical' WHEN 3 THEN 'high' WHEN 2 THEN 'medium' WHEN 1 THEN 'low'
+                    ELSE 'unknown' END AS severity
+FROM patch_outcomes o
+LEFT JOIN severity s ON s.patch_id = o.patch_id
+LEFT JOIN assets a ON a.asset_id = o.asset_id
+WHERE o.time_to_patch_s IS NOT NULL";
 
 async fn rows_of(session: &LakeSession, sql: &str) -> Result<Vec<serde_json::Map<String, Value>>, QueryError> {
     let (_, batches) = session.query(sql).await?;

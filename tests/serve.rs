@@ -302,6 +302,7 @@ fn a_real_prometheus_scrapes_the_lake_figures() {
     let (status, exposition) = server.request("GET", "/metrics", &[], "");
     assert_eq!(status, 200);
     for name in [
+        "patchtrail_time_to_patch_seconds_bucket",
         "patchtrail_open_exposures",
         "patchtrail_sla_breaches_total",
         "patchtrail_canary_gate_total",
@@ -342,4 +343,7 @@ fn a_real_prometheus_scrapes_the_lake_figures() {
         std::thread::sleep(Duration::from_millis(250));
     }
     assert_eq!(prometheus.value("sum(patchtrail_sla_breaches_total)"), breached);
+    let remediated =
+        sql(&lake, "SELECT count(*) AS n FROM patch_outcomes WHERE time_to_patch_s IS NOT NULL")[0]["n"].as_f64();
+    assert_eq!(prometheus.value("sum(patchtrail_time_to_patch_seconds_count)"), remediated);
 }
