@@ -59,6 +59,15 @@ fn classify(error: DataFusionError) -> QueryError {
     }
 }
 
+/// The metric views every session has, by name, as the SQL files in `queries/sql/`.
+pub const VIEWS: [(&str, &str); 5] = [
+    ("ttp_matrix", include_str!("../sql/ttp_matrix.sql")),
+    ("sla_compliance", include_str!("../sql/sla_compliance.sql")),
+    ("canary_summary", include_str!("../sql/canary_summary.sql")),
+    ("drift_summary", include_str!("../sql/drift_summary.sql")),
+    ("asset_risk", include_str!("../sql/asset_risk.sql")),
+];
+
 /// The `priorities` view (DOMAIN.md "Prioritization"), with `{now}` for the lake's as-of time.
 pub const PRIORITIES_SQL: &str = include_str!("../sql/priorities.sql");
 
@@ -130,6 +139,9 @@ impl LakeSession {
             .sql(&format!("CREATE VIEW priorities AS {}", PRIORITIES_SQL.replace("{now}", now)))
             .await
             .map_err(classify)?;
+        for (name, sql) in VIEWS {
+            context.sql(&format!("CREATE VIEW {name} AS {sql}")).await.map_err(classify)?;
+        }
         Ok(LakeSession { context, as_of })
     }
 

@@ -1,0 +1,45 @@
+-- The NIST SP 800-40 matrix: time-to-patch and the share patched by the
+-- deadline, per CVE severity × asset criticality.
+-- A patch outcome's severity is the highest among the CVEs the patch fixes;
+-- time-to-patch is release → verified remediation (patch_outcomes).
+-- The share patched by the deadline counts exposures whose result is known
+-- (remediated, or past due while open; suppressed ones are out of SLA counting).
+WITH fixes AS (SELECT patch_id, unnest(fixes_cves) AS cve_id FROM patches),
+patch_severity AS (
+    SELECT f.patch_id,
+           max(CASE c.severity WHEN 'critical' THEN 4 WHEN 'high' THEN 3 WHEN 'medium' THEN 2 WHEN 'low' THEN 1 END) AS level
+    FROM fixes f JOIN cves c ON c.cve_id = f.cve_id
+    GROUP BY f.patch_id
+),
+ttp AS (
+    SELECT CASE s.level WHEN 4 THEN 'critical' WHEN 3 THEN 'high' WHEN 2 THEN 'medium' WHEN 1 THEN 'low' END AS severity,
+           coalesce(a.criticality, 'unknown') AS criticality,
+           count(*) AS remediated_patches,
+           avg(o.time_to_patch_s) AS mean_ttp_s,
+           median(o.time_to_patch_s) AS median_ttp_s,
+           approx_percentile_cont(o.time_to_patch_s, 0.9) AS p90_ttp_s
+    FROM patch_outcomes o
+    JOIN patch_severity s ON s.patch_id = o.patch_id
+    LEFT JOIN assets a ON a.asset_id = o.asset_id
+    WHERE o.time_to_patch_s IS NOT NULL
+    GROUP BY 1, 2
+),
+deadline AS (
+    SELECT e.severity,
+           coalesce(a.criticality, 'unknown') AS criticality,
+           count(*) AS decided_exposures,
+           sum(CASE WHEN e.remediated_at IS NOT NULL AND NOT e.breached THEN 1 ELSE 0 END) AS patched_by_deadline
+    FROM exposures e
+    LEFT JOIN assets a ON a.asset_id = e.asset_id
+    WHERE e.status <> 'suppressed' AND (e.remediated_at IS NOT NULL OR e.breached)
+    GROUP BY 1, 2
+)
+SELECT coalesce(t.severity, d.severity) AS severity,
+       coalesce(t.criticality, d.criticality) AS criticality,
+       coalesce(t.remediated_patches, 0) AS remediated_patches,
+       t.mean_ttp_s, t.median_ttp_s, t.p90_ttp_s,
+       coalesce(d.decided_exposures, 0) AS decided_exposures,
+       coalesce(d.patched_by_deadline, 0) AS patched_by_deadline,
+       CAST(d.patched_by_deadline AS DOUBLE) / d.decided_exposures AS share_patched_by_deadline
+FROM ttp t
+FULL OUTER JOIN deadline d ON d.severity = t.severity AND d.criticality = t.criticality

@@ -1,0 +1,66 @@
+//! The metric views (`queries/sql/*.sql`) against figures computed here from
+//! the base tables, on a simulated lake.
+
+mod support;
+
+use serde_json::Value;
+use support::*;
+
+fn number(row: &Value, column: &str) -> f64 {
+    row[column].as_f64().unwrap_or_else(|| panic!("{column} in {row}"))
+}
+
+#[test]
+fn the_metric_views_agree_with_the_tables_they_summarize() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (events, _) = simulate(dir.path(), 400, 20, 12, true);
+    let lake = dir.path().join("lake");
+    replay(&events, &lake, &[]);
+
+    // asset_risk: 1 − Π(1 − min(1, epss × k)) over open exposures, computed here.
+    let exposures = sql(
+        &lake,
+        "SELECT e.asset_id, e.kev, coalesce(c.epss, 0.0) AS epss, a.internet_exposed FROM exposures e \
+         LEFT JOIN cves c ON c.cve_id = e.cve_id LEFT JOIN assets a ON a.asset_id = e.asset_id \
+         WHERE e.status = 'open'",
+    );
+    let mut expected: std::collections::BTreeMap<String, f64> = Default::default();
+    for row in &exposures {
+        let k = if row["kev"] == true { 2.0 } else { 1.0 } * if row["internet_exposed"] == true { 1.5 } else { 1.0 };
+        let p = (number(row, "epss") * k).min(1.0);
+        let survive = expected.entry(row["asset_id"].as_str().expect("id").to_owned()).or_insert(1.0);
+        *survive *= 1.0 - p;
+    }
+    let risks = sql(&lake, "SELECT asset_id, residual_risk, open_exposures FROM asset_risk");
+    assert_eq!(risks.len(), expected.len());
+    for row in &risks {
+        let want = 1.0 - expected[row["asset_id"].as_str().expect("id")];
+        assert!((number(row, "residual_risk") - want).abs() < 1e-9, "{row} vs {want}");
+    }
+    assert!(risks.iter().any(|row| number(row, "residual_risk") > 0.0));
+
+    // sla_compliance and ttp_matrix partition the exposures they count.
+    let counted = sql(&lake, "SELECT count(*) AS n FROM exposures WHERE status <> 'suppressed'")[0]["n"].as_f64();
+    let summed = sql(&lake, "SELECT sum(exposures) AS n FROM sla_compliance")[0]["n"].as_f64();
+    assert_eq!(summed, counted);
+    let breached = sql(&lake, "SELECT count(*) AS n FROM exposures WHERE breached AND status <> 'suppressed'");
+    let summed = sql(&lake, "SELECT sum(breached) AS n FROM sla_compliance");
+    assert_eq!(summed[0]["n"].as_f64(), breached[0]["n"].as_f64());
+    for row in sql(&lake, "SELECT * FROM ttp_matrix WHERE remediated_patches > 0") {
+        let (mean, median, p90) = (number(&row, "mean_ttp_s"), number(&row, "median_ttp_s"), number(&row, "p90_ttp_s"));
+        assert!(median <= p90 + 1e-6 && mean > 0.0, "{row}");
+        let share = row["share_patched_by_deadline"].as_f64();
+        assert!(share.is_none_or(|s| (0.0..=1.0).contains(&s)), "{row}");
+    }
+    let remediated = sql(&lake, "SELECT count(*) AS n FROM patch_outcomes WHERE time_to_patch_s IS NOT NULL");
+    let in_matrix = sql(&lake, "SELECT sum(remediated_patches) AS n FROM ttp_matrix");
+    assert!(in_matrix[0]["n"].as_f64() <= remediated[0]["n"].as_f64());
+
+    // drift_summary and canary_summary add up to their tables.
+    let drift = sql(&lake, "SELECT sum(connections) AS c, sum(drift_connections) AS d FROM segment_drift");
+    let summary = sql(&lake, "SELECT sum(connections) AS c, sum(drift_connections) AS d FROM drift_summary");
+    assert_eq!((drift[0]["c"].as_f64(), drift[0]["d"].as_f64()), (summary[0]["c"].as_f64(), summary[0]["d"].as_f64()));
+    let rollouts = sql(&lake, "SELECT count(*) AS n FROM canary_rollups")[0]["n"].as_f64();
+    let gates = sql(&lake, "SELECT sum(promoted + held + rolled_back) AS n, sum(rollouts) AS r FROM canary_summary");
+    assert_eq!((gates[0]["n"].as_f64(), gates[0]["r"].as_f64()), (rollouts, rollouts));
+}
