@@ -218,6 +218,16 @@ pub struct ServeArgs {
     /// How often the commit log is checked for new epochs.
     #[arg(long, value_name = "MS", default_value_t = 1_000)]
     pub refresh_ms: u64,
+    /// Kafka bootstrap servers: publish the priority queue to the priorities
+    /// topic (compacted, key `asset_id/cve_id`, a tombstone when a row leaves).
+    #[arg(long, value_name = "LIST")]
+    pub brokers: Option<String>,
+    /// Extra librdkafka client property for `--brokers`, repeatable.
+    #[arg(short = 'X', long = "kafka-property", value_name = "KEY=VALUE")]
+    pub kafka_properties: Vec<String>,
+    /// How often the priority queue is published.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    pub priorities_interval_secs: u64,
 }
 
 #[derive(Debug, Args)]

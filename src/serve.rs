@@ -46,6 +46,22 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if args.token.as_deref().is_some_and(str::is_empty) {
         problems.push("the token must not be empty".to_owned());
     }
+    if args.priorities_interval_secs == 0 {
+        problems.push("--priorities-interval-secs must be at least 1".to_owned());
+    }
+    let kafka = match &args.brokers {
+        None => None,
+        Some(brokers) => {
+            let kafka = crate::cli::KafkaArgs { brokers: brokers.clone(), properties: args.kafka_properties.clone() };
+            match crate::run::kafka_settings(&kafka) {
+                Ok(settings) => Some(settings),
+                Err(more) => {
+                    problems.extend(more);
+                    None
+                }
+            }
+        }
+    };
     if !problems.is_empty() {
         return Ok(crate::usage_error(&problems));
     }
@@ -73,8 +89,14 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         max_rows: args.max_rows,
         token: args.token.clone(),
         metrics,
+        brokers_down: Arc::new(std::sync::atomic::AtomicBool::new(false)),
     });
     queries.spawn(refresh(Arc::clone(&state), lake, memory_limit, Duration::from_millis(args.refresh_ms), records));
+    if let Some(settings) = kafka {
+        let every = Duration::from_secs(args.priorities_interval_secs);
+        let publisher = PrioritiesPublisher::start(&settings, &state.brokers_down)?;
+        queries.spawn(publish_priorities(Arc::clone(&state), publisher, every));
+    }
 
     let app = Router::new()
         .route("/v1/sql", post(sql))
@@ -111,6 +133,8 @@ struct Served {
     max_rows: usize,
     token: Option<String>,
     metrics: ServeMetrics,
+    /// Set by the priorities publisher's client when the brokers are away.
+    brokers_down: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Served {
@@ -318,10 +342,89 @@ async fn priorities_response(
 }
 
 async fn readyz(State(state): State<Arc<Served>>) -> Response {
-    if state.lake_readable.load(std::sync::atomic::Ordering::Relaxed) {
-        (StatusCode::OK, "ready").into_response()
-    } else {
+    use std::sync::atomic::Ordering;
+    if !state.lake_readable.load(Ordering::Relaxed) {
         (StatusCode::SERVICE_UNAVAILABLE, "the lake cannot be read").into_response()
+    } else if state.brokers_down.load(Ordering::Relaxed) {
+        (StatusCode::SERVICE_UNAVAILABLE, "the Kafka brokers cannot be reached").into_response()
+    } else {
+        (StatusCode::OK, "ready").into_response()
+    }
+}
+
+/// Publishes the priority queue to its compacted topic.
+struct PrioritiesPublisher {
+    publisher: ingest::kafka::Publisher,
+    topic: String,
+    /// What the topic holds, as far as this process published it: key → value.
+    published: std::collections::BTreeMap<String, String>,
+}
+
+impl PrioritiesPublisher {
+    fn start(
+        settings: &ingest::kafka::KafkaSettings,
+        brokers_down: &Arc<std::sync::atomic::AtomicBool>,
+    ) -> anyhow::Result<PrioritiesPublisher> {
+        let topic = ingest::kafka::TopicNames::default().priorities;
+        let spec = ingest::kafka::TopicSpec { name: &topic, partitions: 1, compacted: true };
+        ingest::kafka::create_topics(settings, &[spec], Duration::from_secs(30))
+            .with_context(|| format!("cannot create {topic} on {}", settings.brokers))?;
+        let publisher = ingest::kafka::Publisher::with_down_flag(settings, Arc::clone(brokers_down))?;
+        Ok(PrioritiesPublisher { publisher, topic, published: Default::default() })
+    }
+}
+
+/// Messages that take the topic from `published` to `current`: new or changed
+/// rows, and a tombstone (`None`) for each key that left the queue.
+fn queue_changes(
+    published: &std::collections::BTreeMap<String, String>,
+    current: &std::collections::BTreeMap<String, String>,
+) -> Vec<(String, Option<String>)> {
+    let mut changes: Vec<(String, Option<String>)> = current
+        .iter()
+        .filter(|(key, value)| published.get(*key) != Some(*value))
+        .map(|(key, value)| (key.clone(), Some(value.clone())))
+        .collect();
+    changes.extend(published.keys().filter(|key| !current.contains_key(*key)).map(|key| (key.clone(), None)));
+    changes
+}
+
+/// Every `every`, the whole `priorities` view, published as changes.
+async fn publish_priorities(state: Arc<Served>, mut out: PrioritiesPublisher, every: Duration) {
+    loop {
+        let session = state.session();
+        match rows_of(&session, "SELECT * FROM priorities ORDER BY rank").await {
+            Ok(rows) => {
+                let current: std::collections::BTreeMap<String, String> = rows
+                    .iter()
+                    .map(|row| {
+                        (
+                            format!("{}/{}", text(row, "asset_id"), text(row, "cve_id")),
+                            Value::Object(row.clone()).to_string(),
+                        )
+                    })
+                    .collect();
+                let changes = queue_changes(&out.published, &current);
+                let sent = tokio::task::block_in_place(|| {
+                    for (key, value) in &changes {
+                        match value {
+                            Some(value) => out.publisher.send(&out.topic, Some(key), value.as_bytes())?,
+                            None => out.publisher.send_tombstone(&out.topic, key)?,
+                        }
+                    }
+                    out.publisher.flush(None)
+                });
+                match sent {
+                    Ok(()) => {
+                        tracing::debug!(rows = current.len(), changes = changes.len(), "priorities published");
+                        out.published = current;
+                    }
+                    Err(error) => tracing::warn!(%error, "cannot publish the priority queue; retrying next time"),
+                }
+            }
+            Err(error) => tracing::warn!(%error, "cannot read the priority queue"),
+        }
+        tokio::time::sleep(every).await;
     }
 }
 
@@ -577,5 +680,29 @@ impl ServeMetrics {
 
     fn count(&self, route: &str, status: StatusCode) {
         self.requests.with_label_values(&[route, status.as_str()]).inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_changes_send_new_and_changed_rows_and_tombstones_for_the_rest() {
+        let map = |pairs: &[(&str, &str)]| -> std::collections::BTreeMap<String, String> {
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        };
+        let published = map(&[("a/1", "x"), ("b/2", "y"), ("c/3", "z")]);
+        let current = map(&[("a/1", "x"), ("b/2", "y2"), ("d/4", "w")]);
+        let changes = queue_changes(&published, &current);
+        assert_eq!(
+            changes,
+            vec![
+                ("b/2".to_owned(), Some("y2".to_owned())),
+                ("d/4".to_owned(), Some("w".to_owned())),
+                ("c/3".to_owned(), None),
+            ]
+        );
+        assert!(queue_changes(&current, &current).is_empty());
     }
 }

@@ -347,3 +347,44 @@ fn a_real_prometheus_scrapes_the_lake_figures() {
         sql(&lake, "SELECT count(*) AS n FROM patch_outcomes WHERE time_to_patch_s IS NOT NULL")[0]["n"].as_f64();
     assert_eq!(prometheus.value("sum(patchtrail_time_to_patch_seconds_count)"), remediated);
 }
+
+#[test]
+fn the_priority_queue_is_published_to_its_compacted_topic() {
+    use rdkafka::Message;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let lake = lake_of(dir.path());
+    let broker = ingest::kafka::EmbeddedBroker::start().expect("the mock cluster starts");
+    let topic = ingest::kafka::TopicNames::default().priorities;
+    // The mock cluster takes no admin requests: the topic is made here.
+    broker.create_topics(&[ingest::kafka::TopicSpec { name: &topic, partitions: 1, compacted: true }]).expect("topic");
+    let brokers = broker.bootstrap_servers();
+    let _server = Server::start(&lake, &["--brokers", &brokers, "--priorities-interval-secs", "1"]);
+
+    let expected: std::collections::BTreeMap<String, u64> =
+        sql(&lake, "SELECT asset_id || '/' || cve_id AS key, rank FROM priorities")
+            .iter()
+            .map(|row| (row["key"].as_str().expect("key").to_owned(), row["rank"].as_u64().expect("rank")))
+            .collect();
+    assert!(!expected.is_empty(), "the scenario has a priority queue");
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", "patchtrail-test-priorities")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[&topic]).expect("subscribes");
+    let mut seen = std::collections::BTreeMap::new();
+    let started = Instant::now();
+    while seen.len() < expected.len() {
+        assert!(started.elapsed() < Duration::from_secs(60), "{} of {} rows published", seen.len(), expected.len());
+        let Some(message) = consumer.poll(Duration::from_millis(200)) else { continue };
+        let message = message.expect("message");
+        let key = String::from_utf8(message.key().expect("a key").to_vec()).expect("UTF-8");
+        let row: Value = serde_json::from_slice(message.payload().expect("a value")).expect("JSON");
+        assert_eq!(key, format!("{}/{}", row["asset_id"].as_str().expect("id"), row["cve_id"].as_str().expect("cve")));
+        seen.insert(key, row["rank"].as_u64().expect("rank"));
+    }
+    assert_eq!(seen, expected);
+}

@@ -28,7 +28,8 @@ pub struct DeliveryCounter {
 struct Undelivered {
     topic: String,
     key: Option<String>,
-    value: Vec<u8>,
+    /// `None`: a tombstone.
+    value: Option<Vec<u8>>,
 }
 
 impl ClientContext for DeliveryCounter {
@@ -55,7 +56,7 @@ impl ProducerContext for DeliveryCounter {
             let undelivered = Undelivered {
                 topic: message.topic().to_owned(),
                 key: message.key().map(|key| String::from_utf8_lossy(key).into_owned()),
-                value: message.payload().unwrap_or_default().to_vec(),
+                value: message.payload().map(<[u8]>::to_vec),
             };
             self.to_resend.lock().unwrap_or_else(PoisonError::into_inner).push(undelivered);
         }
@@ -99,7 +100,20 @@ impl Publisher {
 
     /// Queues one message, waiting while the local queue is full.
     pub fn send(&self, topic: &str, key: Option<&str>, value: &[u8]) -> Result<()> {
-        let mut record = BaseRecord::<str, [u8]>::to(topic).payload(value);
+        self.send_optional(topic, key, Some(value))
+    }
+
+    /// Queues a tombstone: `key` without a value, which a compacted topic
+    /// keeps until it forgets the key.
+    pub fn send_tombstone(&self, topic: &str, key: &str) -> Result<()> {
+        self.send_optional(topic, Some(key), None)
+    }
+
+    fn send_optional(&self, topic: &str, key: Option<&str>, value: Option<&[u8]>) -> Result<()> {
+        let mut record = BaseRecord::<str, [u8]>::to(topic);
+        if let Some(value) = value {
+            record = record.payload(value);
+        }
         if let Some(key) = key {
             record = record.key(key);
         }
@@ -147,7 +161,7 @@ impl Publisher {
             std::thread::sleep(delay);
             delay = (delay * 2).min(Duration::from_secs(10));
             for message in undelivered {
-                self.send(&message.topic, message.key.as_deref(), &message.value)?;
+                self.send_optional(&message.topic, message.key.as_deref(), message.value.as_deref())?;
             }
         }
     }
