@@ -90,6 +90,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         token: args.token.clone(),
         metrics,
         brokers_down: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        queue: tokio::sync::Mutex::new(None),
     });
     queries.spawn(refresh(Arc::clone(&state), lake, memory_limit, Duration::from_millis(args.refresh_ms), records));
     if let Some(settings) = kafka {
@@ -135,7 +136,12 @@ struct Served {
     metrics: ServeMetrics,
     /// Set by the priorities publisher's client when the brokers are away.
     brokers_down: Arc<std::sync::atomic::AtomicBool>,
+    /// The priority queue of the snapshot it was computed on.
+    queue: tokio::sync::Mutex<Option<(Arc<LakeSession>, Arc<Rows>)>>,
 }
+
+/// Result rows as JSON objects.
+type Rows = Vec<serde_json::Map<String, Value>>;
 
 impl Served {
     fn session(&self) -> Arc<LakeSession> {
@@ -160,8 +166,33 @@ impl Served {
     /// Runs `sql` on the query runtime under the time limit; the result is
     /// capped at `max_rows` (`true`: there were more).
     async fn query(&self, sql: String) -> Result<(SchemaRef, Vec<RecordBatch>, bool), Response> {
+        self.query_on(self.session(), sql, self.max_rows).await
+    }
+
+    /// The whole `priorities` view of the current snapshot, computed once
+    /// per snapshot (the queue only changes when the lake does), with the
+    /// snapshot it comes from.
+    async fn queue(&self) -> Result<(Arc<LakeSession>, Arc<Rows>), Response> {
         let session = self.session();
-        let max_rows = self.max_rows;
+        let mut cache = self.queue.lock().await;
+        if let Some((cached, rows)) = &*cache
+            && Arc::ptr_eq(cached, &session)
+        {
+            return Ok((session, Arc::clone(rows)));
+        }
+        let sql = "SELECT * FROM priorities ORDER BY rank".to_owned();
+        let (_, batches, _) = self.query_on(Arc::clone(&session), sql, usize::MAX).await?;
+        let rows = Arc::new(json_objects(&batches).map_err(|m| error(StatusCode::INTERNAL_SERVER_ERROR, &m))?);
+        *cache = Some((Arc::clone(&session), Arc::clone(&rows)));
+        Ok((session, rows))
+    }
+
+    async fn query_on(
+        &self,
+        session: Arc<LakeSession>,
+        sql: String,
+        max_rows: usize,
+    ) -> Result<(SchemaRef, Vec<RecordBatch>, bool), Response> {
         let started = Instant::now();
         let task = self.queries.spawn(async move {
             let (schema, batches) = session.query(&sql).await?;
@@ -329,16 +360,13 @@ async fn priorities_response(
         }
         Err(rejection) => return error(StatusCode::BAD_REQUEST, &format!("limit must be a number: {rejection}")),
     };
-    let as_of = state.session().as_of().map(|t| t.to_string());
-    let sql = format!("SELECT * FROM priorities ORDER BY rank LIMIT {limit}");
-    let (_, batches, _) = match state.query(sql).await {
-        Ok(result) => result,
+    let (session, rows) = match state.queue().await {
+        Ok(queue) => queue,
         Err(response) => return response,
     };
-    match json_objects(&batches) {
-        Ok(items) => axum::Json(json!({ "as_of": as_of, "count": items.len(), "items": items })).into_response(),
-        Err(message) => error(StatusCode::INTERNAL_SERVER_ERROR, &message),
-    }
+    let as_of = session.as_of().map(|t| t.to_string());
+    let items = &rows[..limit.min(rows.len())];
+    axum::Json(json!({ "as_of": as_of, "count": items.len(), "items": items })).into_response()
 }
 
 async fn readyz(State(state): State<Arc<Served>>) -> Response {
@@ -392,9 +420,8 @@ fn queue_changes(
 /// Every `every`, the whole `priorities` view, published as changes.
 async fn publish_priorities(state: Arc<Served>, mut out: PrioritiesPublisher, every: Duration) {
     loop {
-        let session = state.session();
-        match rows_of(&session, "SELECT * FROM priorities ORDER BY rank").await {
-            Ok(rows) => {
+        match state.queue().await {
+            Ok((_, rows)) => {
                 let current: std::collections::BTreeMap<String, String> = rows
                     .iter()
                     .map(|row| {
@@ -422,7 +449,7 @@ async fn publish_priorities(state: Arc<Served>, mut out: PrioritiesPublisher, ev
                     Err(error) => tracing::warn!(%error, "cannot publish the priority queue; retrying next time"),
                 }
             }
-            Err(error) => tracing::warn!(%error, "cannot read the priority queue"),
+            Err(response) => tracing::warn!(status = %response.status(), "cannot read the priority queue"),
         }
         tokio::time::sleep(every).await;
     }
