@@ -93,6 +93,16 @@ fn wait_success(mut child: Child, lake: &Path, limit: Duration) {
     }
 }
 
+/// Waits until something is committed to `lake` (a minute at most); returns when it started waiting.
+fn wait_for_a_commit(lake: &Path) -> Instant {
+    let started = Instant::now();
+    while !lake.join("_commits").exists() {
+        assert!(started.elapsed() < Duration::from_secs(60), "nothing committed to {} within a minute", lake.display());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    started
+}
+
 /// Every message of `topic` (all partitions), read from the beginning.
 fn read_topic(broker: &Broker, topic: &str) -> Vec<(Option<String>, Value)> {
     let consumer: BaseConsumer = ClientConfig::new()
@@ -222,11 +232,7 @@ fn a_surviving_instance_takes_over_the_partitions_of_a_killed_one() {
     let lake = dir.path().join("lake");
     let (metrics_a, metrics_b) = (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()));
     let first = spawn(&run_args(&broker, &lake, &metrics_a));
-    let started = Instant::now();
-    while !lake.join("_commits").exists() {
-        assert!(started.elapsed() < Duration::from_secs(60), "the first instance committed nothing");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let started = wait_for_a_commit(&lake);
     let second_log = dir.path().join("second.log");
     let mut second = spawn_logging_to(&run_args(&broker, &lake, &metrics_b), &second_log);
     // Kill it once the group has given it partitions (and it has worked on them a little).
@@ -260,12 +266,7 @@ fn sigterm_commits_and_exits_zero() {
     let mut args = run_args(&broker, &lake, &metrics);
     args.retain(|a| *a != "--stop-at-end");
     let mut child = spawn(&args);
-    let started = Instant::now();
-    // Wait until the pipeline serves its metrics, then until it has committed something.
-    while !lake.join("_commits").exists() {
-        assert!(started.elapsed() < Duration::from_secs(60), "no commit");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_a_commit(&lake);
     let exposition = http_get(&metrics, "/metrics");
     for name in ["patchtrail_events_consumed_total", "patchtrail_commits_total", "patchtrail_commit_duration_seconds"] {
         assert!(exposition.contains(name), "{name} in {exposition}");
@@ -291,11 +292,7 @@ fn a_broker_outage_is_waited_out_and_nothing_is_lost() {
     let lake = dir.path().join("lake");
     let metrics = format!("127.0.0.1:{}", free_port());
     let child = spawn(&run_args(&broker, &lake, &metrics));
-    let started = Instant::now();
-    while !lake.join("_commits").exists() {
-        assert!(started.elapsed() < Duration::from_secs(60), "no commit");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_a_commit(&lake);
     broker.stop();
     let stopped = Instant::now();
     while http_get(&metrics, "/readyz") != "not ready" {

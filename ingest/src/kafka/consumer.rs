@@ -3,13 +3,13 @@
 //! that every instance runs over the whole intel topic, outside the group.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::KafkaError;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 
@@ -51,14 +51,7 @@ pub type GroupConsumer<O> = BaseConsumer<GroupContext<O>>;
 
 impl<O: PartitionOwner> ClientContext for GroupContext<O> {
     fn error(&self, error: KafkaError, reason: &str) {
-        let code = error.rdkafka_error_code();
-        if matches!(code, Some(RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::BrokerTransportFailure)) {
-            if !self.brokers_down.swap(true, Ordering::Relaxed) {
-                tracing::warn!(%reason, "cannot reach the Kafka brokers; retrying until they answer");
-            }
-        } else {
-            tracing::warn!(%error, %reason, "kafka client error");
-        }
+        super::client_error("consumer", &self.brokers_down, &error, reason);
     }
 }
 

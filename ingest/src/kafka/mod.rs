@@ -21,12 +21,14 @@ pub use message::{Rejection, check_message};
 pub use producer::{Publisher, produce_simulation};
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 use schemas::InputTopic;
 
@@ -121,6 +123,20 @@ pub struct TopicSpec<'a> {
     pub partitions: i32,
     /// Whether it is log-compacted (keeps the latest value per key).
     pub compacted: bool,
+}
+
+/// A librdkafka client error (`ClientContext::error`): the brokers being
+/// unreachable sets `brokers_down` and is logged once per outage (the caller
+/// clears the flag when they answer again); anything else is logged.
+pub(crate) fn client_error(client: &str, brokers_down: &AtomicBool, error: &KafkaError, reason: &str) {
+    let code = error.rdkafka_error_code();
+    if matches!(code, Some(RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::BrokerTransportFailure)) {
+        if !brokers_down.swap(true, Ordering::Relaxed) {
+            tracing::warn!(client, %reason, "cannot reach the Kafka brokers; retrying until they answer");
+        }
+    } else {
+        tracing::warn!(client, %error, %reason, "kafka client error");
+    }
 }
 
 /// Creates the topics that do not exist yet; existing ones are left as they are.

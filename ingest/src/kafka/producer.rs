@@ -34,14 +34,7 @@ struct Undelivered {
 
 impl ClientContext for DeliveryCounter {
     fn error(&self, error: KafkaError, reason: &str) {
-        let code = error.rdkafka_error_code();
-        if matches!(code, Some(RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::BrokerTransportFailure)) {
-            if !self.brokers_down.swap(true, Ordering::Relaxed) {
-                tracing::warn!(%reason, "producer cannot reach the Kafka brokers; retrying until they answer");
-            }
-        } else {
-            tracing::warn!(%error, %reason, "kafka producer error");
-        }
+        super::client_error("producer", &self.brokers_down, &error, reason);
     }
 }
 
