@@ -265,7 +265,64 @@ fn json_objects(batches: &[RecordBatch]) -> Result<Vec<serde_json::Map<String, V
     serde_json::from_slice(&bytes).map_err(|e| e.to_string())
 }
 
-/// `POST /v1/sql` with `{"sql": "..."}`: JSON, or CSV with `Accept: text/csv`.
+/// The media type of the Arrow IPC stream format.
+const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
+
+/// Response header telling CSV and Arrow clients whether rows were left out
+/// (JSON carries it as the `truncated` field).
+const TRUNCATED_HEADER: &str = "x-patchtrail-truncated";
+
+/// How `POST /v1/sql` answers, by the request's `Accept` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ResultFormat {
+    Json,
+    Csv,
+    ArrowStream,
+}
+
+impl ResultFormat {
+    fn accepted(headers: &HeaderMap) -> ResultFormat {
+        let accept = headers.get(header::ACCEPT).and_then(|value| value.to_str().ok()).unwrap_or("");
+        if accept.contains(ARROW_STREAM) {
+            ResultFormat::ArrowStream
+        } else if accept.contains("text/csv") {
+            ResultFormat::Csv
+        } else {
+            ResultFormat::Json
+        }
+    }
+}
+
+/// The result as CSV with a header line (also when there are no rows).
+fn csv_bytes(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    if batches.is_empty() {
+        let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        out.extend_from_slice(names.join(",").as_bytes());
+        out.push(b'\n');
+    }
+    let mut writer = arrow::csv::WriterBuilder::new().with_header(true).build(&mut out);
+    for batch in batches {
+        writer.write(batch).map_err(|e| e.to_string())?;
+    }
+    drop(writer);
+    Ok(out)
+}
+
+/// The result as an Arrow IPC stream: the schema, then every batch.
+fn arrow_stream_bytes(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    let mut writer = arrow::ipc::writer::StreamWriter::try_new(&mut out, schema).map_err(|e| e.to_string())?;
+    for batch in batches {
+        writer.write(batch).map_err(|e| e.to_string())?;
+    }
+    writer.finish().map_err(|e| e.to_string())?;
+    drop(writer);
+    Ok(out)
+}
+
+/// `POST /v1/sql` with `{"sql": "..."}`: JSON, CSV with `Accept: text/csv`,
+/// an Arrow IPC stream with `Accept: application/vnd.apache.arrow.stream`.
 async fn sql(State(state): State<Arc<Served>>, headers: HeaderMap, body: Bytes) -> Response {
     let response = sql_response(&state, &headers, &body).await;
     state.metrics.count("/v1/sql", response.status());
@@ -287,25 +344,21 @@ async fn sql_response(state: &Served, headers: &HeaderMap, body: &[u8]) -> Respo
         Ok(result) => result,
         Err(response) => return response,
     };
-    let wants_csv = headers
-        .get(header::ACCEPT)
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|accept| accept.contains("text/csv"));
-    if wants_csv {
-        let mut out = Vec::new();
-        if batches.is_empty() {
-            let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-            out.extend_from_slice(names.join(",").as_bytes());
-            out.push(b'\n');
+    let truncated_header = (TRUNCATED_HEADER, if truncated { "true" } else { "false" });
+    match ResultFormat::accepted(headers) {
+        ResultFormat::Json => {}
+        ResultFormat::Csv => {
+            return match csv_bytes(&schema, &batches) {
+                Ok(out) => ([(header::CONTENT_TYPE.as_str(), "text/csv"), truncated_header], out).into_response(),
+                Err(message) => error(StatusCode::INTERNAL_SERVER_ERROR, &message),
+            };
         }
-        let mut writer = arrow::csv::WriterBuilder::new().with_header(true).build(&mut out);
-        for batch in &batches {
-            if let Err(e) = writer.write(batch) {
-                return error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string());
-            }
+        ResultFormat::ArrowStream => {
+            return match arrow_stream_bytes(&schema, &batches) {
+                Ok(out) => ([(header::CONTENT_TYPE.as_str(), ARROW_STREAM), truncated_header], out).into_response(),
+                Err(message) => error(StatusCode::INTERNAL_SERVER_ERROR, &message),
+            };
         }
-        drop(writer);
-        return ([(header::CONTENT_TYPE, "text/csv")], out).into_response();
     }
     let objects = match json_objects(&batches) {
         Ok(objects) => objects,

@@ -39,6 +39,12 @@ impl Server {
 
     /// One HTTP/1.1 request; (status, body).
     fn request(&self, method: &str, route: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
+        let (status, _, body) = self.request_bytes(method, route, headers, body);
+        (status, String::from_utf8(body).expect("a text body"))
+    }
+
+    /// One HTTP/1.1 request; (status, response headers, body bytes).
+    fn request_bytes(&self, method: &str, route: &str, headers: &[(&str, &str)], body: &str) -> (u16, String, Vec<u8>) {
         let mut stream = std::net::TcpStream::connect(&self.address).expect("connects");
         write!(stream, "{method} {route} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n", self.address).expect("writes");
         for (name, value) in headers {
@@ -46,11 +52,12 @@ impl Server {
         }
         write!(stream, "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len())
             .expect("writes");
-        let mut response = String::new();
-        stream.read_to_string(&mut response).expect("reads");
-        let status = response.split(' ').nth(1).and_then(|code| code.parse().ok()).expect("status line");
-        let body = response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
-        (status, body)
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).expect("reads");
+        let split = response.windows(4).position(|w| w == b"\r\n\r\n").expect("a header block");
+        let head = String::from_utf8_lossy(&response[..split]).into_owned();
+        let status = head.split(' ').nth(1).and_then(|code| code.parse().ok()).expect("status line");
+        (status, head, response[split + 4..].to_vec())
     }
 
     fn sql(&self, query: &str) -> (u16, Value) {
@@ -75,7 +82,7 @@ fn lake_of(dir: &Path) -> std::path::PathBuf {
 }
 
 #[test]
-fn sql_answers_json_and_csv_and_priorities_the_queue() {
+fn sql_answers_json_csv_and_arrow_and_priorities_the_queue() {
     let dir = tempfile::tempdir().expect("temp dir");
     let lake = lake_of(dir.path());
     let server = Server::start(&lake, &["--max-rows", "5"]);
@@ -98,6 +105,26 @@ fn sql_answers_json_and_csv_and_priorities_the_queue() {
     assert_eq!(status, 200);
     assert!(csv.starts_with("severity,n\n"), "{csv}");
     assert_eq!(csv.lines().count(), expected.len() + 1, "{csv}");
+
+    let arrow = [("Accept", "application/vnd.apache.arrow.stream")];
+    let (status, head, bytes) = server.request_bytes("POST", "/v1/sql", &arrow, &request);
+    assert_eq!(status, 200, "{head}");
+    assert!(head.to_ascii_lowercase().contains("content-type: application/vnd.apache.arrow.stream"), "{head}");
+    let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None).expect("an Arrow stream");
+    assert_eq!(reader.schema().field(1).name(), "n");
+    let batches: Vec<_> = reader.collect::<Result<_, _>>().expect("Arrow batches");
+    let counts: Vec<i64> = batches
+        .iter()
+        .flat_map(|batch| {
+            let column = batch.column(1).as_any().downcast_ref::<arrow::array::Int64Array>().expect("Int64");
+            column.values().to_vec()
+        })
+        .collect();
+    let want: Vec<i64> = expected.iter().map(|row| row["n"].as_i64().expect("n")).collect();
+    assert_eq!(counts, want);
+    let request = serde_json::json!({ "sql": "SELECT asset_id FROM exposures" }).to_string();
+    let (_, head, _) = server.request_bytes("POST", "/v1/sql", &arrow, &request);
+    assert!(head.to_ascii_lowercase().contains("x-patchtrail-truncated: true"), "{head}");
 
     let (status, body) = server.request("GET", "/v1/priorities?limit=3", &[], "");
     assert_eq!(status, 200, "{body}");
