@@ -1,6 +1,7 @@
 -- The risk-ranked patch queue (DOMAIN.md "Prioritization").
 -- One row per open, unsuppressed exposure. {now} is the lake's "as of": the
--- largest committed watermark, never the wall clock.
+-- largest committed watermark, never the wall clock. Times are compared in
+-- epoch seconds (to_unixtime): the literal and the columns differ in unit.
 WITH latest_patch AS (
     SELECT cve_id, patch_id FROM (
         SELECT cve_id, patch_id,
@@ -35,8 +36,8 @@ scored AS (
           * (1 + CASE
                     WHEN e.due_at IS NULL OR e.due_at <= e.detected_at THEN 2
                     ELSE least(greatest(
-                        CAST(CAST(TIMESTAMP '{now}' AS BIGINT) - CAST(e.detected_at AS BIGINT) AS DOUBLE)
-                          / CAST(CAST(e.due_at AS BIGINT) - CAST(e.detected_at AS BIGINT) AS DOUBLE),
+                        CAST(to_unixtime(TIMESTAMP '{now}') - to_unixtime(e.detected_at) AS DOUBLE)
+                          / CAST(to_unixtime(e.due_at) - to_unixtime(e.detected_at) AS DOUBLE),
                         0), 2)
                 END) AS score
     FROM exposures e
