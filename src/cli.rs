@@ -238,6 +238,10 @@ pub struct SqlArgs {
     /// How to print the result.
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
     pub format: OutputFormat,
+    /// Print to stderr how long opening the lake and running the query took
+    /// (planning and execution, not printing).
+    #[arg(long)]
+    pub timing: bool,
     /// The query: SELECT, WITH, EXPLAIN, SHOW or DESCRIBE.
     #[arg(value_name = "SQL")]
     pub sql: String,

@@ -2,6 +2,7 @@
 
 use std::io::Write;
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use processor::lake::Lake;
@@ -15,10 +16,17 @@ pub fn run(args: SqlArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(2));
     }
     let runtime = tokio::runtime::Runtime::new().context("cannot start the query runtime")?;
+    let started = Instant::now();
     let result = runtime.block_on(async {
         let lake = Lake::open(&args.lake)?;
         let session = LakeSession::open(&lake).await?;
-        session.query(&args.sql).await
+        let opened = started.elapsed();
+        let result = session.query(&args.sql).await;
+        if args.timing {
+            let ms = |d: Duration| d.as_secs_f64() * 1e3;
+            eprintln!("timing: lake opened in {:.1} ms, query ran in {:.1} ms", ms(opened), ms(started.elapsed() - opened));
+        }
+        result
     });
     let (schema, batches) = match result {
         Ok(result) => result,

