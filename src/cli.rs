@@ -37,9 +37,10 @@ pub enum Command {
     /// Check a file of CloudEvents (one per line) against the event contract;
     /// prints each problem with its line and JSON path, exits 1 if any line is invalid.
     Validate(ValidateArgs),
-    /// See patchtrail at work on a simulated fleet. This preview generates the
-    /// fleet, validates every event and prints the expected figures; the
-    /// embedded broker, Kafka pipeline and query server join it in later releases.
+    /// See the whole system work on a simulated fleet, on this machine: an
+    /// embedded Kafka broker, the simulated stream, the pipeline into a Parquet
+    /// lake, the query server on 127.0.0.1:8080, and a summary of what the lake
+    /// says. Serves until Ctrl-C (`--once`: exits after the summary).
     Demo(DemoArgs),
     /// Run one pipeline instance of a Kafka consumer group.
     Run(RunArgs),
@@ -110,9 +111,17 @@ pub struct SimulateArgs {
 pub struct DemoArgs {
     #[command(flatten)]
     pub fleet: FleetArgs,
-    /// Exit after the summary (the preview always does).
+    /// Exit after the summary instead of serving until Ctrl-C.
     #[arg(long)]
     pub once: bool,
+    /// Where the query server listens.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// The lake directory (must not hold a lake yet); default: a new directory
+    /// under the system's temporary directory, kept after the demo so you can
+    /// query it.
+    #[arg(long, value_name = "DIR")]
+    pub lake: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -1,123 +1,392 @@
-//! `patchtrail demo`, preview edition: until the Kafka pipeline and query
-//! server exist, it generates the default fleet in memory, runs every event
-//! through the real event contract, and prints the figures a security lead
-//! would ask for, taken from the simulator's own expected results (and says so).
+//! `patchtrail demo`: the whole system on one machine, on a simulated fleet.
+//!
+//! The embedded broker (librdkafka's mock cluster, in this process) gets the
+//! topics and the simulated stream; the real pipeline (`run --stop-at-end`)
+//! consumes it into a lake; the real query server (`serve`) answers on
+//! 127.0.0.1:8080 and publishes the priority queue back to the broker; the
+//! summary is SQL over the lake. Nothing here computes a figure itself.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use ingest::simulate::truth::Truth;
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+use ingest::kafka::{self, EmbeddedBroker, KafkaSettings, TopicNames, TopicSpec};
 use ingest::simulate::{ScenarioConfig, Simulator};
+use processor::lake::Lake;
+use queries::LakeSession;
+use schemas::InputTopic;
+use serde_json::Value;
 
-use crate::cli::DemoArgs;
+use crate::cli::{DemoArgs, KafkaArgs, RunArgs, ServeArgs};
+
+/// Partitions for each keyed input topic, so that the fleet's stream fits the
+/// embedded broker's retention (5 MiB of record batches per partition, the
+/// oldest dropped beyond): one partition per 8 MB of the estimate below,
+/// about 10 events of 400 bytes per asset and day, a quarter of it after lz4.
+/// The estimate is generous (the default fleet, 60 MB by it, fits 8
+/// partitions), and `run` checks afterwards that nothing was dropped.
+fn partitions_for(assets: u32, days: u32) -> i32 {
+    let estimate = u64::from(assets) * u64::from(days) * 10 * 400 / 4;
+    (estimate / 8_000_000 + 1).clamp(3, 64) as i32
+}
 
 pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let fleet = &args.fleet;
-    let config =
-        ScenarioConfig { assets: fleet.assets, days: fleet.days, seed: fleet.seed, ..ScenarioConfig::default() };
-    let problems = config.problems();
+    let config = ScenarioConfig {
+        assets: fleet.assets,
+        days: fleet.days,
+        seed: fleet.seed,
+        // A little of what real producers do, so the dead-letter path shows.
+        malformed_ratio: 0.001,
+        duplicate_ratio: 0.005,
+        late_ratio: 0.01,
+        ..ScenarioConfig::default()
+    };
+    let mut problems = config.problems();
+    let lake_dir = match &args.lake {
+        Some(dir) => dir.clone(),
+        None => std::env::temp_dir().join(format!("patchtrail-demo-{}", std::process::id())),
+    };
+    if lake_dir.join("_commits").exists() {
+        problems.push(format!(
+            "--lake {} already holds a lake; the embedded broker starts empty every time, so give a new directory",
+            lake_dir.display()
+        ));
+    }
+    if args.listen.parse::<std::net::SocketAddr>().is_err() {
+        problems.push(format!("--listen must be an IP address and port, got {:?}", args.listen));
+    }
     if !problems.is_empty() {
-        for problem in problems {
-            eprintln!("error: {problem}");
-        }
-        return Ok(ExitCode::from(2));
+        return Ok(crate::usage_error(&problems));
     }
-    println!("patchtrail demo (preview): {} assets over {} days, seed {}", fleet.assets, fleet.days, fleet.seed);
+    let lake = lake_dir.to_string_lossy().into_owned();
     let started = Instant::now();
-    let mut simulator = Simulator::new(config, true);
-    let (mut valid, mut invalid) = (0u64, 0u64);
-    while let Some(line) = simulator.next_line() {
-        match schemas::decode(&line.payload) {
-            Ok(_) => valid += 1,
-            Err(_) => invalid += 1,
+    println!("patchtrail demo: {} assets over {} days (seed {})", fleet.assets, fleet.days, fleet.seed);
+    println!("  lake: {lake}");
+
+    // The broker and its topics.
+    let broker = EmbeddedBroker::start().context("cannot start the embedded broker")?;
+    let brokers = broker.bootstrap_servers();
+    let topics = TopicNames::default();
+    let partitions = partitions_for(fleet.assets, fleet.days);
+    let mut specs: Vec<TopicSpec<'_>> = InputTopic::ALL
+        .iter()
+        .map(|&topic| TopicSpec {
+            name: topics.input(topic),
+            partitions: if topic == InputTopic::Intel { 1 } else { partitions },
+            compacted: topic == InputTopic::Intel,
+        })
+        .collect();
+    for name in [&topics.alerts, &topics.reevaluations, &topics.dlq, &topics.priorities] {
+        specs.push(TopicSpec { name, partitions, compacted: name == &topics.priorities });
+    }
+    broker.create_topics(&specs).context("cannot create the topics")?;
+    println!("  embedded Kafka broker on {brokers} ({} topics, {partitions} partitions each)", specs.len());
+
+    // 1. The simulated stream into the broker.
+    let bar = progress_bar("producing", 1_000);
+    let mut simulator = Simulator::new(config, false);
+    let mut producing = KafkaSettings::new(brokers.as_str());
+    for (key, value) in
+        [("compression.type", "lz4"), ("linger.ms", "200"), ("batch.num.messages", "100000"), ("batch.size", "8000000")]
+    {
+        producing.properties.insert(key.to_owned(), value.to_owned());
+    }
+    let counts = kafka::produce_simulation(&producing, &topics, &mut simulator, |c, done| {
+        bar.set_position((done * 1_000.0) as u64);
+        bar.set_message(format!("{} messages", c.total));
+    })
+    .context("cannot produce the simulated fleet")?;
+    bar.finish_and_clear();
+    for topic in InputTopic::ALL.iter().copied() {
+        let count = if topic == InputTopic::Intel { 1 } else { partitions };
+        let starts = kafka::start_offsets(&producing, topics.input(topic), count, Duration::from_secs(10))?;
+        if let Some((partition, start)) = starts.iter().find(|(_, start)| **start > 0) {
+            anyhow::bail!(
+                "the embedded broker dropped the first {start} messages of {}/{partition}: it keeps 5 MiB per \
+                 partition, and this fleet is too large for it; use fewer --assets or --days, or a real Kafka \
+                 cluster (`simulate --brokers`, `run`, `serve`)",
+                topics.input(topic)
+            );
         }
     }
-    let elapsed = started.elapsed().as_secs_f64();
     println!(
-        "  generated and validated {valid} events ({invalid} invalid) in {elapsed:.1} s, {:.0} events/s",
-        (valid + invalid) as f64 / elapsed.max(1e-9)
+        "  produced {} messages ({} late, {} duplicates, {} malformed) in {:.1} s",
+        counts.total,
+        counts.late,
+        counts.duplicates,
+        counts.invalid,
+        started.elapsed().as_secs_f64()
     );
-    let Some(truth) = simulator.truth() else { anyhow::bail!("the simulator kept no expected results") };
-    println!();
-    println!("Expected results of this scenario, from the simulator's own generation.");
-    println!("(`patchtrail replay` computes the same figures with the processor into a Parquet lake; the");
-    println!(" embedded broker and query server that will run it all here are the next milestones.)");
-    print_summary(&truth);
-    println!();
-    println!("Try: patchtrail simulate --assets 2000 --days 30 --seed 7 --out /tmp/e.jsonl --truth /tmp/t.json");
-    println!("     patchtrail replay --input /tmp/e.jsonl --lake /tmp/lake");
-    println!("     patchtrail sql --lake /tmp/lake \"SELECT * FROM priorities ORDER BY rank LIMIT 10\"");
-    Ok(ExitCode::SUCCESS)
-}
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
+    // 2. The pipeline, until it has committed everything produced.
+    let pipeline_started = Instant::now();
+    let run_args = RunArgs {
+        kafka: KafkaArgs { brokers: brokers.clone(), properties: Vec::new() },
+        lake: lake.clone(),
+        group: "patchtrail-demo".to_owned(),
+        stop_at_end: true,
+        metrics_listen: "127.0.0.1:0".to_owned(),
+        commit_interval_ms: 5_000,
+        epoch_messages: 500_000,
+        max_message_bytes: 1 << 20,
+        fetch_buffer_kbytes: 8_192,
+        shutdown_timeout_secs: 30,
+        workers: 0,
+    };
+    let pipeline = std::thread::Builder::new()
+        .name("pipeline".to_owned())
+        .spawn(move || crate::run::run(run_args))
+        .context("cannot start the pipeline")?;
+    let bar = progress_bar("processing", counts.total);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let opened = Lake::open(&lake)?;
+    while !pipeline.is_finished() {
+        if let Ok(done) = runtime.block_on(committed_messages(&opened)) {
+            bar.set_position(done.min(counts.total));
+        }
+        std::thread::sleep(Duration::from_millis(500));
     }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
-
-fn print_summary(truth: &Truth) {
-    let mut ttp_days: Vec<f64> =
-        truth.patch_outcomes.iter().filter_map(|row| row.time_to_patch_s).map(|s| s / 86_400.0).collect();
-    ttp_days.sort_by(f64::total_cmp);
+    bar.finish_and_clear();
+    let outcome = pipeline.join().map_err(|_| anyhow::anyhow!("the pipeline thread panicked"))??;
+    if outcome != ExitCode::SUCCESS {
+        anyhow::bail!("the pipeline stopped before it caught up");
+    }
+    if crate::signals::install()?.count() > 0 {
+        return Ok(ExitCode::from(130));
+    }
+    let elapsed = pipeline_started.elapsed().as_secs_f64();
     println!(
-        "  time to patch    median {:.1} d, p90 {:.1} d over {} patched (asset, patch) pairs",
-        percentile(&ttp_days, 0.5),
-        percentile(&ttp_days, 0.9),
-        ttp_days.len()
+        "  pipeline caught up: {} messages committed to the lake in {elapsed:.1} s ({:.0} messages/s)",
+        counts.total,
+        counts.total as f64 / elapsed.max(1e-9)
     );
-    let mut outcomes: BTreeMap<&str, usize> = BTreeMap::new();
-    for row in &truth.patch_outcomes {
-        *outcomes.entry(row.outcome).or_default() += 1;
-    }
-    println!("  patch outcomes   {}", join(&outcomes));
-    println!("  SLA compliance   (exposures remediated or still open within their deadline, suppressed excluded)");
-    for severity in ["critical", "high", "medium", "low"] {
-        let rows: Vec<_> =
-            truth.exposures.iter().filter(|r| r.severity == Some(severity) && r.status != "suppressed").collect();
-        let breached = rows.iter().filter(|r| r.breached).count();
-        let open = rows.iter().filter(|r| r.status == "open").count();
-        let compliance = 100.0 * (rows.len() - breached) as f64 / rows.len().max(1) as f64;
-        println!(
-            "    {severity:<9} {compliance:>6.1} %  of {:>6} exposures; {open:>5} open, {breached:>4} breached",
-            rows.len()
+
+    // 3. The query server, publishing the queue back to the broker.
+    let serve_args = ServeArgs {
+        lake: lake.clone(),
+        listen: args.listen.clone(),
+        token: None,
+        query_timeout_secs: 30,
+        memory_limit_mib: 1_024,
+        max_rows: 10_000,
+        refresh_ms: 1_000,
+        brokers: Some(brokers.clone()),
+        kafka_properties: Vec::new(),
+        priorities_interval_secs: 60,
+    };
+    let server = std::thread::Builder::new()
+        .name("serve".to_owned())
+        .spawn(move || crate::serve::run(serve_args))
+        .context("cannot start the query server")?;
+    let waiting = Instant::now();
+    while std::net::TcpStream::connect(&args.listen).is_err() {
+        if server.is_finished() {
+            let outcome = server.join().map_err(|_| anyhow::anyhow!("the query server panicked"))?;
+            return match outcome {
+                Err(error) => Err(error.context(format!(
+                    "the query server could not start (is {} in use? pass --listen 127.0.0.1:PORT)",
+                    args.listen
+                ))),
+                Ok(code) => Ok(code),
+            };
+        }
+        anyhow::ensure!(
+            waiting.elapsed() < Duration::from_secs(30),
+            "the query server did not listen on {}",
+            args.listen
         );
+        std::thread::sleep(Duration::from_millis(50));
     }
-    let mut gates: BTreeMap<&str, usize> = BTreeMap::new();
-    for row in &truth.canary_rollups {
-        *gates.entry(row.gate).or_default() += 1;
+
+    // 4. The summary, from the lake.
+    let session = runtime.block_on(LakeSession::open(&opened))?;
+    runtime.block_on(print_summary(&session))?;
+    print_next_steps(&args.listen, &lake_dir);
+    println!("\nfirst summary after {:.1} s", started.elapsed().as_secs_f64());
+    if args.once {
+        // The server thread's Kafka producer outlives this function: keep
+        // the broker up until the process exits, so it does not warn.
+        std::mem::forget(broker);
+        return Ok(ExitCode::SUCCESS);
     }
-    println!("  canary gates     {}", join(&gates));
-    for row in truth.canary_rollups.iter().filter(|r| r.gate != "promote").take(5) {
-        println!(
-            "    {:<8} {:<22} {:<8} {} of {} stages failed ({:.0} %)",
-            row.rollout_id,
-            row.patch_id,
-            row.gate,
-            row.failed,
-            row.stages,
-            100.0 * row.failure_rate
-        );
-    }
-    let mut pairs: BTreeMap<(&str, &str), (u64, u64)> = BTreeMap::new();
-    for row in &truth.segment_drift {
-        let cell = pairs.entry((&row.src_segment, &row.dst_segment)).or_default();
-        cell.0 += row.connections;
-        cell.1 += row.drift_connections;
-    }
-    let mut worst: Vec<_> = pairs.into_iter().filter(|(_, (_, drift))| *drift > 0).collect();
-    worst.sort_by(|a, b| (b.1.1 * a.1.0).cmp(&(a.1.1 * b.1.0)));
-    println!("  segmentation     worst drift (connections not enforced as intended):");
-    for ((src, dst), (connections, drift)) in worst.into_iter().take(5) {
-        println!(
-            "    {src:>12} → {dst:<14} {:>5.1} % of {connections} connections",
-            100.0 * drift as f64 / connections as f64
-        );
-    }
+    println!("serving on http://{} until Ctrl-C", args.listen);
+    let outcome = server.join().map_err(|_| anyhow::anyhow!("the query server panicked"))??;
+    drop(broker);
+    Ok(outcome)
 }
 
-fn join(counts: &BTreeMap<&str, usize>) -> String {
-    counts.iter().map(|(name, n)| format!("{name} {n}")).collect::<Vec<_>>().join(" · ")
+fn progress_bar(label: &str, length: u64) -> ProgressBar {
+    // indicatif draws only on a terminal; piped output stays clean.
+    let bar = ProgressBar::new(length);
+    let style =
+        ProgressStyle::with_template(&format!("  {label:<11} [{{bar:32}}] {{percent:>3}} % {{msg}} ({{elapsed}})"))
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ");
+    bar.set_style(style);
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+/// Messages the lake has committed: the sum of every task's latest source positions.
+async fn committed_messages(lake: &Lake) -> anyhow::Result<u64> {
+    let mut latest: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for record in lake.commit_records().await? {
+        let done: u64 = record.positions.values().sum();
+        let entry = latest.entry(record.task.to_string()).or_default();
+        if record.epoch >= entry.0 {
+            *entry = (record.epoch, done);
+        }
+    }
+    Ok(latest.values().map(|(_, done)| done).sum())
+}
+
+type Row = serde_json::Map<String, Value>;
+
+async fn rows(session: &LakeSession, sql: &str) -> anyhow::Result<Vec<Row>> {
+    let (_, batches) = session.query(sql).await.with_context(|| format!("summary query failed: {sql}"))?;
+    let mut bytes = Vec::new();
+    let mut writer = arrow::json::ArrayWriter::new(&mut bytes);
+    for batch in &batches {
+        writer.write(batch)?;
+    }
+    writer.finish()?;
+    Ok(if bytes.is_empty() { Vec::new() } else { serde_json::from_slice(&bytes)? })
+}
+
+fn f(row: &Row, column: &str) -> f64 {
+    row.get(column).and_then(Value::as_f64).unwrap_or(f64::NAN)
+}
+
+fn s<'a>(row: &'a Row, column: &str) -> &'a str {
+    row.get(column).and_then(Value::as_str).unwrap_or("-")
+}
+
+/// The patch severity (the highest among the CVEs a patch fixes), as in `ttp_matrix`.
+const TTP_BY_SEVERITY: &str = "
+WITH fixes AS (SELECT patch_id, unnest(fixes_cves) AS cve_id FROM patches),
+levels AS (
+    SELECT f.patch_id, max(CASE c.severity WHEN 'critical' THEN 4 WHEN 'high' THEN 3 WHEN 'medium' THEN 2 ELSE 1 END) AS level
+    FROM fixes f JOIN cves c ON c.cve_id = f.cve_id GROUP BY f.patch_id
+)
+SELECT CASE l.level WHEN 4 THEN 'critical' WHEN 3 THEN 'high' WHEN 2 THEN 'medium' ELSE 'low' END AS severity,
+       count(*) AS patched,
+       median(o.time_to_patch_s) / 86400.0 AS median_d,
+       approx_percentile_cont(o.time_to_patch_s, 0.9) / 86400.0 AS p90_d
+FROM patch_outcomes o JOIN levels l ON l.patch_id = o.patch_id
+WHERE o.time_to_patch_s IS NOT NULL
+GROUP BY l.level ORDER BY l.level DESC";
+
+async fn print_summary(session: &LakeSession) -> anyhow::Result<()> {
+    let as_of = session.as_of().map(|t| t.to_string()).unwrap_or_else(|| "-".to_owned());
+    println!("\nWhat the lake says, as of {as_of} (event time)");
+
+    println!("\n  Time to patch (release → verified install), per CVE severity of the patch");
+    for row in rows(session, TTP_BY_SEVERITY).await? {
+        println!(
+            "    {:<9} median {:>5.1} d   p90 {:>5.1} d   over {:>6} patched asset × patch",
+            s(&row, "severity"),
+            f(&row, "median_d"),
+            f(&row, "p90_d"),
+            f(&row, "patched")
+        );
+    }
+
+    println!("\n  SLA compliance (exposures remediated in time or still within their deadline)");
+    let sla = "SELECT severity, sum(exposures) AS exposures, sum(open) AS open, sum(breached) AS breached,
+               1.0 - CAST(sum(breached) AS DOUBLE) / sum(exposures) AS compliance
+               FROM sla_compliance GROUP BY severity
+               ORDER BY CASE severity WHEN 'critical' THEN 1 WHEN 'high' THEN 2 WHEN 'medium' THEN 3 ELSE 4 END";
+    for row in rows(session, sla).await? {
+        println!(
+            "    {:<9} {:>6.1} %   of {:>6} exposures; {:>5} open, {:>5} breached",
+            s(&row, "severity"),
+            100.0 * f(&row, "compliance"),
+            f(&row, "exposures"),
+            f(&row, "open"),
+            f(&row, "breached")
+        );
+    }
+    let kev = rows(session, "SELECT count(*) AS n, count(DISTINCT asset_id) AS assets FROM exposures WHERE status = 'open' AND kev AND breached").await?;
+    if let Some(row) = kev.first() {
+        println!("    open KEV exposures past due: {} on {} assets", f(row, "n"), f(row, "assets"));
+    }
+
+    println!("\n  Canary gates");
+    let gates = "SELECT gate, count(*) AS rollouts, avg(failure_rate) AS mean_failure_rate, max(failure_rate) AS worst
+                 FROM canary_rollups GROUP BY gate ORDER BY gate";
+    for row in rows(session, gates).await? {
+        println!(
+            "    {:<9} {:>4} rollouts, stage failure rate mean {:>5.1} %, worst {:>5.1} %",
+            s(&row, "gate"),
+            f(&row, "rollouts"),
+            100.0 * f(&row, "mean_failure_rate"),
+            100.0 * f(&row, "worst")
+        );
+    }
+
+    println!("\n  Micro-segmentation: worst segment pairs by drift (allowed against intent, or the reverse)");
+    let drift = "SELECT src_segment, dst_segment, drift_connections, connections, drift_ratio
+                 FROM drift_summary WHERE drift_connections > 0 ORDER BY drift_ratio DESC, connections DESC LIMIT 5";
+    for row in rows(session, drift).await? {
+        println!(
+            "    {:>14} → {:<14} {:>5.1} %  ({} of {} connections)",
+            s(&row, "src_segment"),
+            s(&row, "dst_segment"),
+            100.0 * f(&row, "drift_ratio"),
+            f(&row, "drift_connections"),
+            f(&row, "connections")
+        );
+    }
+
+    println!("\n  Priority queue, top 10 (what to patch next)");
+    let queue = "SELECT rank, asset_id, cve_id, patch_id, score, severity, kev, due_at, blocked_by_canary
+                 FROM priorities ORDER BY rank LIMIT 10";
+    for row in rows(session, queue).await? {
+        println!(
+            "    {:>2}. {:<12} {:<16} {:<9} {:<18} score {:>6.2}  due {}{}{}",
+            f(&row, "rank"),
+            s(&row, "asset_id"),
+            s(&row, "cve_id"),
+            s(&row, "severity"),
+            s(&row, "patch_id"),
+            f(&row, "score"),
+            s(&row, "due_at"),
+            if row.get("kev") == Some(&Value::Bool(true)) { "  KEV" } else { "" },
+            if row.get("blocked_by_canary") == Some(&Value::Bool(true)) { "  blocked by canary" } else { "" },
+        );
+    }
+
+    println!("\n  Alerts (OCSF 1.8.0 on patchtrail.alerts)");
+    for row in rows(session, "SELECT rule, count(*) AS n FROM alerts GROUP BY rule ORDER BY n DESC").await? {
+        println!("    {:<24} {:>6}", s(&row, "rule"), f(&row, "n"));
+    }
+    let dead = rows(session, "SELECT count(*) AS n FROM dead_letters").await?;
+    if let Some(row) = dead.first() {
+        println!("    dead letters (patchtrail.dlq): {}", f(row, "n"));
+    }
+    Ok(())
+}
+
+fn print_next_steps(listen: &str, lake: &Path) {
+    let lake = shell_quote(lake);
+    println!("\nTry it");
+    println!("  http://{listen}/v1/priorities?limit=10   http://{listen}/metrics   http://{listen}/readyz");
+    println!(
+        "  curl -s http://{listen}/v1/sql -d '{{\"sql\": \"SELECT * FROM ttp_matrix ORDER BY severity, criticality\"}}'"
+    );
+    println!("  curl -s 'http://{listen}/v1/priorities?limit=5'");
+    println!("  patchtrail sql --lake {lake} \"SELECT * FROM sla_compliance ORDER BY severity, environment\"");
+}
+
+fn shell_quote(path: &Path) -> String {
+    let text = path.to_string_lossy();
+    if text.chars().all(|c| c.is_ascii_alphanumeric() || "/._-".contains(c)) {
+        text.into_owned()
+    } else {
+        format!("'{}'", text.replace('\'', "'\\''"))
+    }
 }

@@ -28,8 +28,20 @@ impl Signals {
     }
 }
 
-/// Starts listening for SIGTERM and Ctrl-C.
+/// Starts listening for SIGTERM and Ctrl-C, once per process: every caller
+/// (`demo` runs the pipeline, then the server) shares the same count.
 pub fn install() -> anyhow::Result<Signals> {
+    static INSTALLED: std::sync::Mutex<Option<Signals>> = std::sync::Mutex::new(None);
+    let mut installed = INSTALLED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(signals) = &*installed {
+        return Ok(signals.clone());
+    }
+    let signals = listen()?;
+    *installed = Some(signals.clone());
+    Ok(signals)
+}
+
+fn listen() -> anyhow::Result<Signals> {
     let signals = Signals { count: Arc::new(AtomicU32::new(0)) };
     let count = Arc::clone(&signals.count);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;

@@ -24,7 +24,11 @@ pub fn run(args: SqlArgs) -> anyhow::Result<ExitCode> {
         let result = session.query(&args.sql).await;
         if args.timing {
             let ms = |d: Duration| d.as_secs_f64() * 1e3;
-            eprintln!("timing: lake opened in {:.1} ms, query ran in {:.1} ms", ms(opened), ms(started.elapsed() - opened));
+            eprintln!(
+                "timing: lake opened in {:.1} ms, query ran in {:.1} ms",
+                ms(opened),
+                ms(started.elapsed() - opened)
+            );
         }
         result
     });

@@ -44,11 +44,8 @@ impl sqllogictest::AsyncDB for Db {
         let options = FormatOptions::new().with_null("NULL");
         let mut rows = Vec::new();
         for batch in &batches {
-            let columns: Vec<Vec<String>> = batch
-                .columns()
-                .iter()
-                .map(|column| cells(column.as_ref(), &options))
-                .collect::<Result<_, _>>()?;
+            let columns: Vec<Vec<String>> =
+                batch.columns().iter().map(|column| cells(column.as_ref(), &options)).collect::<Result<_, _>>()?;
             for row in 0..batch.num_rows() {
                 rows.push(columns.iter().map(|column| column[row].clone()).collect());
             }

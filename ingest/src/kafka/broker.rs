@@ -1,6 +1,8 @@
 //! The embedded broker: librdkafka's mock cluster, a Kafka-protocol broker in
 //! this process, for `demo` and fast tests. It keeps everything in memory and
-//! goes away with the process.
+//! goes away with the process. Its retention is fixed: each partition keeps at
+//! most 5 MiB of (compressed) record batches, or 100,000 of them, and drops
+//! the oldest beyond that; [`super::start_offsets`] tells when it has.
 
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;

@@ -210,6 +210,28 @@ pub fn end_offsets<C: ConsumerContext>(
         .collect()
 }
 
+/// The low watermark (the oldest offset the broker still holds) of each of
+/// `partitions` of `topic`: above 0 when retention dropped messages.
+pub fn start_offsets(
+    settings: &KafkaSettings,
+    topic: &str,
+    partitions: i32,
+    timeout: Duration,
+) -> Result<BTreeMap<i32, i64>> {
+    let consumer: BaseConsumer = settings
+        .client_config(&[("group.id", "patchtrail-watermarks"), ("enable.auto.commit", "false")])
+        .create()
+        .map_err(|e| Error::client("create a consumer", e))?;
+    (0..partitions)
+        .map(|partition| {
+            let (low, _) = consumer
+                .fetch_watermarks(topic, partition, timeout)
+                .map_err(|e| Error::client("fetch watermarks", e))?;
+            Ok((partition, low))
+        })
+        .collect()
+}
+
 /// The task source name of a Kafka partition, as recorded in commit records.
 pub fn source_name(topic: &str, partition: i32) -> String {
     format!("kafka:{topic}/{partition}")

@@ -15,6 +15,7 @@ mod producer;
 pub use broker::EmbeddedBroker;
 pub use consumer::{
     GroupConsumer, GroupContext, IntelReader, PartitionOwner, StartAt, end_offsets, group_consumer, source_name,
+    start_offsets,
 };
 pub use error::{Error, Result};
 pub use message::{Rejection, check_message};
