@@ -16,6 +16,12 @@ pub struct Cli {
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
+    /// A TOML configuration file (see patchtrail.example.toml). Layers, lowest
+    /// first: defaults, this file, PATCHTRAIL__SECTION__KEY environment
+    /// variables, flags.
+    #[arg(long, global = true, value_name = "FILE", env = "PATCHTRAIL_CONFIG")]
+    pub config: Option<PathBuf>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -56,6 +62,23 @@ pub enum Command {
     /// latest revision of each row (`<table>_history` has all of them);
     /// `priorities` is the risk-ranked patch queue.
     Sql(SqlArgs),
+    /// Check a configuration file, or show the effective configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Check FILE (with the PATCHTRAIL__… environment on top): every unknown
+    /// key with its line, every wrong type or value out of range; exit 2 if any.
+    Check {
+        /// The TOML file.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Print the effective configuration (defaults, `--config` file,
+    /// environment) as TOML, secrets masked.
+    Show,
 }
 
 /// The size and seed of a simulated fleet.
@@ -139,9 +162,9 @@ pub struct ReplayArgs {
     /// The events, one CloudEvent per line (invalid lines become dead letters).
     #[arg(long, value_name = "FILE.jsonl")]
     pub input: PathBuf,
-    /// The lake: a directory (created if missing).
+    /// The lake: a directory (created if missing) [config: lake.location].
     #[arg(long, value_name = "DIR")]
-    pub lake: String,
+    pub lake: Option<String>,
     /// Partitions per keyed topic: events are grouped into the tasks `run`
     /// would give them with topics of this many partitions.
     #[arg(long, default_value_t = 1)]
@@ -155,11 +178,12 @@ pub struct ReplayArgs {
 /// Kafka connection flags shared by the commands that talk to a cluster.
 #[derive(Debug, Args)]
 pub struct KafkaArgs {
-    /// Bootstrap servers, `host:port[,host:port...]`.
+    /// Bootstrap servers, `host:port[,host:port...]` [config: kafka.brokers,
+    /// default localhost:9092].
     #[arg(long, value_name = "LIST")]
-    pub brokers: String,
+    pub brokers: Option<String>,
     /// Extra librdkafka client property (SASL, TLS, timeouts), repeatable:
-    /// `-X security.protocol=SASL_SSL`.
+    /// `-X security.protocol=SASL_SSL` [config: kafka.properties].
     #[arg(short = 'X', long = "kafka-property", value_name = "KEY=VALUE")]
     pub properties: Vec<String>,
 }
@@ -168,82 +192,95 @@ pub struct KafkaArgs {
 pub struct RunArgs {
     #[command(flatten)]
     pub kafka: KafkaArgs,
-    /// The lake: a local directory (or `file://` URL).
+    /// The lake: a local directory (or `file://` URL) [config: lake.location].
     #[arg(long, value_name = "URL")]
-    pub lake: String,
-    /// Consumer group; every instance of one deployment uses the same.
-    #[arg(long, value_name = "ID", default_value = "patchtrail")]
-    pub group: String,
+    pub lake: Option<String>,
+    /// Consumer group; every instance of one deployment uses the same
+    /// [config: kafka.group, default patchtrail].
+    #[arg(long, value_name = "ID")]
+    pub group: Option<String>,
     /// Exit 0 once everything that was in the input topics at start is
     /// committed to the lake (batch and backfill mode).
     #[arg(long)]
     pub stop_at_end: bool,
-    /// Where to serve Prometheus metrics (`/metrics`) and `/healthz`, `/readyz`.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9464")]
-    pub metrics_listen: String,
-    /// Commit an epoch at least this often.
-    #[arg(long, value_name = "MS", default_value_t = 5_000)]
-    pub commit_interval_ms: u64,
-    /// Commit an epoch after this many messages, whatever the interval.
-    #[arg(long, value_name = "N", default_value_t = 500_000)]
-    pub epoch_messages: u64,
-    /// Messages larger than this are dead letters.
-    #[arg(long, value_name = "BYTES", default_value_t = 1 << 20)]
-    pub max_message_bytes: usize,
+    /// Where to serve Prometheus metrics (`/metrics`) and `/healthz`, `/readyz`
+    /// [config: pipeline.metrics_listen, default 127.0.0.1:9464].
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
+    /// Commit an epoch at least this often [config: pipeline.commit_interval_ms, default 5000].
+    #[arg(long, value_name = "MS")]
+    pub commit_interval_ms: Option<u64>,
+    /// Commit an epoch after this many messages, whatever the interval
+    /// [config: pipeline.epoch_messages, default 500000].
+    #[arg(long, value_name = "N")]
+    pub epoch_messages: Option<u64>,
+    /// Messages larger than this are dead letters [config:
+    /// pipeline.max_message_bytes, default 1048576].
+    #[arg(long, value_name = "BYTES")]
+    pub max_message_bytes: Option<usize>,
     /// Pre-fetched messages librdkafka may hold per partition, in KiB: this
-    /// bounds memory however large the lag.
-    #[arg(long, value_name = "KIB", default_value_t = 8_192)]
-    pub fetch_buffer_kbytes: u32,
+    /// bounds memory however large the lag [config: pipeline.fetch_buffer_kbytes, default 8192].
+    #[arg(long, value_name = "KIB")]
+    pub fetch_buffer_kbytes: Option<u32>,
     /// On SIGTERM or Ctrl-C, how long to wait for the last commit before
-    /// giving up (a second signal exits at once; the commit log keeps that safe).
-    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
-    pub shutdown_timeout_secs: u64,
+    /// giving up (a second signal exits at once; the commit log keeps that
+    /// safe) [config: pipeline.shutdown_timeout_secs, default 30].
+    #[arg(long, value_name = "SECONDS")]
+    pub shutdown_timeout_secs: Option<u64>,
     /// Threads that apply a batch of messages, tasks of different partitions
-    /// in parallel (0: one per core but one, which the lake writer takes).
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    pub workers: usize,
+    /// in parallel (0: one per core but one, which the lake writer takes)
+    /// [config: pipeline.workers, default 0].
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
 }
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// The lake directory.
+    /// The lake directory [config: lake.location].
     #[arg(long, value_name = "DIR")]
-    pub lake: String,
-    /// Where to listen.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
-    pub listen: String,
-    /// A bearer token every route but /healthz requires (none: no auth).
-    #[arg(long, env = "PATCHTRAIL__AUTH__TOKEN", hide_env_values = true)]
+    pub lake: Option<String>,
+    /// Where to listen [config: server.listen, default 127.0.0.1:8080].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// A bearer token every route but /healthz requires [config: auth.token,
+    /// or PATCHTRAIL__AUTH__TOKEN; none: no auth].
+    #[arg(long)]
     pub token: Option<String>,
-    /// A query running longer is stopped and answered 400.
-    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
-    pub query_timeout_secs: u64,
-    /// DataFusion's memory pool: a query needing more fails with a clear error.
-    #[arg(long, value_name = "MIB", default_value_t = 1024)]
-    pub memory_limit_mib: usize,
-    /// Rows a JSON or CSV answer holds at most (`truncated` says when there were more).
-    #[arg(long, value_name = "N", default_value_t = 10_000)]
-    pub max_rows: usize,
-    /// How often the commit log is checked for new epochs.
-    #[arg(long, value_name = "MS", default_value_t = 1_000)]
-    pub refresh_ms: u64,
+    /// A query running longer is stopped and answered 400 [config:
+    /// server.query_timeout_secs, default 30].
+    #[arg(long, value_name = "SECONDS")]
+    pub query_timeout_secs: Option<u64>,
+    /// DataFusion's memory pool: a query needing more fails with a clear
+    /// error [config: server.memory_limit_mib, default 1024].
+    #[arg(long, value_name = "MIB")]
+    pub memory_limit_mib: Option<usize>,
+    /// Rows a JSON or CSV answer holds at most (`truncated` says when there
+    /// were more) [config: server.max_rows, default 10000].
+    #[arg(long, value_name = "N")]
+    pub max_rows: Option<usize>,
+    /// How often the commit log is checked for new epochs [config:
+    /// server.refresh_ms, default 1000].
+    #[arg(long, value_name = "MS")]
+    pub refresh_ms: Option<u64>,
     /// Kafka bootstrap servers: publish the priority queue to the priorities
-    /// topic (compacted, key `asset_id/cve_id`, a tombstone when a row leaves).
+    /// topic (compacted, key `asset_id/cve_id`, a tombstone when a row leaves)
+    /// [config: kafka.brokers with server.publish_priorities = true].
     #[arg(long, value_name = "LIST")]
     pub brokers: Option<String>,
     /// Extra librdkafka client property for `--brokers`, repeatable.
     #[arg(short = 'X', long = "kafka-property", value_name = "KEY=VALUE")]
     pub kafka_properties: Vec<String>,
-    /// How often the priority queue is published.
-    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
-    pub priorities_interval_secs: u64,
+    /// How often the priority queue is published [config:
+    /// server.priorities_interval_secs, default 60].
+    #[arg(long, value_name = "SECONDS")]
+    pub priorities_interval_secs: Option<u64>,
 }
 
 #[derive(Debug, Args)]
 pub struct SqlArgs {
-    /// The lake directory.
+    /// The lake directory [config: lake.location].
     #[arg(long, value_name = "DIR")]
-    pub lake: String,
+    pub lake: Option<String>,
     /// How to print the result.
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
     pub format: OutputFormat,

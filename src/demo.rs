@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
-use ingest::kafka::{self, EmbeddedBroker, KafkaSettings, TopicNames, TopicSpec};
+use ingest::kafka::{self, EmbeddedBroker, KafkaSettings, TopicSpec};
 use ingest::simulate::{ScenarioConfig, Simulator};
 use processor::lake::Lake;
 use queries::LakeSession;
@@ -21,6 +21,7 @@ use schemas::InputTopic;
 use serde_json::Value;
 
 use crate::cli::{DemoArgs, KafkaArgs, RunArgs, ServeArgs};
+use crate::config::Config;
 
 /// Partitions for each keyed input topic, so that the fleet's stream fits the
 /// embedded broker's retention (5 MiB of record batches per partition, the
@@ -33,7 +34,7 @@ fn partitions_for(assets: u32, days: u32) -> i32 {
     (estimate / 8_000_000 + 1).clamp(3, 64) as i32
 }
 
-pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
+pub fn run(args: DemoArgs, app: Config) -> anyhow::Result<ExitCode> {
     let fleet = &args.fleet;
     let config = ScenarioConfig {
         assets: fleet.assets,
@@ -70,7 +71,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     // The broker and its topics.
     let broker = EmbeddedBroker::start().context("cannot start the embedded broker")?;
     let brokers = broker.bootstrap_servers();
-    let topics = TopicNames::default();
+    let topics = app.topic_names();
     let partitions = partitions_for(fleet.assets, fleet.days);
     let mut specs: Vec<TopicSpec<'_>> = InputTopic::ALL
         .iter()
@@ -125,21 +126,22 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     // 2. The pipeline, until it has committed everything produced.
     let pipeline_started = Instant::now();
     let run_args = RunArgs {
-        kafka: KafkaArgs { brokers: brokers.clone(), properties: Vec::new() },
-        lake: lake.clone(),
-        group: "patchtrail-demo".to_owned(),
+        kafka: KafkaArgs { brokers: Some(brokers.clone()), properties: Vec::new() },
+        lake: Some(lake.clone()),
+        group: Some("patchtrail-demo".to_owned()),
         stop_at_end: true,
-        metrics_listen: "127.0.0.1:0".to_owned(),
-        commit_interval_ms: 5_000,
-        epoch_messages: 500_000,
-        max_message_bytes: 1 << 20,
-        fetch_buffer_kbytes: 8_192,
-        shutdown_timeout_secs: 30,
-        workers: 0,
+        metrics_listen: Some("127.0.0.1:0".to_owned()),
+        commit_interval_ms: None,
+        epoch_messages: None,
+        max_message_bytes: None,
+        fetch_buffer_kbytes: None,
+        shutdown_timeout_secs: None,
+        workers: None,
     };
+    let run_config = app.clone();
     let pipeline = std::thread::Builder::new()
         .name("pipeline".to_owned())
-        .spawn(move || crate::run::run(run_args))
+        .spawn(move || crate::run::run(run_args, run_config))
         .context("cannot start the pipeline")?;
     let bar = progress_bar("processing", counts.total);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -167,20 +169,21 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
 
     // 3. The query server, publishing the queue back to the broker.
     let serve_args = ServeArgs {
-        lake: lake.clone(),
-        listen: args.listen.clone(),
+        lake: Some(lake.clone()),
+        listen: Some(args.listen.clone()),
         token: None,
-        query_timeout_secs: 30,
-        memory_limit_mib: 1_024,
-        max_rows: 10_000,
-        refresh_ms: 1_000,
+        query_timeout_secs: None,
+        memory_limit_mib: None,
+        max_rows: None,
+        refresh_ms: None,
         brokers: Some(brokers.clone()),
         kafka_properties: Vec::new(),
-        priorities_interval_secs: 60,
+        priorities_interval_secs: None,
     };
+    let serve_config = app.clone();
     let server = std::thread::Builder::new()
         .name("serve".to_owned())
-        .spawn(move || crate::serve::run(serve_args))
+        .spawn(move || crate::serve::run(serve_args, serve_config))
         .context("cannot start the query server")?;
     let waiting = Instant::now();
     while std::net::TcpStream::connect(&args.listen).is_err() {
@@ -203,7 +206,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     }
 
     // 4. The summary, from the lake.
-    let session = runtime.block_on(LakeSession::open(&opened))?;
+    let session = runtime.block_on(LakeSession::open_with(&opened, None, &app.weights()))?;
     runtime.block_on(print_summary(&session))?;
     print_next_steps(&args.listen, &lake_dir);
     println!("\nfirst summary after {:.1} s", started.elapsed().as_secs_f64());

@@ -2,6 +2,7 @@
 //! wires the library crates together. No domain logic lives here.
 
 mod cli;
+mod config;
 mod demo;
 mod metrics;
 mod replay;
@@ -17,7 +18,8 @@ use std::process::ExitCode;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use crate::cli::{Cli, Command, LogFormat};
+use crate::cli::{Cli, Command, ConfigCommand, LogFormat};
+use crate::config::Config;
 
 // Events are decoded on one thread and freed on another; mimalloc handles
 // that (and the many small allocations of rows) far better than glibc.
@@ -30,14 +32,33 @@ fn main() -> ExitCode {
     // warnings and errors in between, unless RUST_LOG asks for more.
     let default_filter = if matches!(cli.command, Command::Demo(_)) { "warn" } else { "info" };
     init_logging(cli.log_format, default_filter);
+    let environment: Vec<(String, String)> = std::env::vars().collect();
+    if let Command::Config(ConfigCommand::Check { file }) = &cli.command {
+        return match Config::load(Some(file), environment) {
+            Ok(_) => {
+                println!("{}: ok", file.display());
+                ExitCode::SUCCESS
+            }
+            Err(problems) => usage_error(&problems),
+        };
+    }
+    let config = match Config::load(cli.config.as_deref(), environment) {
+        Ok(config) => config,
+        Err(problems) => return usage_error(&problems),
+    };
     let result = match cli.command {
-        Command::Simulate(args) => simulate::run(args),
+        Command::Simulate(args) => simulate::run(args, config),
         Command::Validate(args) => validate::run(args),
-        Command::Demo(args) => demo::run(args),
-        Command::Run(args) => run::run(args),
-        Command::Replay(args) => replay::run(args),
-        Command::Serve(args) => serve::run(args),
-        Command::Sql(args) => sql::run(args),
+        Command::Demo(args) => demo::run(args, config),
+        Command::Run(args) => run::run(args, config),
+        Command::Replay(args) => replay::run(args, config),
+        Command::Serve(args) => serve::run(args, config),
+        Command::Sql(args) => sql::run(args, config),
+        Command::Config(ConfigCommand::Show) => {
+            print!("{}", config.show());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config(ConfigCommand::Check { .. }) => unreachable!("handled above"),
     };
     match result {
         Ok(code) => code,

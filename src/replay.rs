@@ -6,7 +6,6 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use processor::config::ProcessorConfig;
 use processor::lake::Lake;
 use processor::pipeline::Pipeline;
 use processor::rows::DeadLetterRow;
@@ -14,9 +13,11 @@ use processor::task::Applied;
 use schemas::{InputTopic, Timestamp};
 
 use crate::cli::ReplayArgs;
+use crate::config::Config;
 
-pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
-    let mut problems = Vec::new();
+pub fn run(args: ReplayArgs, mut config: Config) -> anyhow::Result<ExitCode> {
+    crate::config::set(&mut config.lake.location, &args.lake);
+    let mut problems = config.problems();
     if args.partitions == 0 || args.partitions > 1024 {
         problems.push(format!("--partitions must be between 1 and 1024, got {}", args.partitions));
     }
@@ -35,11 +36,12 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     // The source id is the file's path: re-running on the same file resumes
     // where each task left off, a further file starts at its first line.
     let source = format!("file:{}", path.display());
-    let lake = Lake::open(&args.lake)?;
+    let lake_location = config.lake.location.clone();
+    let lake = Lake::open(&lake_location)?;
     let started = Instant::now();
-    let mut pipeline = Pipeline::open(lake, ProcessorConfig::default(), args.partitions)?;
+    let mut pipeline = Pipeline::open(lake, config.processor_config(), args.partitions)?;
     if pipeline.resumed() {
-        eprintln!("resuming from the state committed in {}", args.lake);
+        eprintln!("resuming from the state committed in {lake_location}");
     }
     let show_progress = std::io::stderr().is_terminal();
     let mut last_progress = Instant::now();
@@ -103,7 +105,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         "replayed {} lines of {} into {} in {elapsed:.2} s ({:.0} lines/s)",
         offset,
         path.display(),
-        args.lake,
+        lake_location,
         offset as f64 / elapsed.max(1e-9)
     );
     println!(

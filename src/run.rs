@@ -33,29 +33,41 @@ use rdkafka::message::BorrowedMessage;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use schemas::{InputTopic, Timestamp};
 
-use crate::cli::{KafkaArgs, RunArgs};
+use crate::cli::RunArgs;
+use crate::config::{self, Config};
 use crate::metrics::PipelineMetrics;
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(30);
 
-pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let settings = match kafka_settings(&args.kafka) {
-        Ok(settings) => settings,
-        Err(problems) => return Ok(crate::usage_error(&problems)),
-    };
-    let mut problems = Vec::new();
-    if args.commit_interval_ms < 100 {
-        problems.push(format!("--commit-interval-ms must be at least 100, got {}", args.commit_interval_ms));
-    }
-    if args.epoch_messages < 1_000 {
-        problems.push(format!("--epoch-messages must be at least 1000, got {}", args.epoch_messages));
-    }
-    if args.fetch_buffer_kbytes < 64 {
-        problems.push(format!("--fetch-buffer-kbytes must be at least 64, got {}", args.fetch_buffer_kbytes));
-    }
+pub fn run(args: RunArgs, mut config: Config) -> anyhow::Result<ExitCode> {
+    let mut problems = config.apply_kafka_flags(args.kafka.brokers.as_deref(), &args.kafka.properties);
+    config::set(&mut config.lake.location, &args.lake);
+    config::set(&mut config.kafka.group, &args.group);
+    config::set(&mut config.pipeline.metrics_listen, &args.metrics_listen);
+    config::set(&mut config.pipeline.commit_interval_ms, &args.commit_interval_ms);
+    config::set(&mut config.pipeline.epoch_messages, &args.epoch_messages);
+    config::set(&mut config.pipeline.max_message_bytes, &args.max_message_bytes);
+    config::set(&mut config.pipeline.fetch_buffer_kbytes, &args.fetch_buffer_kbytes);
+    config::set(&mut config.pipeline.shutdown_timeout_secs, &args.shutdown_timeout_secs);
+    config::set(&mut config.pipeline.workers, &args.workers);
+    problems.extend(config.problems());
     if !problems.is_empty() {
         return Ok(crate::usage_error(&problems));
     }
+    let settings = config.kafka_settings();
+    let p = &config.pipeline;
+    let args = RunSettings {
+        lake: config.lake.location.clone(),
+        group: config.kafka.group.clone(),
+        stop_at_end: args.stop_at_end,
+        commit_interval_ms: p.commit_interval_ms,
+        epoch_messages: p.epoch_messages,
+        max_message_bytes: p.max_message_bytes,
+        fetch_buffer_kbytes: p.fetch_buffer_kbytes,
+        shutdown_timeout_secs: p.shutdown_timeout_secs,
+        workers: p.workers,
+        processor: config.processor_config(),
+    };
     let signals = crate::signals::install()?;
     let metrics = PipelineMetrics::new();
     // Set by the Kafka clients when the brokers are unreachable; cleared by the polling loop.
@@ -64,29 +76,25 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         let (ready, down) = (metrics.ready_flag(), Arc::clone(&brokers_down));
         move || ready.load(Ordering::Relaxed) && !down.load(Ordering::Relaxed)
     };
-    crate::metrics::serve(&args.metrics_listen, metrics.registry(), ready)
-        .with_context(|| format!("cannot serve metrics on {}", args.metrics_listen))?;
-    let topics = TopicNames::default();
+    crate::metrics::serve(&p.metrics_listen, metrics.registry(), ready)
+        .with_context(|| format!("cannot serve metrics on {}", p.metrics_listen))?;
+    let topics = config.topic_names();
     let instance = Instance::start(&args, settings, topics, metrics, brokers_down)?;
     instance.run(&args, &signals)
 }
 
-/// Settings from `--brokers` and `-X key=value`, or every problem with them.
-pub fn kafka_settings(args: &KafkaArgs) -> Result<KafkaSettings, Vec<String>> {
-    let mut settings = KafkaSettings::new(args.brokers.trim());
-    let mut problems = Vec::new();
-    if settings.brokers.is_empty() {
-        problems.push("--brokers must name at least one host:port".to_owned());
-    }
-    for property in &args.properties {
-        match property.split_once('=') {
-            Some((key, value)) if !key.trim().is_empty() => {
-                settings.properties.insert(key.trim().to_owned(), value.to_owned());
-            }
-            _ => problems.push(format!("-X takes KEY=VALUE, got {property:?}")),
-        }
-    }
-    if problems.is_empty() { Ok(settings) } else { Err(problems) }
+/// The effective settings of one instance: flags over the configuration.
+struct RunSettings {
+    lake: String,
+    group: String,
+    stop_at_end: bool,
+    commit_interval_ms: u64,
+    epoch_messages: u64,
+    max_message_bytes: usize,
+    fetch_buffer_kbytes: u32,
+    shutdown_timeout_secs: u64,
+    workers: usize,
+    processor: ProcessorConfig,
 }
 
 /// What the group's rebalances act on: the pipeline and the publisher.
@@ -278,7 +286,7 @@ fn lock(owner: &Mutex<Owner>) -> MutexGuard<'_, Owner> {
 
 impl Instance {
     fn start(
-        args: &RunArgs,
+        args: &RunSettings,
         settings: KafkaSettings,
         topics: TopicNames,
         metrics: PipelineMetrics,
@@ -311,7 +319,7 @@ impl Instance {
             .collect();
         retry("create the output topics", || kafka::create_topics(&settings, &specs, METADATA_TIMEOUT))?;
         let lake = Lake::open(&args.lake)?;
-        let mut pipeline = Pipeline::open_owning_none(lake, ProcessorConfig::default(), max_partitions)?;
+        let mut pipeline = Pipeline::open_owning_none(lake, args.processor.clone(), max_partitions)?;
         // The catalog first: the last committed one, then the intel topic up to its end (DESIGN.md).
         pipeline.load(INTEL)?;
         let intel_positions = intel_positions(&pipeline, &topics.intel);
@@ -505,7 +513,7 @@ impl Instance {
         Ok(n)
     }
 
-    fn run(mut self, args: &RunArgs, signals: &crate::signals::Signals) -> anyhow::Result<ExitCode> {
+    fn run(mut self, args: &RunSettings, signals: &crate::signals::Signals) -> anyhow::Result<ExitCode> {
         let interval = Duration::from_millis(args.commit_interval_ms);
         let mut last_commit = Instant::now();
         let mut since_commit = 0u64;
@@ -767,7 +775,7 @@ impl Instance {
     }
 
     /// Stop consuming, commit, publish, store offsets, leave the group.
-    fn shutdown(self, args: &RunArgs, signals: &crate::signals::Signals) -> anyhow::Result<ExitCode> {
+    fn shutdown(self, args: &RunSettings, signals: &crate::signals::Signals) -> anyhow::Result<ExitCode> {
         let deadline = Duration::from_secs(args.shutdown_timeout_secs);
         signals.exit_after(deadline);
         let committed = {

@@ -27,54 +27,47 @@ use queries::{LakeSession, QueryError};
 use serde_json::{Value, json};
 
 use crate::cli::ServeArgs;
+use crate::config::{self, Config};
 
-pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+pub fn run(args: ServeArgs, mut config: Config) -> anyhow::Result<ExitCode> {
     let mut problems = Vec::new();
-    if !std::path::Path::new(args.lake.trim_start_matches("file://")).is_dir() {
-        problems
-            .push(format!("--lake {:?} is not a directory (build one with `patchtrail replay` or `run`)", args.lake));
+    if args.brokers.is_some() {
+        config.server.publish_priorities = true;
+        problems.extend(config.apply_kafka_flags(args.brokers.as_deref(), &args.kafka_properties));
     }
-    if args.query_timeout_secs == 0 {
-        problems.push("--query-timeout-secs must be at least 1".to_owned());
+    config::set(&mut config.lake.location, &args.lake);
+    config::set(&mut config.server.listen, &args.listen);
+    config::set(&mut config.server.query_timeout_secs, &args.query_timeout_secs);
+    config::set(&mut config.server.memory_limit_mib, &args.memory_limit_mib);
+    config::set(&mut config.server.max_rows, &args.max_rows);
+    config::set(&mut config.server.refresh_ms, &args.refresh_ms);
+    config::set(&mut config.server.priorities_interval_secs, &args.priorities_interval_secs);
+    if args.token.is_some() {
+        config.auth.token.clone_from(&args.token);
     }
-    if args.max_rows == 0 {
-        problems.push("--max-rows must be at least 1".to_owned());
+    let lake_location = config.lake.location.clone();
+    if !std::path::Path::new(lake_location.trim_start_matches("file://")).is_dir() {
+        problems.push(format!(
+            "the lake {lake_location:?} (--lake, lake.location) is not a directory (build one with `patchtrail replay` or `run`)"
+        ));
     }
-    if args.memory_limit_mib < 16 {
-        problems.push(format!("--memory-limit-mib must be at least 16, got {}", args.memory_limit_mib));
-    }
-    if args.token.as_deref().is_some_and(str::is_empty) {
-        problems.push("the token must not be empty".to_owned());
-    }
-    if args.priorities_interval_secs == 0 {
-        problems.push("--priorities-interval-secs must be at least 1".to_owned());
-    }
-    let kafka = match &args.brokers {
-        None => None,
-        Some(brokers) => {
-            let kafka = crate::cli::KafkaArgs { brokers: brokers.clone(), properties: args.kafka_properties.clone() };
-            match crate::run::kafka_settings(&kafka) {
-                Ok(settings) => Some(settings),
-                Err(more) => {
-                    problems.extend(more);
-                    None
-                }
-            }
-        }
-    };
+    problems.extend(config.problems());
     if !problems.is_empty() {
         return Ok(crate::usage_error(&problems));
     }
+    let server = config.server.clone();
+    let kafka = server.publish_priorities.then(|| config.kafka_settings());
     let signals = crate::signals::install()?;
     let queries = tokio::runtime::Builder::new_multi_thread()
         .thread_name("query")
         .enable_all()
         .build()
         .context("cannot start the query runtime")?;
-    let lake = Lake::open(&args.lake)?;
-    let memory_limit = Some(args.memory_limit_mib * 1024 * 1024);
+    let lake = Lake::open(&lake_location)?;
+    let memory_limit = Some(server.memory_limit_mib * 1024 * 1024);
+    let weights = config.weights();
     let started = Instant::now();
-    let session = queries.block_on(LakeSession::open_limited(&lake, memory_limit))?;
+    let session = queries.block_on(LakeSession::open_with(&lake, memory_limit, &weights))?;
     let records = queries.block_on(commit_count(&lake)).unwrap_or(0);
     tracing::info!(records, elapsed_ms = started.elapsed().as_millis() as u64, "lake opened");
     let metrics = ServeMetrics::new();
@@ -85,17 +78,24 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         session: RwLock::new(Arc::new(session)),
         lake_readable: std::sync::atomic::AtomicBool::new(true),
         queries: queries.handle().clone(),
-        timeout: Duration::from_secs(args.query_timeout_secs),
-        max_rows: args.max_rows,
-        token: args.token.clone(),
+        timeout: Duration::from_secs(server.query_timeout_secs),
+        max_rows: server.max_rows,
+        token: config.auth.token.clone(),
         metrics,
         brokers_down: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         queue: tokio::sync::Mutex::new(None),
     });
-    queries.spawn(refresh(Arc::clone(&state), lake, memory_limit, Duration::from_millis(args.refresh_ms), records));
+    queries.spawn(refresh(
+        Arc::clone(&state),
+        lake,
+        memory_limit,
+        weights,
+        Duration::from_millis(server.refresh_ms),
+        records,
+    ));
     if let Some(settings) = kafka {
-        let every = Duration::from_secs(args.priorities_interval_secs);
-        let publisher = PrioritiesPublisher::start(&settings, &state.brokers_down)?;
+        let every = Duration::from_secs(server.priorities_interval_secs);
+        let publisher = PrioritiesPublisher::start(&settings, &config.topics.priorities, &state.brokers_down)?;
         queries.spawn(publish_priorities(Arc::clone(&state), publisher, every));
     }
 
@@ -108,9 +108,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .with_state(Arc::clone(&state));
     let http = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     http.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(&args.listen)
+        let listener = tokio::net::TcpListener::bind(&server.listen)
             .await
-            .with_context(|| format!("cannot listen on {}", args.listen))?;
+            .with_context(|| format!("cannot listen on {}", server.listen))?;
         tracing::info!(listen = %listener.local_addr()?, "serving the lake");
         let stop = async move {
             while signals.count() == 0 {
@@ -444,9 +444,10 @@ struct PrioritiesPublisher {
 impl PrioritiesPublisher {
     fn start(
         settings: &ingest::kafka::KafkaSettings,
+        topic: &str,
         brokers_down: &Arc<std::sync::atomic::AtomicBool>,
     ) -> anyhow::Result<PrioritiesPublisher> {
-        let topic = ingest::kafka::TopicNames::default().priorities;
+        let topic = topic.to_owned();
         let spec = ingest::kafka::TopicSpec { name: &topic, partitions: 1, compacted: true };
         ingest::kafka::create_topics(settings, &[spec], Duration::from_secs(30))
             .with_context(|| format!("cannot create {topic} on {}", settings.brokers))?;
@@ -525,7 +526,14 @@ async fn commit_count(lake: &Lake) -> anyhow::Result<usize> {
 }
 
 /// Opens a new session whenever the commit log has grown.
-async fn refresh(state: Arc<Served>, lake: Lake, memory_limit: Option<usize>, every: Duration, mut seen: usize) {
+async fn refresh(
+    state: Arc<Served>,
+    lake: Lake,
+    memory_limit: Option<usize>,
+    weights: queries::Weights,
+    every: Duration,
+    mut seen: usize,
+) {
     use std::sync::atomic::Ordering;
     loop {
         tokio::time::sleep(every).await;
@@ -541,7 +549,7 @@ async fn refresh(state: Arc<Served>, lake: Lake, memory_limit: Option<usize>, ev
         if count == seen {
             continue;
         }
-        match LakeSession::open_limited(&lake, memory_limit).await {
+        match LakeSession::open_with(&lake, memory_limit, &weights).await {
             Ok(session) => {
                 if let Err(error) = state.metrics.domain.update(&session).await {
                     tracing::warn!(%error, "cannot compute the domain metrics");

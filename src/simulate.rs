@@ -8,13 +8,14 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use std::time::Duration;
 
-use ingest::kafka::{self, KafkaSettings, TopicNames, TopicSpec};
+use ingest::kafka::{self, TopicSpec};
 use ingest::simulate::{ScenarioConfig, Simulator};
 use schemas::{InputTopic, Timestamp};
 
 use crate::cli::SimulateArgs;
+use crate::config::Config;
 
-pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
+pub fn run(args: SimulateArgs, mut app: Config) -> anyhow::Result<ExitCode> {
     let mut problems = Vec::new();
     let start = Timestamp::parse_rfc3339(&args.start);
     if start.is_none() {
@@ -44,8 +45,10 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let mut simulator = Simulator::new(config, args.truth.is_some());
     if let Some(brokers) = &args.brokers {
-        let settings = KafkaSettings::new(brokers.trim());
-        let topics = TopicNames::default();
+        // --brokers names the cluster; [kafka] properties (SASL, TLS) and [topics] apply.
+        app.kafka.brokers = brokers.trim().to_owned();
+        let settings = app.kafka_settings();
+        let topics = app.topic_names();
         let specs: Vec<TopicSpec<'_>> = InputTopic::ALL
             .iter()
             .map(|&topic| TopicSpec {

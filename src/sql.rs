@@ -9,17 +9,26 @@ use processor::lake::Lake;
 use queries::{LakeSession, QueryError};
 
 use crate::cli::{OutputFormat, SqlArgs};
+use crate::config::Config;
 
-pub fn run(args: SqlArgs) -> anyhow::Result<ExitCode> {
-    if !std::path::Path::new(args.lake.trim_start_matches("file://")).is_dir() {
-        eprintln!("error: --lake {:?} is not a directory (run `patchtrail replay` to build a lake)", args.lake);
-        return Ok(ExitCode::from(2));
+pub fn run(args: SqlArgs, mut config: Config) -> anyhow::Result<ExitCode> {
+    crate::config::set(&mut config.lake.location, &args.lake);
+    let mut problems = config.problems();
+    let lake_location = config.lake.location.clone();
+    if !std::path::Path::new(lake_location.trim_start_matches("file://")).is_dir() {
+        problems.push(format!(
+            "the lake {lake_location:?} (--lake, lake.location) is not a directory (run `patchtrail replay` to build one)"
+        ));
     }
+    if !problems.is_empty() {
+        return Ok(crate::usage_error(&problems));
+    }
+    let weights = config.weights();
     let runtime = tokio::runtime::Runtime::new().context("cannot start the query runtime")?;
     let started = Instant::now();
     let result = runtime.block_on(async {
-        let lake = Lake::open(&args.lake)?;
-        let session = LakeSession::open(&lake).await?;
+        let lake = Lake::open(&lake_location)?;
+        let session = LakeSession::open_with(&lake, None, &weights).await?;
         let opened = started.elapsed();
         let result = session.query(&args.sql).await;
         if args.timing {

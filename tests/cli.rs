@@ -103,7 +103,9 @@ fn bad_flags_are_all_reported_with_exit_2() {
 #[test]
 fn help_explains_every_command() {
     let stdout = text(&patchtrail(&["--help"]).stdout);
-    for command in ["simulate", "validate", "demo", "run", "replay", "serve", "sql", "--log-format"] {
+    for command in
+        ["simulate", "validate", "demo", "run", "replay", "serve", "sql", "config", "--log-format", "--config"]
+    {
         assert!(stdout.contains(command), "{command} in {stdout}");
     }
     let stdout = text(&patchtrail(&["simulate", "--help"]).stdout);
@@ -120,4 +122,46 @@ fn serve_reports_every_bad_flag_at_once() {
     for problem in ["--lake", "--max-rows", "--query-timeout-secs"] {
         assert!(stderr.contains(problem), "{problem} in {stderr}");
     }
+}
+
+#[test]
+fn a_typo_in_the_config_file_names_the_key_and_the_line_and_every_layer_applies() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("patchtrail.toml");
+    std::fs::write(&file, "[server]\nlisten = \"127.0.0.1:9000\"\nmax_row = 5\n\n[sla]\nhigh_days = 0\n")
+        .expect("writes");
+    let output = patchtrail(&["config", "check", file.to_str().expect("UTF-8")]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("patchtrail.toml:3: unknown key `server.max_row`"), "{stderr}");
+    assert!(stderr.contains("max_rows"), "the keys it could be: {stderr}");
+    assert!(stderr.contains("sla.high_days must be between 1 and 3650, got 0"), "{stderr}");
+    // The same file on any command stops it with the same report.
+    let output = patchtrail(&["--config", file.to_str().expect("UTF-8"), "sql", "SELECT 1"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(text(&output.stderr).contains(":3: unknown key"));
+
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("patchtrail.example.toml");
+    let output = patchtrail(&["config", "check", example.to_str().expect("UTF-8")]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+
+    // File, then environment, then flags; secrets masked.
+    std::fs::write(&file, "[server]\nlisten = \"127.0.0.1:9000\"\nmax_rows = 5\n").expect("writes");
+    let output = Command::new(env!("CARGO_BIN_EXE_patchtrail"))
+        .args(["--config", file.to_str().expect("UTF-8"), "config", "show"])
+        .env("PATCHTRAIL__SERVER__MAX_ROWS", "7")
+        .env("PATCHTRAIL__AUTH__TOKEN", "hunter2")
+        .output()
+        .expect("runs");
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let shown = text(&output.stdout);
+    assert!(shown.contains("listen = \"127.0.0.1:9000\""), "{shown}");
+    assert!(shown.contains("max_rows = 7"), "{shown}");
+    assert!(!shown.contains("hunter2") && shown.contains("token = \"********\""), "{shown}");
+    let output = Command::new(env!("CARGO_BIN_EXE_patchtrail"))
+        .args(["sql", "--lake", "/nonexistent/flag", "SELECT 1"])
+        .env("PATCHTRAIL__LAKE__LOCATION", "/nonexistent/env")
+        .output()
+        .expect("runs");
+    assert!(text(&output.stderr).contains("/nonexistent/flag"), "the flag wins: {}", text(&output.stderr));
 }

@@ -150,3 +150,28 @@ fn the_slt_files_hold_on_the_hand_made_lake() {
     });
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
+
+#[test]
+fn the_priority_weights_come_from_the_configuration() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let lake = dir.path().join("lake");
+    let events = Path::new(env!("CARGO_MANIFEST_DIR")).join("queries/slt/events.jsonl");
+    replay(&events, &lake, &[]);
+    let query = "SELECT score FROM priorities WHERE asset_id = 'edge-1' AND cve_id = 'CVE-2026-0001'";
+    let score = |weights: &[(&str, &str)]| -> f64 {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_patchtrail"))
+            .args(["sql", "--lake", path(&lake), "--format", "json", query])
+            .envs(weights.iter().copied())
+            .output()
+            .expect("runs");
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        let rows: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+        rows[0]["score"].as_f64().expect("a score")
+    };
+    // 0.98 × 3 × 2 (KEV) × 1.2 (edge) × 3 (urgency, clamped at 2) = 21.168, as priorities.slt says.
+    assert!((score(&[]) - 21.168).abs() < 1e-9);
+    // Without the KEV factor and with urgency capped at 1: 0.98 × 3 × 1.2 × 2.
+    let tuned =
+        score(&[("PATCHTRAIL__PRIORITIZATION__KEV_WEIGHT", "1"), ("PATCHTRAIL__PRIORITIZATION__MAX_URGENCY", "1")]);
+    assert!((tuned - 7.056).abs() < 1e-9, "{tuned}");
+}

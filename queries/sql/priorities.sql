@@ -2,6 +2,9 @@
 -- One row per open, unsuppressed exposure. {now} is the lake's "as of": the
 -- largest committed watermark, never the wall clock. Times are compared in
 -- epoch seconds (to_unixtime): the literal and the columns differ in unit.
+-- The {…_weight} and {max_urgency} placeholders are the [prioritization]
+-- configuration; the defaults are DOMAIN.md's: epss 4, kev 2, internet
+-- exposed 1.5, edge 1.2, criticality low 1 / moderate 1.5 / high 2, urgency 2.
 WITH latest_patch AS (
     SELECT cve_id, patch_id FROM (
         SELECT cve_id, patch_id,
@@ -28,17 +31,17 @@ scored AS (
         c.epss,
         coalesce(lr.gate IN ('rollback', 'hold'), false) AS blocked_by_canary,
         coalesce(c.cvss_base, 0) / 10.0
-          * (1 + 4 * coalesce(c.epss, 0))
-          * CASE WHEN e.kev THEN 2 ELSE 1 END
-          * CASE WHEN a.internet_exposed THEN 1.5 ELSE 1 END
-          * CASE WHEN a.environment = 'edge' THEN 1.2 ELSE 1 END
-          * CASE a.criticality WHEN 'high' THEN 2 WHEN 'moderate' THEN 1.5 ELSE 1 END
+          * (1 + {epss_weight} * coalesce(c.epss, 0))
+          * CASE WHEN e.kev THEN {kev_weight} ELSE 1 END
+          * CASE WHEN a.internet_exposed THEN {internet_exposed_weight} ELSE 1 END
+          * CASE WHEN a.environment = 'edge' THEN {edge_weight} ELSE 1 END
+          * CASE a.criticality WHEN 'high' THEN {criticality_high_weight} WHEN 'moderate' THEN {criticality_moderate_weight} ELSE {criticality_low_weight} END
           * (1 + CASE
-                    WHEN e.due_at IS NULL OR e.due_at <= e.detected_at THEN 2
+                    WHEN e.due_at IS NULL OR e.due_at <= e.detected_at THEN {max_urgency}
                     ELSE least(greatest(
                         CAST(to_unixtime(TIMESTAMP '{now}') - to_unixtime(e.detected_at) AS DOUBLE)
                           / CAST(to_unixtime(e.due_at) - to_unixtime(e.detected_at) AS DOUBLE),
-                        0), 2)
+                        0), {max_urgency})
                 END) AS score
     FROM exposures e
     LEFT JOIN cves c ON c.cve_id = e.cve_id
