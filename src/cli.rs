@@ -48,7 +48,10 @@ pub enum Command {
     /// lake, the query server on 127.0.0.1:8080, and a summary of what the lake
     /// says. Serves until Ctrl-C (`--once`: exits after the summary).
     Demo(DemoArgs),
-    /// Run one pipeline instance of a Kafka consumer group.
+    /// Run one pipeline instance: consume the input topics in a Kafka consumer
+    /// group, commit the rows to the lake exactly once, publish OCSF alerts,
+    /// re-evaluation requests and dead letters. Start more instances with the
+    /// same group to scale out; SIGTERM or Ctrl-C commits and stops.
     Run(RunArgs),
     /// Process a file of events into the lake, without Kafka: the same tasks,
     /// watermarks and commits as `run`. Re-running it on the same file changes

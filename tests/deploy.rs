@@ -2,7 +2,8 @@
 //! Docker: the compose file parses, names files that exist and runs
 //! patchtrail with flags it has; `promtool check config` accepts the
 //! Prometheus configuration; every metric the Grafana dashboard queries is
-//! in the real `/metrics` of `run` and `serve`.
+//! in the real `/metrics` of `run` and `serve`; docs/metrics.md lists exactly
+//! the tables, views and metrics the code has.
 
 mod support;
 
@@ -83,21 +84,54 @@ fn promtool_accepts_the_prometheus_configuration() {
     );
 }
 
-/// The metric names an exposition declares (`# TYPE`) or has series of.
+/// The metric names an exposition declares (`# TYPE`) and has series of.
 fn exposed(address: &str) -> BTreeSet<String> {
+    exposition(address).1
+}
+
+/// The metric families an exposition declares (`# TYPE`).
+fn declared(address: &str) -> BTreeSet<String> {
+    exposition(address).0
+}
+
+fn exposition(address: &str) -> (BTreeSet<String>, BTreeSet<String>) {
     let mut stream = std::net::TcpStream::connect(address).expect("connects");
     write!(stream, "GET /metrics HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n").expect("writes");
     let mut text = String::new();
     stream.read_to_string(&mut text).expect("reads");
-    let mut names = BTreeSet::new();
+    let (mut families, mut names) = (BTreeSet::new(), BTreeSet::new());
     for line in text.lines() {
         if let Some(rest) = line.strip_prefix("# TYPE ") {
-            names.insert(rest.split(' ').next().unwrap_or_default().to_owned());
+            let family = rest.split(' ').next().unwrap_or_default().to_owned();
+            families.insert(family.clone());
+            names.insert(family);
         } else if line.starts_with("patchtrail_") {
             names.insert(line.split(['{', ' ']).next().unwrap_or_default().to_owned());
         }
     }
-    names
+    (families, names)
+}
+
+/// The names in the first column of the tables under `## {section}` of docs/metrics.md.
+fn documented(section: &str) -> BTreeSet<String> {
+    let text = std::fs::read_to_string(root().join("docs/metrics.md")).expect("docs/metrics.md");
+    let start = text.find(&format!("## {section}\n")).unwrap_or_else(|| panic!("section {section}"));
+    let body = &text[start + section.len() + 4..];
+    let body = &body[..body.find("\n## ").unwrap_or(body.len())];
+    body.lines()
+        .filter_map(|line| line.strip_prefix("| `"))
+        .filter_map(|rest| rest.split_once('`'))
+        .map(|(name, _)| name.to_owned())
+        .collect()
+}
+
+#[test]
+fn the_metrics_reference_lists_every_table_and_view() {
+    let tables: BTreeSet<String> = schemas::Table::ALL.iter().map(|table| table.name().to_owned()).collect();
+    assert_eq!(documented("Tables"), tables);
+    let mut views: BTreeSet<String> = queries::VIEWS.iter().map(|(name, _)| (*name).to_owned()).collect();
+    views.insert("priorities".to_owned());
+    assert_eq!(documented("Views"), views);
 }
 
 fn wait_for(address: &str) {
@@ -118,7 +152,7 @@ impl Drop for Stop {
 }
 
 #[test]
-fn every_metric_the_dashboard_queries_is_exposed() {
+fn the_dashboard_and_the_metrics_reference_match_what_run_and_serve_expose() {
     let dashboard: Value = serde_json::from_str(
         &std::fs::read_to_string(root().join("deploy/grafana/dashboards/patchtrail.json")).expect("dashboard"),
     )
@@ -169,12 +203,15 @@ fn every_metric_the_dashboard_queries_is_exposed() {
     wait_for(&metrics);
     let started = Instant::now();
     let mut names_exposed = exposed(&metrics);
+    let mut families = BTreeSet::new();
     let reported = ["consumer_lag_messages", "watermark_lag_seconds", "events_dead_lettered_total"];
     while !reported.iter().all(|name| names_exposed.contains(&format!("patchtrail_{name}"))) {
         assert!(started.elapsed() < Duration::from_secs(60), "run exposes {names_exposed:?}");
         std::thread::sleep(Duration::from_millis(300));
         names_exposed = exposed(&metrics);
     }
+
+    families.extend(declared(&metrics));
 
     // The lake's domain metrics and the query service's own, from `serve`.
     let listen = format!("127.0.0.1:{}", free_port());
@@ -199,6 +236,9 @@ fn every_metric_the_dashboard_queries_is_exposed() {
     let mut ignored = String::new();
     stream.read_to_string(&mut ignored).expect("reads");
     names_exposed.extend(exposed(&listen));
+    families.extend(declared(&listen));
+    // docs/metrics.md lists exactly what the code registers.
+    assert_eq!(documented("Prometheus metrics"), families, "docs/metrics.md against the code");
 
     let missing: Vec<&String> = queried
         .iter()
