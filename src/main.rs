@@ -32,6 +32,9 @@ fn main() -> ExitCode {
     // warnings and errors in between, unless RUST_LOG asks for more.
     let default_filter = if matches!(cli.command, Command::Demo(_)) { "warn" } else { "info" };
     init_logging(cli.log_format, default_filter);
+    if matches!(cli.command, Command::Run(_) | Command::Replay(_) | Command::Demo(_)) {
+        keep_freed_memory();
+    }
     let environment: Vec<(String, String)> = std::env::vars().collect();
     if let Command::Config(ConfigCommand::Check { file }) = &cli.command {
         return match Config::load(Some(file), environment) {
@@ -69,6 +72,23 @@ fn main() -> ExitCode {
     }
 }
 
+/// mimalloc's `mi_option_purge_delay` (`mi_option_e` of mimalloc 3's
+/// header; the test below checks it still is).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// The pipeline commands allocate and free tens of megabytes per epoch (state
+/// snapshots, row batches). mimalloc gives freed memory back to the OS after
+/// a second, so every epoch faulted the same pages in again and the kernel
+/// zeroed them (huge pages): a tenth of `replay`'s time. Keeping the memory
+/// makes `replay` of 4.7 M events 18.2 → 14.5 s; the process keeps its
+/// high-water mark (765 MiB there) instead of shrinking between epochs.
+#[allow(unsafe_code)]
+fn keep_freed_memory() {
+    // SAFETY: `mi_option_set` stores an integer in mimalloc's option table;
+    // -1 means "never purge", a documented value of this option.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+}
+
 /// Prints every problem with the command line and exits with status 2.
 pub fn usage_error(problems: &[String]) -> ExitCode {
     for problem in problems {
@@ -85,5 +105,18 @@ fn init_logging(format: LogFormat, default_filter: &str) {
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    #[allow(unsafe_code)]
+    fn the_purge_delay_option_is_the_one_we_set() {
+        // mimalloc 3's purge delay defaults to 1000 ms, no other option does:
+        // if its option numbering changes, this fails before a wrong option is set.
+        // SAFETY: reading an option has no preconditions.
+        let default = unsafe { libmimalloc_sys::mi_option_get(super::MI_OPTION_PURGE_DELAY) };
+        assert_eq!(default, 1000);
     }
 }

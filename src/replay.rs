@@ -48,24 +48,28 @@ pub fn run(args: ReplayArgs, mut config: Config) -> anyhow::Result<ExitCode> {
     let (mut offset, mut events, mut invalid, mut skipped, mut read_bytes) = (0u64, 0u64, 0u64, 0u64, 0u64);
     // Reading and decoding run on their own thread, a bounded number of
     // batches ahead of processing.
+    // Processed batches go back to that thread to be dropped there: the
+    // events were allocated on it, and freeing them on the thread that
+    // allocated them is mimalloc's fast path (and takes it off this one).
     let (batches, inbox) = std::sync::mpsc::sync_channel::<std::io::Result<Batch>>(4);
+    let (spent, returned) = std::sync::mpsc::sync_channel::<Batch>(4);
     let reader = std::thread::Builder::new()
         .name("replay-decode".to_owned())
-        .spawn(move || read_batches(BufReader::with_capacity(1 << 20, file), batches))
+        .spawn(move || read_batches(BufReader::with_capacity(1 << 20, file), batches, returned))
         .context("cannot start the decoding thread")?;
     for batch in inbox {
         let batch = batch.with_context(|| format!("cannot read {}", path.display()))?;
         read_bytes += batch.bytes;
-        for line in batch.lines {
+        for line in &batch.lines {
             let processor = pipeline.processor();
             match line {
                 Line::Blank => {}
-                Line::Event(event) => match processor.apply(&source, offset, &event) {
+                Line::Event(event) => match processor.apply(&source, offset, event) {
                     Applied::AlreadyApplied => skipped += 1,
                     Applied::Event | Applied::Duplicate => events += 1,
                 },
                 Line::Invalid { error, payload } => {
-                    let (topic, key) = route_hint(&payload);
+                    let (topic, key) = route_hint(payload);
                     let task = processor.route_topic(topic, key.as_deref().unwrap_or(""));
                     let failed_at = processor.task(task).and_then(|t| t.max_event_time()).unwrap_or(Timestamp(0));
                     let row = DeadLetterRow::new(
@@ -73,8 +77,8 @@ pub fn run(args: ReplayArgs, mut config: Config) -> anyhow::Result<ExitCode> {
                         task.partition as i32,
                         offset as i64,
                         key.as_deref(),
-                        error,
-                        &payload,
+                        error.clone(),
+                        payload,
                         failed_at,
                     );
                     match processor.dead_letter(task, &source, offset, row) {
@@ -88,6 +92,8 @@ pub fn run(args: ReplayArgs, mut config: Config) -> anyhow::Result<ExitCode> {
                 pipeline.commit()?;
             }
         }
+        // If the decoder has enough batches to drop already, drop this one here.
+        let _ = spent.try_send(batch);
         if show_progress && last_progress.elapsed() > Duration::from_millis(250) {
             last_progress = Instant::now();
             let rate = offset as f64 / started.elapsed().as_secs_f64().max(1e-9);
@@ -138,11 +144,17 @@ struct Batch {
 }
 
 /// Reads and decodes lines in batches until the end of the input (or until
-/// the receiver hangs up).
-fn read_batches(mut input: impl BufRead, out: std::sync::mpsc::SyncSender<std::io::Result<Batch>>) {
+/// the receiver hangs up). Batches the receiver is done with come back on
+/// `returned`: they are dropped here and their vectors reused.
+fn read_batches(
+    mut input: impl BufRead,
+    out: std::sync::mpsc::SyncSender<std::io::Result<Batch>>,
+    returned: std::sync::mpsc::Receiver<Batch>,
+) {
     const LINES: usize = 4096;
     let mut buffer = Vec::with_capacity(4096);
     let mut batch = Batch { lines: Vec::with_capacity(LINES), bytes: 0 };
+    let mut spare: Vec<Vec<Line>> = Vec::new();
     loop {
         buffer.clear();
         match input.read_until(b'\n', &mut buffer) {
@@ -165,7 +177,12 @@ fn read_batches(mut input: impl BufRead, out: std::sync::mpsc::SyncSender<std::i
         };
         batch.lines.push(line);
         if batch.lines.len() == LINES {
-            let full = std::mem::replace(&mut batch, Batch { lines: Vec::with_capacity(LINES), bytes: 0 });
+            while let Ok(mut done) = returned.try_recv() {
+                done.lines.clear();
+                spare.push(done.lines);
+            }
+            let lines = spare.pop().unwrap_or_else(|| Vec::with_capacity(LINES));
+            let full = std::mem::replace(&mut batch, Batch { lines, bytes: 0 });
             if out.send(Ok(full)).is_err() {
                 return;
             }
