@@ -3,10 +3,10 @@
 # baseline (`patchtrail validate`: read + decode + validate every line) on the
 # same file, in the same invocation. Prints events/s, the ratio and peak memory.
 #
-#   bash benches/replay.sh [ASSETS] [DAYS]      (default 20500 × 30 ≈ 5.1 M events)
+#   bash benches/replay.sh [ASSETS] [DAYS]      (default 21500 × 30 ≈ 5 M events)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-assets="${1:-20500}"
+assets="${1:-21500}"
 days="${2:-30}"
 work="${BENCH_DIR:-$(mktemp -d)}"
 mkdir -p "$work"

@@ -22,6 +22,16 @@ fn replay_builds_the_lake_the_truth_describes() {
     compare(&lake, &truth, "segment_drift", "window_start, src_segment, dst_segment");
     let dead = sql(&lake, "SELECT count(*) AS n FROM dead_letters");
     assert_eq!(dead[0]["n"], truth["lines"]["invalid"]);
+    // Only the latest state snapshots are kept, and the latest record's is there.
+    let snapshots: Vec<_> = std::fs::read_dir(lake.join("_state/assets/0")).expect("snapshots").collect();
+    let records = std::fs::read_dir(lake.join("_commits/assets/0")).expect("records").count();
+    assert!(records > 3, "the test needs several epochs, got {records}");
+    assert_eq!(snapshots.len(), 3, "{snapshots:?}");
+    let latest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(lake.join(format!("_commits/assets/0/{records:010}.json"))).expect("the latest record"),
+    )
+    .expect("JSON");
+    assert!(lake.join(latest["state"].as_str().expect("state")).is_file());
     let queue = sql(&lake, "SELECT rank, score, blocked_by_canary FROM priorities ORDER BY rank LIMIT 5");
     assert_eq!(queue.len(), 5, "an open exposure backlog to rank");
     assert_eq!(queue[0]["rank"], 1);

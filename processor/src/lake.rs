@@ -128,6 +128,9 @@ impl std::fmt::Debug for Lake {
     }
 }
 
+/// State snapshots (and outboxes) kept per task: the latest epochs'.
+pub const KEEP_SNAPSHOTS: u64 = 3;
+
 fn storage(path: &Path) -> impl FnOnce(object_store::Error) -> Error + '_ {
     move |source| Error::Storage { path: path.to_string(), source }
 }
@@ -241,7 +244,32 @@ impl Lake {
                 }
                 Err(Error::Fenced { task, epoch })
             }
-            result => result.map(|()| record),
+            Err(error) => Err(error),
+            Ok(()) => {
+                self.prune(task, epoch.saturating_sub(KEEP_SNAPSHOTS)).await;
+                Ok(record)
+            }
+        }
+    }
+
+    /// Deletes the task's state snapshots and outboxes of epochs up to
+    /// `through`. Recovery and takeover read only the latest record's; the
+    /// [`KEEP_SNAPSHOTS`] latest stay for readers that listed the log a
+    /// moment ago (and for a claim, whose record names the previous
+    /// snapshot). Best effort: what a failure leaves, the next commit deletes.
+    async fn prune(&self, task: TaskId, through: u64) {
+        if through == 0 {
+            return;
+        }
+        let epoch_of = |name: &str| name.split(['-', '.']).next()?.parse::<u64>().ok();
+        for dir in ["_state", "_outbox"] {
+            let dir = Path::from(format!("{dir}/{}/{}", task.topic, task.partition));
+            let Ok(listed) = self.store.list(Some(&dir)).try_collect::<Vec<_>>().await else { continue };
+            for meta in listed {
+                if meta.location.filename().and_then(epoch_of).is_some_and(|e| e <= through) {
+                    let _ = self.store.delete(&meta.location).await;
+                }
+            }
         }
     }
 
