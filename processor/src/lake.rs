@@ -17,8 +17,11 @@
 //! then its commit record, created only if absent. The record is the truth:
 //! recovery restores the latest record's snapshot and deletes the task's
 //! files of later epochs, and readers list files from records, never from
-//! directories, so they only ever see committed epochs. Everything goes
-//! through `object_store`, so a local directory and a bucket share the code.
+//! directories, so they only ever see committed epochs. Snapshots and
+//! outboxes of older epochs are deleted after each commit, all but the last
+//! [`KEEP_SNAPSHOTS`]; the Parquet files of every epoch stay. Everything goes
+//! through `object_store`, so a local directory and a bucket share the code
+//! (this build opens local lakes only).
 //!
 //! Fencing: two processes may believe they own one task (a consumer group
 //! mid-rebalance, a paused process that wakes up). Every file a process
