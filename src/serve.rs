@@ -46,7 +46,9 @@ pub fn run(args: ServeArgs, mut config: Config) -> anyhow::Result<ExitCode> {
         config.auth.token.clone_from(&args.token);
     }
     let lake_location = config.lake.location.clone();
-    if !std::path::Path::new(lake_location.trim_start_matches("file://")).is_dir() {
+    if !lake_location.starts_with("s3://")
+        && !std::path::Path::new(lake_location.trim_start_matches("file://")).is_dir()
+    {
         problems.push(format!(
             "the lake {lake_location:?} (--lake, lake.location) is not a directory (build one with `patchtrail replay` or `run`)"
         ));

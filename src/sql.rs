@@ -15,7 +15,9 @@ pub fn run(args: SqlArgs, mut config: Config) -> anyhow::Result<ExitCode> {
     crate::config::set(&mut config.lake.location, &args.lake);
     let mut problems = config.problems();
     let lake_location = config.lake.location.clone();
-    if !std::path::Path::new(lake_location.trim_start_matches("file://")).is_dir() {
+    if !lake_location.starts_with("s3://")
+        && !std::path::Path::new(lake_location.trim_start_matches("file://")).is_dir()
+    {
         problems.push(format!(
             "the lake {lake_location:?} (--lake, lake.location) is not a directory (run `patchtrail replay` to build one)"
         ));

@@ -20,8 +20,8 @@
 //! directories, so they only ever see committed epochs. Snapshots and
 //! outboxes of older epochs are deleted after each commit, all but the last
 //! [`KEEP_SNAPSHOTS`]; the Parquet files of every epoch stay. Everything goes
-//! through `object_store`, so a local directory and a bucket share the code
-//! (this build opens local lakes only).
+//! through `object_store`, so a local directory and an `s3://` bucket share
+//! the code.
 //!
 //! Fencing: two processes may believe they own one task (a consumer group
 //! mid-rebalance, a paused process that wakes up). Every file a process
@@ -120,6 +120,9 @@ pub struct Epoch {
 #[derive(Clone)]
 pub struct Lake {
     store: Arc<dyn ObjectStore>,
+    /// For a lake in a bucket: the bucket's URL and its store (the lake's
+    /// `store` is this one under the lake's prefix), for query engines.
+    bucket: Option<(String, Arc<dyn ObjectStore>)>,
     location: String,
     /// This process's writer id, in every file name it writes.
     writer: Arc<str>,
@@ -139,15 +142,42 @@ fn storage(path: &Path) -> impl FnOnce(object_store::Error) -> Error + '_ {
 }
 
 impl Lake {
-    /// Opens (creating it if needed) the lake at a local path or `file://` URL.
+    /// Opens (creating it if needed) the lake at a local path, a `file://`
+    /// URL, or `s3://BUCKET[/PREFIX]` (credentials, region and endpoint from
+    /// the usual `AWS_*` environment variables; the bucket must accept
+    /// conditional writes, `If-None-Match`, as S3 has since 2024).
     pub fn open(location: &str) -> Result<Lake> {
         let fail = |reason: String| Error::Location { location: location.to_owned(), reason };
         let local = match location.split_once("://") {
             None => location,
             Some(("file", path)) => path,
+            Some(("s3", rest)) => {
+                let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+                let prefix = prefix.trim_matches('/');
+                if bucket.is_empty() {
+                    return Err(fail("an s3:// lake needs a bucket: s3://BUCKET[/PREFIX]".to_owned()));
+                }
+                let root: Arc<dyn ObjectStore> = Arc::new(
+                    object_store::aws::AmazonS3Builder::from_env()
+                        .with_bucket_name(bucket)
+                        .build()
+                        .map_err(|e| fail(e.to_string()))?,
+                );
+                let store: Arc<dyn ObjectStore> = match prefix {
+                    "" => Arc::clone(&root),
+                    prefix => Arc::new(object_store::prefix::PrefixStore::new(Arc::clone(&root), prefix)),
+                };
+                let location = match prefix {
+                    "" => format!("s3://{bucket}"),
+                    prefix => format!("s3://{bucket}/{prefix}"),
+                };
+                let mut lake = Lake::with_store(store, &location);
+                lake.bucket = Some((format!("s3://{bucket}"), root));
+                return Ok(lake);
+            }
             Some((scheme, _)) => {
                 return Err(fail(format!(
-                    "the {scheme}:// scheme needs an object store this build was made without; use a local path"
+                    "the {scheme}:// scheme is not supported; use a local path, file:// or s3://"
                 )));
             }
         };
@@ -158,7 +188,14 @@ impl Lake {
 
     /// A lake over any object store (tests, buckets).
     pub fn with_store(store: Arc<dyn ObjectStore>, location: &str) -> Lake {
-        Lake { store, location: location.to_owned(), writer: writer_id().into() }
+        Lake { store, bucket: None, location: location.to_owned(), writer: writer_id().into() }
+    }
+
+    /// For a lake in a bucket: the bucket's URL (`s3://BUCKET`) and its
+    /// object store, which a query engine registers to read the lake's files
+    /// at `<location>/<path>`. `None` for a local lake.
+    pub fn bucket(&self) -> Option<(&str, Arc<dyn ObjectStore>)> {
+        self.bucket.as_ref().map(|(url, store)| (url.as_str(), Arc::clone(store)))
     }
 
     /// The id this process writes its files under.

@@ -153,8 +153,15 @@ impl LakeSession {
         memory_limit: Option<usize>,
         weights: &Weights,
     ) -> Result<LakeSession, QueryError> {
-        let root = std::fs::canonicalize(lake.location().trim_start_matches("file://"))
-            .map_err(|e| QueryError::Invalid(format!("lake {:?} cannot be read: {e}", lake.location())))?;
+        // Where the committed files are, as URLs DataFusion reads: the
+        // canonical local directory, or the lake's place in its bucket.
+        let base = match lake.bucket() {
+            Some(_) => lake.location().trim_end_matches('/').to_owned(),
+            None => std::fs::canonicalize(lake.location().trim_start_matches("file://"))
+                .map_err(|e| QueryError::Invalid(format!("lake {:?} cannot be read: {e}", lake.location())))?
+                .to_string_lossy()
+                .into_owned(),
+        };
         let records = lake.commit_records().await?;
         let as_of = records.iter().filter_map(|record| record.watermark).max();
         let context = match memory_limit {
@@ -164,13 +171,17 @@ impl LakeSession {
                 SessionContext::new_with_config_rt(SessionConfig::new(), runtime)
             }
         };
+        if let Some((bucket, store)) = lake.bucket() {
+            let url = ListingTableUrl::parse(bucket).map_err(classify)?.object_store();
+            context.register_object_store(url.as_ref(), store);
+        }
         for table in Table::ALL {
             let history = format!("{}_history", table.name());
             let urls = records
                 .iter()
                 .flat_map(|record| &record.files)
                 .filter(|file| file.table == table.name())
-                .map(|file| ListingTableUrl::parse(root.join(&file.path).to_string_lossy()))
+                .map(|file| ListingTableUrl::parse(format!("{base}/{}", file.path)))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(classify)?;
             if urls.is_empty() {
