@@ -29,7 +29,7 @@ pub const ENV_PREFIX: &str = "PATCHTRAIL__";
 #[serde(default)]
 pub struct Config {
     pub kafka: KafkaConfig,
-    pub topics: TopicsConfig,
+    pub topics: TopicNames,
     pub lake: LakeConfig,
     pub processor: ProcessorSection,
     pub sla: SlaConfig,
@@ -58,36 +58,6 @@ impl Default for KafkaConfig {
             brokers: "localhost:9092".to_owned(),
             group: "patchtrail".to_owned(),
             properties: BTreeMap::new(),
-        }
-    }
-}
-
-/// Topic names (CONTRACT.md §2 defaults).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct TopicsConfig {
-    pub assets: String,
-    pub rollouts: String,
-    pub network: String,
-    pub intel: String,
-    pub alerts: String,
-    pub priorities: String,
-    pub reevaluations: String,
-    pub dlq: String,
-}
-
-impl Default for TopicsConfig {
-    fn default() -> Self {
-        let names = TopicNames::default();
-        TopicsConfig {
-            assets: names.assets,
-            rollouts: names.rollouts,
-            network: names.network,
-            intel: names.intel,
-            alerts: names.alerts,
-            priorities: names.priorities,
-            reevaluations: names.reevaluations,
-            dlq: names.dlq,
         }
     }
 }
@@ -527,17 +497,7 @@ impl Config {
 
     /// The topic names.
     pub fn topic_names(&self) -> TopicNames {
-        let t = &self.topics;
-        TopicNames {
-            assets: t.assets.clone(),
-            rollouts: t.rollouts.clone(),
-            network: t.network.clone(),
-            intel: t.intel.clone(),
-            alerts: t.alerts.clone(),
-            priorities: t.priorities.clone(),
-            reevaluations: t.reevaluations.clone(),
-            dlq: t.dlq.clone(),
-        }
+        self.topics.clone()
     }
 
     /// The processor's rules.

@@ -200,12 +200,23 @@ pub fn end_offsets<C: ConsumerContext>(
     partitions: i32,
     timeout: Duration,
 ) -> Result<BTreeMap<i32, i64>> {
+    watermarks(consumer, topic, partitions, timeout, |(_, high)| high)
+}
+
+/// One of the two watermarks (`pick` chooses from low, high) of each partition.
+fn watermarks<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    partitions: i32,
+    timeout: Duration,
+    pick: impl Fn((i64, i64)) -> i64,
+) -> Result<BTreeMap<i32, i64>> {
     (0..partitions)
         .map(|partition| {
-            let (_, high) = consumer
+            let marks = consumer
                 .fetch_watermarks(topic, partition, timeout)
                 .map_err(|e| Error::client("fetch watermarks", e))?;
-            Ok((partition, high))
+            Ok((partition, pick(marks)))
         })
         .collect()
 }
@@ -222,14 +233,7 @@ pub fn start_offsets(
         .client_config(&[("group.id", "patchtrail-watermarks"), ("enable.auto.commit", "false")])
         .create()
         .map_err(|e| Error::client("create a consumer", e))?;
-    (0..partitions)
-        .map(|partition| {
-            let (low, _) = consumer
-                .fetch_watermarks(topic, partition, timeout)
-                .map_err(|e| Error::client("fetch watermarks", e))?;
-            Ok((partition, low))
-        })
-        .collect()
+    watermarks(&consumer, topic, partitions, timeout, |(low, _)| low)
 }
 
 /// The task source name of a Kafka partition, as recorded in commit records.

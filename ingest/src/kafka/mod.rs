@@ -64,8 +64,10 @@ impl KafkaSettings {
     }
 }
 
-/// Topic names (CONTRACT.md §2 defaults; all configurable).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Topic names (CONTRACT.md §2 defaults; all configurable: the `[topics]`
+/// section of the configuration).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 #[allow(missing_docs)]
 pub struct TopicNames {
     pub assets: String,
