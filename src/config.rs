@@ -8,10 +8,11 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use ingest::config::{KafkaConfig, PipelineConfig};
 use ingest::kafka::{KafkaSettings, TopicNames};
-use processor::config::ProcessorConfig;
+use processor::config::{ProcessorConfig, ProcessorSection, SlaSection};
 use queries::Weights;
-use schemas::time::{MICROS_PER_HOUR, MICROS_PER_SECOND};
+use queries::config::{AuthConfig, PrioritizationConfig, ServerConfig};
 use serde::{Deserialize, Serialize};
 
 /// `flag`, when given, over `value`.
@@ -24,7 +25,8 @@ pub fn set<T: Clone>(value: &mut T, flag: &Option<T>) {
 /// The prefix of configuration environment variables.
 pub const ENV_PREFIX: &str = "PATCHTRAIL__";
 
-/// Everything patchtrail can be told.
+/// Everything patchtrail can be told: one section per concern, each
+/// defined (with its defaults and checks) by the crate that owns it.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Config {
@@ -32,41 +34,18 @@ pub struct Config {
     pub topics: TopicNames,
     pub lake: LakeConfig,
     pub processor: ProcessorSection,
-    pub sla: SlaConfig,
+    pub sla: SlaSection,
     pub prioritization: PrioritizationConfig,
     pub pipeline: PipelineConfig,
     pub server: ServerConfig,
     pub auth: AuthConfig,
 }
 
-/// The Kafka cluster.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct KafkaConfig {
-    /// Bootstrap servers, `host:port[,host:port...]`.
-    pub brokers: String,
-    /// The consumer group of `run`; every instance of a deployment uses the same.
-    pub group: String,
-    /// librdkafka properties passed through as given (SASL, TLS, timeouts):
-    /// `"security.protocol" = "SASL_SSL"`.
-    pub properties: BTreeMap<String, String>,
-}
-
-impl Default for KafkaConfig {
-    fn default() -> Self {
-        KafkaConfig {
-            brokers: "localhost:9092".to_owned(),
-            group: "patchtrail".to_owned(),
-            properties: BTreeMap::new(),
-        }
-    }
-}
-
-/// The lake.
+/// `[lake]`: where the lake is.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct LakeConfig {
-    /// A local directory or `file://` URL.
+    /// A local directory, a `file://` URL, or `s3://BUCKET[/PREFIX]`.
     pub location: String,
 }
 
@@ -74,177 +53,6 @@ impl Default for LakeConfig {
     fn default() -> Self {
         LakeConfig { location: "lake".to_owned() }
     }
-}
-
-/// The domain rules of DOMAIN.md. Keep them fixed for the life of a lake:
-/// its state and rows were computed with them.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct ProcessorSection {
-    /// How far the watermark trails the largest event time.
-    pub allowed_lateness_secs: u64,
-    /// A rollout's gate is `rollback` above this many failed stages.
-    pub canary_failure_limit: u64,
-    /// A rollout's gate is `hold` above this many inconclusive stages.
-    pub canary_inconclusive_limit: u64,
-    /// A verified patch must be followed by a posture assessment this soon.
-    pub posture_reeval_window_secs: u64,
-    /// A trust-score drop of more than this after a patch is a regression.
-    pub posture_regression_points: f64,
-    /// Size of the tumbling segmentation-drift windows.
-    pub drift_window_secs: u64,
-    /// Event ids remembered per task to drop duplicates.
-    pub dedupe_capacity: usize,
-}
-
-impl Default for ProcessorSection {
-    fn default() -> Self {
-        let defaults = ProcessorConfig::default();
-        ProcessorSection {
-            allowed_lateness_secs: (defaults.allowed_lateness_us / MICROS_PER_SECOND) as u64,
-            canary_failure_limit: defaults.canary_failure_limit,
-            canary_inconclusive_limit: defaults.canary_inconclusive_limit,
-            posture_reeval_window_secs: (defaults.posture_reeval_window_us / MICROS_PER_SECOND) as u64,
-            posture_regression_points: defaults.posture_regression_points,
-            drift_window_secs: (defaults.drift_window_us / MICROS_PER_SECOND) as u64,
-            dedupe_capacity: defaults.dedupe_capacity,
-        }
-    }
-}
-
-/// Days to remediate an exposure whose CVE has no KEV due date.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct SlaConfig {
-    pub critical_days: u32,
-    pub high_days: u32,
-    pub medium_days: u32,
-    pub low_days: u32,
-}
-
-impl Default for SlaConfig {
-    fn default() -> Self {
-        let [critical, high, medium, low] = ProcessorConfig::default().sla_days;
-        SlaConfig {
-            critical_days: critical as u32,
-            high_days: high as u32,
-            medium_days: medium as u32,
-            low_days: low as u32,
-        }
-    }
-}
-
-/// The weights of the priority score (DOMAIN.md "Prioritization").
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct PrioritizationConfig {
-    /// `1 + epss_weight × epss`.
-    pub epss_weight: f64,
-    /// Factor for a CVE in CISA's KEV catalog.
-    pub kev_weight: f64,
-    /// Factor for an internet-exposed asset.
-    pub internet_exposed_weight: f64,
-    /// Factor for an asset in the `edge` environment.
-    pub edge_weight: f64,
-    /// Factors by asset criticality.
-    pub criticality_low_weight: f64,
-    pub criticality_moderate_weight: f64,
-    pub criticality_high_weight: f64,
-    /// The urgency term `1 + clamp(elapsed share of the SLA, 0, max_urgency)`.
-    pub max_urgency: f64,
-}
-
-impl Default for PrioritizationConfig {
-    fn default() -> Self {
-        let w = Weights::default();
-        PrioritizationConfig {
-            epss_weight: w.epss,
-            kev_weight: w.kev,
-            internet_exposed_weight: w.internet_exposed,
-            edge_weight: w.edge,
-            criticality_low_weight: w.criticality_low,
-            criticality_moderate_weight: w.criticality_moderate,
-            criticality_high_weight: w.criticality_high,
-            max_urgency: w.max_urgency,
-        }
-    }
-}
-
-/// `patchtrail run`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct PipelineConfig {
-    /// Commit an epoch at least this often.
-    pub commit_interval_ms: u64,
-    /// Commit an epoch after this many messages, whatever the interval.
-    pub epoch_messages: u64,
-    /// Messages larger than this are dead letters.
-    pub max_message_bytes: usize,
-    /// Pre-fetched messages librdkafka may hold per partition, in KiB.
-    pub fetch_buffer_kbytes: u32,
-    /// How long a stop waits for the last commit.
-    pub shutdown_timeout_secs: u64,
-    /// Threads that apply messages (0: one per core but one).
-    pub workers: usize,
-    /// Where `/metrics`, `/healthz` and `/readyz` are served.
-    pub metrics_listen: String,
-}
-
-impl Default for PipelineConfig {
-    fn default() -> Self {
-        PipelineConfig {
-            commit_interval_ms: 5_000,
-            epoch_messages: 500_000,
-            max_message_bytes: 1 << 20,
-            fetch_buffer_kbytes: 8_192,
-            shutdown_timeout_secs: 30,
-            workers: 0,
-            metrics_listen: "127.0.0.1:9464".to_owned(),
-        }
-    }
-}
-
-/// `patchtrail serve`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct ServerConfig {
-    /// Where the HTTP API listens.
-    pub listen: String,
-    /// A query running longer is stopped and answered 400.
-    pub query_timeout_secs: u64,
-    /// DataFusion's memory pool per server.
-    pub memory_limit_mib: usize,
-    /// Rows a JSON or CSV answer holds at most.
-    pub max_rows: usize,
-    /// How often the commit log is checked for new epochs.
-    pub refresh_ms: u64,
-    /// Publish the priority queue to the priorities topic of `[kafka]`.
-    pub publish_priorities: bool,
-    /// How often the priority queue is published.
-    pub priorities_interval_secs: u64,
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        ServerConfig {
-            listen: "127.0.0.1:8080".to_owned(),
-            query_timeout_secs: 30,
-            memory_limit_mib: 1_024,
-            max_rows: 10_000,
-            refresh_ms: 1_000,
-            publish_priorities: false,
-            priorities_interval_secs: 60,
-        }
-    }
-}
-
-/// Access to `serve`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct AuthConfig {
-    /// A bearer token every route but `/healthz` requires (absent: no auth).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub token: Option<String>,
 }
 
 impl Config {
@@ -323,17 +131,7 @@ impl Config {
 
     /// Values out of range, every one.
     pub fn problems(&self) -> Vec<String> {
-        let mut problems = Vec::new();
-        let mut check = |ok: bool, message: String| {
-            if !ok {
-                problems.push(message);
-            }
-        };
-        check(
-            !self.kafka.brokers.trim().is_empty(),
-            "kafka.brokers (--brokers) must name at least one host:port".to_owned(),
-        );
-        check(!self.kafka.group.trim().is_empty(), "kafka.group (--group) must not be empty".to_owned());
+        let mut problems = self.kafka.problems();
         let topics = [
             ("assets", &self.topics.assets),
             ("rollouts", &self.topics.rollouts),
@@ -345,117 +143,25 @@ impl Config {
             ("dlq", &self.topics.dlq),
         ];
         for (key, name) in topics {
-            check(!name.trim().is_empty(), format!("topics.{key} must not be empty"));
+            if name.trim().is_empty() {
+                problems.push(format!("topics.{key} must not be empty"));
+            }
         }
         let mut distinct: Vec<&String> = topics.iter().map(|(_, name)| *name).collect();
         distinct.sort();
         distinct.dedup();
-        check(distinct.len() == topics.len(), "topics: every topic needs a name of its own".to_owned());
-        check(!self.lake.location.trim().is_empty(), "lake.location (--lake) must not be empty".to_owned());
-        let p = &self.processor;
-        check(
-            p.allowed_lateness_secs <= 7 * 86_400,
-            format!("processor.allowed_lateness_secs must be at most 7 days, got {}", p.allowed_lateness_secs),
-        );
-        check(p.posture_reeval_window_secs >= 1, "processor.posture_reeval_window_secs must be at least 1".to_owned());
-        check(
-            (0.0..=100.0).contains(&p.posture_regression_points),
-            format!(
-                "processor.posture_regression_points must be between 0 and 100, got {}",
-                p.posture_regression_points
-            ),
-        );
-        check(
-            (60..=86_400).contains(&p.drift_window_secs) && 86_400 % p.drift_window_secs == 0,
-            format!("processor.drift_window_secs must divide a day and be at least 60, got {}", p.drift_window_secs),
-        );
-        check(
-            p.dedupe_capacity >= 1_000,
-            format!("processor.dedupe_capacity must be at least 1000, got {}", p.dedupe_capacity),
-        );
-        for (key, days) in [
-            ("critical_days", self.sla.critical_days),
-            ("high_days", self.sla.high_days),
-            ("medium_days", self.sla.medium_days),
-            ("low_days", self.sla.low_days),
-        ] {
-            check((1..=3_650).contains(&days), format!("sla.{key} must be between 1 and 3650, got {days}"));
+        if distinct.len() != topics.len() {
+            problems.push("topics: every topic needs a name of its own".to_owned());
         }
-        let w = &self.prioritization;
-        for (key, value) in [
-            ("epss_weight", w.epss_weight),
-            ("kev_weight", w.kev_weight),
-            ("internet_exposed_weight", w.internet_exposed_weight),
-            ("edge_weight", w.edge_weight),
-            ("criticality_low_weight", w.criticality_low_weight),
-            ("criticality_moderate_weight", w.criticality_moderate_weight),
-            ("criticality_high_weight", w.criticality_high_weight),
-            ("max_urgency", w.max_urgency),
-        ] {
-            check(
-                value.is_finite() && (0.0..=1_000.0).contains(&value),
-                format!("prioritization.{key} must be between 0 and 1000, got {value}"),
-            );
+        if self.lake.location.trim().is_empty() {
+            problems.push("lake.location (--lake) must not be empty".to_owned());
         }
-        let r = &self.pipeline;
-        check(
-            r.commit_interval_ms >= 100,
-            format!(
-                "pipeline.commit_interval_ms (--commit-interval-ms) must be at least 100, got {}",
-                r.commit_interval_ms
-            ),
-        );
-        check(
-            r.epoch_messages >= 1_000,
-            format!("pipeline.epoch_messages (--epoch-messages) must be at least 1000, got {}", r.epoch_messages),
-        );
-        check(
-            r.fetch_buffer_kbytes >= 64,
-            format!(
-                "pipeline.fetch_buffer_kbytes (--fetch-buffer-kbytes) must be at least 64, got {}",
-                r.fetch_buffer_kbytes
-            ),
-        );
-        check(
-            r.max_message_bytes >= 1_024,
-            format!(
-                "pipeline.max_message_bytes (--max-message-bytes) must be at least 1024, got {}",
-                r.max_message_bytes
-            ),
-        );
-        check(
-            r.metrics_listen.parse::<std::net::SocketAddr>().is_ok(),
-            format!(
-                "pipeline.metrics_listen (--metrics-listen) must be an IP address and port, got {:?}",
-                r.metrics_listen
-            ),
-        );
-        let s = &self.server;
-        check(
-            s.listen.parse::<std::net::SocketAddr>().is_ok(),
-            format!("server.listen (--listen) must be an IP address and port, got {:?}", s.listen),
-        );
-        check(
-            s.query_timeout_secs >= 1,
-            "server.query_timeout_secs (--query-timeout-secs) must be at least 1".to_owned(),
-        );
-        check(
-            s.memory_limit_mib >= 16,
-            format!("server.memory_limit_mib (--memory-limit-mib) must be at least 16, got {}", s.memory_limit_mib),
-        );
-        check(s.max_rows >= 1, "server.max_rows (--max-rows) must be at least 1".to_owned());
-        check(
-            s.refresh_ms >= 50,
-            format!("server.refresh_ms (--refresh-ms) must be at least 50, got {}", s.refresh_ms),
-        );
-        check(
-            s.priorities_interval_secs >= 1,
-            "server.priorities_interval_secs (--priorities-interval-secs) must be at least 1".to_owned(),
-        );
-        check(
-            self.auth.token.as_deref().is_none_or(|t| !t.is_empty()),
-            "auth.token (--token) must not be empty (leave it out for no auth)".to_owned(),
-        );
+        problems.extend(self.processor.problems());
+        problems.extend(self.sla.problems());
+        problems.extend(self.prioritization.problems());
+        problems.extend(self.pipeline.problems());
+        problems.extend(self.server.problems());
+        problems.extend(self.auth.problems());
         problems
     }
 
@@ -492,7 +198,7 @@ impl Config {
 
     /// The Kafka client settings.
     pub fn kafka_settings(&self) -> KafkaSettings {
-        KafkaSettings { brokers: self.kafka.brokers.trim().to_owned(), properties: self.kafka.properties.clone() }
+        self.kafka.settings()
     }
 
     /// The topic names.
@@ -502,39 +208,22 @@ impl Config {
 
     /// The processor's rules.
     pub fn processor_config(&self) -> ProcessorConfig {
-        let p = &self.processor;
-        let secs = |s: u64| s as i64 * MICROS_PER_SECOND;
-        ProcessorConfig {
-            allowed_lateness_us: secs(p.allowed_lateness_secs),
-            sla_days: [
-                i64::from(self.sla.critical_days),
-                i64::from(self.sla.high_days),
-                i64::from(self.sla.medium_days),
-                i64::from(self.sla.low_days),
-            ],
-            canary_failure_limit: p.canary_failure_limit,
-            canary_inconclusive_limit: p.canary_inconclusive_limit,
-            posture_reeval_window_us: secs(p.posture_reeval_window_secs),
-            posture_regression_points: p.posture_regression_points,
-            drift_window_us: secs(p.drift_window_secs).max(MICROS_PER_HOUR / 60),
-            dedupe_capacity: p.dedupe_capacity,
-        }
+        ProcessorConfig::from_sections(&self.processor, &self.sla)
     }
 
     /// The priority score's weights.
     pub fn weights(&self) -> Weights {
-        let w = &self.prioritization;
-        Weights {
-            epss: w.epss_weight,
-            kev: w.kev_weight,
-            internet_exposed: w.internet_exposed_weight,
-            edge: w.edge_weight,
-            criticality_low: w.criticality_low_weight,
-            criticality_moderate: w.criticality_moderate_weight,
-            criticality_high: w.criticality_high_weight,
-            max_urgency: w.max_urgency,
-        }
+        self.prioritization.weights()
     }
+}
+
+/// The problem with a lake location that must already hold a lake (`sql`,
+/// `serve`), if any: a local path must be a directory.
+pub fn lake_is_readable(location: &str) -> Option<String> {
+    let local = location.trim_start_matches("file://");
+    (!location.starts_with("s3://") && !Path::new(local).is_dir()).then(|| {
+        format!("the lake {location:?} (--lake, lake.location) is not a directory (build one with `patchtrail replay` or `run`)")
+    })
 }
 
 fn one_line(message: &str) -> String {

@@ -4,13 +4,13 @@
 mod cli;
 mod config;
 mod demo;
-mod metrics;
 mod replay;
 mod run;
 mod serve;
 mod signals;
 mod simulate;
 mod sql;
+mod tasks;
 mod validate;
 
 use std::process::ExitCode;
@@ -20,6 +20,7 @@ use tracing_subscriber::EnvFilter;
 
 use crate::cli::{Cli, Command, ConfigCommand, LogFormat};
 use crate::config::Config;
+use schemas::ErrorClass;
 
 // Events are decoded on one thread and freed on another; mimalloc handles
 // that (and the many small allocations of rows) far better than glibc.
@@ -67,9 +68,23 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
-            ExitCode::FAILURE
+            // Configuration the libraries refuse is the user's to fix, like a bad flag.
+            if class_of(&error) == Some(ErrorClass::Input) { ExitCode::from(2) } else { ExitCode::FAILURE }
         }
     }
+}
+
+/// The class of the first error in the chain that has one.
+fn class_of(error: &anyhow::Error) -> Option<ErrorClass> {
+    error.chain().find_map(|cause| {
+        if let Some(kafka) = cause.downcast_ref::<ingest::kafka::Error>() {
+            Some(kafka.class())
+        } else if let Some(lake) = cause.downcast_ref::<processor::error::Error>() {
+            Some(lake.class())
+        } else {
+            cause.downcast_ref::<queries::QueryError>().map(queries::QueryError::class)
+        }
+    })
 }
 
 /// mimalloc's `mi_option_purge_delay` (`mi_option_e` of mimalloc 3's

@@ -1,16 +1,17 @@
 //! `patchtrail replay`: a file of events through the processor into the lake.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, IsTerminal};
+use std::io::{BufReader, IsTerminal};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use ingest::file::{Batch, Line, read_batches, route_hint};
 use processor::lake::Lake;
 use processor::pipeline::Pipeline;
 use processor::rows::DeadLetterRow;
 use processor::task::Applied;
-use schemas::{InputTopic, Timestamp};
+use schemas::Timestamp;
 
 use crate::cli::ReplayArgs;
 use crate::config::Config;
@@ -47,10 +48,7 @@ pub fn run(args: ReplayArgs, mut config: Config) -> anyhow::Result<ExitCode> {
     let mut last_progress = Instant::now();
     let (mut offset, mut events, mut invalid, mut skipped, mut read_bytes) = (0u64, 0u64, 0u64, 0u64, 0u64);
     // Reading and decoding run on their own thread, a bounded number of
-    // batches ahead of processing.
-    // Processed batches go back to that thread to be dropped there: the
-    // events were allocated on it, and freeing them on the thread that
-    // allocated them is mimalloc's fast path (and takes it off this one).
+    // batches ahead of processing; spent batches go back to it (ingest::file).
     let (batches, inbox) = std::sync::mpsc::sync_channel::<std::io::Result<Batch>>(4);
     let (spent, returned) = std::sync::mpsc::sync_channel::<Batch>(4);
     let reader = std::thread::Builder::new()
@@ -128,73 +126,4 @@ pub fn run(args: ReplayArgs, mut config: Config) -> anyhow::Result<ExitCode> {
         println!("  alerts: {}", alerts.join(", "));
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// One line of the input, decoded.
-enum Line {
-    Blank,
-    Event(schemas::CloudEvent),
-    Invalid { error: String, payload: Vec<u8> },
-}
-
-/// Consecutive lines and the bytes they took.
-struct Batch {
-    lines: Vec<Line>,
-    bytes: u64,
-}
-
-/// Reads and decodes lines in batches until the end of the input (or until
-/// the receiver hangs up). Batches the receiver is done with come back on
-/// `returned`: they are dropped here and their vectors reused.
-fn read_batches(
-    mut input: impl BufRead,
-    out: std::sync::mpsc::SyncSender<std::io::Result<Batch>>,
-    returned: std::sync::mpsc::Receiver<Batch>,
-) {
-    const LINES: usize = 4096;
-    let mut buffer = Vec::with_capacity(4096);
-    let mut batch = Batch { lines: Vec::with_capacity(LINES), bytes: 0 };
-    let mut spare: Vec<Vec<Line>> = Vec::new();
-    loop {
-        buffer.clear();
-        match input.read_until(b'\n', &mut buffer) {
-            Ok(0) => break,
-            Ok(n) => batch.bytes += n as u64,
-            Err(error) => {
-                let _ = out.send(Err(error));
-                return;
-            }
-        }
-        let payload = buffer.strip_suffix(b"\n").unwrap_or(&buffer);
-        let payload = payload.strip_suffix(b"\r").unwrap_or(payload);
-        let line = if payload.iter().all(u8::is_ascii_whitespace) {
-            Line::Blank
-        } else {
-            match schemas::decode(payload) {
-                Ok(event) => Line::Event(event),
-                Err(problem) => Line::Invalid { error: problem.to_string(), payload: payload.to_vec() },
-            }
-        };
-        batch.lines.push(line);
-        if batch.lines.len() == LINES {
-            while let Ok(mut done) = returned.try_recv() {
-                done.lines.clear();
-                spare.push(done.lines);
-            }
-            let lines = spare.pop().unwrap_or_else(|| Vec::with_capacity(LINES));
-            let full = std::mem::replace(&mut batch, Batch { lines, bytes: 0 });
-            if out.send(Ok(full)).is_err() {
-                return;
-            }
-        }
-    }
-    let _ = out.send(Ok(batch));
-}
-
-/// The topic and key of a line that failed validation, when its JSON still
-/// says them, so its dead letter goes to the task its event would have.
-fn route_hint(payload: &[u8]) -> (InputTopic, Option<String>) {
-    let Ok(value) = serde_json::from_slice::<serde_json::Value>(payload) else { return (InputTopic::Assets, None) };
-    let topic = value["type"].as_str().and_then(schemas::EventType::parse).map_or(InputTopic::Assets, |t| t.topic());
-    (topic, value["subject"].as_str().map(str::to_owned))
 }

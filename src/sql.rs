@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use processor::lake::Lake;
-use queries::{LakeSession, QueryError};
+use queries::LakeSession;
 
 use crate::cli::{OutputFormat, SqlArgs};
 use crate::config::Config;
@@ -15,13 +15,7 @@ pub fn run(args: SqlArgs, mut config: Config) -> anyhow::Result<ExitCode> {
     crate::config::set(&mut config.lake.location, &args.lake);
     let mut problems = config.problems();
     let lake_location = config.lake.location.clone();
-    if !lake_location.starts_with("s3://")
-        && !std::path::Path::new(lake_location.trim_start_matches("file://")).is_dir()
-    {
-        problems.push(format!(
-            "the lake {lake_location:?} (--lake, lake.location) is not a directory (run `patchtrail replay` to build one)"
-        ));
-    }
+    problems.extend(crate::config::lake_is_readable(&lake_location));
     if !problems.is_empty() {
         return Ok(crate::usage_error(&problems));
     }
@@ -45,8 +39,8 @@ pub fn run(args: SqlArgs, mut config: Config) -> anyhow::Result<ExitCode> {
     });
     let (schema, batches) = match result {
         Ok(result) => result,
-        Err(QueryError::Invalid(message)) => {
-            eprintln!("error: {message}");
+        Err(error) if error.class() == schemas::ErrorClass::Input => {
+            eprintln!("error: {error}");
             return Ok(ExitCode::from(2));
         }
         Err(error) => return Err(error.into()),
@@ -65,11 +59,8 @@ pub fn run(args: SqlArgs, mut config: Config) -> anyhow::Result<ExitCode> {
             for batch in &batches {
                 writer.write(batch).context("cannot write JSON")?;
             }
+            // With no rows the writer still opens and closes the array: `[]`.
             writer.finish().context("cannot write JSON")?;
-            if batches.iter().all(|b| b.num_rows() == 0) {
-                // The writer prints nothing for no rows; an empty array is the honest answer.
-                write!(out, "[]")?;
-            }
             writeln!(out)?;
         }
         OutputFormat::Csv => {

@@ -100,17 +100,52 @@ fn bad_flags_are_all_reported_with_exit_2() {
     }
 }
 
+/// The subcommand names `--help` lists under "Commands:".
+fn listed_commands(help: &str) -> Vec<String> {
+    let section = help.split_once("Commands:").map(|(_, rest)| rest).unwrap_or("");
+    let section = section.split_once("Options:").map(|(commands, _)| commands).unwrap_or(section);
+    section
+        .lines()
+        .filter(|line| line.starts_with("  ") && !line.starts_with("   "))
+        .filter_map(|line| line.split_whitespace().next())
+        .map(str::to_owned)
+        .collect()
+}
+
 #[test]
 fn help_explains_every_command() {
     let stdout = text(&patchtrail(&["--help"]).stdout);
-    for command in
-        ["simulate", "validate", "demo", "run", "replay", "serve", "sql", "config", "--log-format", "--config"]
-    {
-        assert!(stdout.contains(command), "{command} in {stdout}");
+    let commands = listed_commands(&stdout);
+    for command in ["simulate", "validate", "demo", "run", "replay", "serve", "sql", "config"] {
+        assert!(commands.iter().any(|c| c == command), "{command} is not listed under Commands: {commands:?}");
+    }
+    for flag in ["--log-format", "--config"] {
+        assert!(stdout.lines().any(|line| line.trim_start().starts_with(flag)), "{flag} in {stdout}");
     }
     let stdout = text(&patchtrail(&["simulate", "--help"]).stdout);
-    for flag in ["--truth", "--malformed-ratio", "--duplicate-ratio", "--late-ratio", "--seed", "docs/truth.md"] {
-        assert!(stdout.contains(flag), "{flag} in {stdout}");
+    for flag in ["--truth", "--malformed-ratio", "--duplicate-ratio", "--late-ratio", "--seed"] {
+        assert!(stdout.lines().any(|line| line.trim_start().starts_with(flag)), "{flag} in {stdout}");
+    }
+    assert!(stdout.contains("docs/truth.md"), "{stdout}");
+}
+
+#[test]
+fn run_refuses_a_configuration_librdkafka_refuses_at_once_with_exit_2() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let lake = dir.path().join("lake");
+    let lake = lake.to_str().expect("utf-8");
+    // Nothing listens on port 1: a transient error would be retried for minutes.
+    let cases: [&[&str]; 2] =
+        [&["-X", "no.such.property=1"], &["-X", "security.protocol=SASL_PLAINTEXT", "-X", "sasl.mechanism=NOPE"]];
+    for properties in cases {
+        let started = std::time::Instant::now();
+        let mut args = vec!["run", "--brokers", "127.0.0.1:1", "--lake", lake, "--metrics-listen", "127.0.0.1:0"];
+        args.extend_from_slice(properties);
+        let output = patchtrail(&args);
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{properties:?}: {stderr}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "{properties:?} took {:?}", started.elapsed());
+        assert!(!stderr.contains("retrying"), "{properties:?} was retried: {stderr}");
     }
 }
 

@@ -68,7 +68,14 @@ fn demo_streams_the_default_fleet_serves_it_and_stops_on_ctrl_c() {
     assert_eq!(body["count"], 3, "{body}");
     let (status, metrics) = get(&address, "/metrics");
     assert_eq!(status, 200);
-    assert!(metrics.contains("patchtrail_open_exposures"), "{metrics}");
+    let open_in_metrics: f64 = metrics
+        .lines()
+        .filter(|line| line.starts_with("patchtrail_open_exposures{"))
+        .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum();
+    let open = sql(&lake, "SELECT count(*) AS n FROM exposures WHERE status = 'open'")[0]["n"].as_f64();
+    assert!(open > Some(0.0), "the fleet has open exposures");
+    assert_eq!(Some(open_in_metrics), open, "{metrics}");
 
     // Nothing was lost on the way: the lake equals `replay` of the same stream.
     let events = dir.path().join("events.jsonl");

@@ -112,6 +112,26 @@ fn exposition(address: &str) -> (BTreeSet<String>, BTreeSet<String>) {
     (families, names)
 }
 
+/// Every series of the exposition at `address`: `name{labels}` → value.
+fn values(address: &str) -> Vec<(String, f64)> {
+    let mut stream = std::net::TcpStream::connect(address).expect("connects");
+    write!(stream, "GET /metrics HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n").expect("writes");
+    let mut text = String::new();
+    stream.read_to_string(&mut text).expect("reads");
+    text.lines()
+        .filter(|line| line.starts_with("patchtrail_"))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            Some((series.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The metric name of a series.
+fn metric_of(series: &str) -> &str {
+    series.split('{').next().unwrap_or(series)
+}
+
 /// The names in the first column of the tables under `## {section}` of docs/metrics.md.
 fn documented(section: &str) -> BTreeSet<String> {
     let text = std::fs::read_to_string(root().join("docs/metrics.md")).expect("docs/metrics.md");
@@ -189,6 +209,14 @@ fn the_dashboard_and_the_metrics_reference_match_what_run_and_serve_expose() {
     let output = patchtrail(&[&simulate[..], &["--brokers", &brokers, "--partitions", "2"]].concat());
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let dir = tempfile::tempdir().expect("temp dir");
+    // The same scenario's truth: how many lines are valid and how many dead letters.
+    let truth_file = dir.path().join("truth.json");
+    let output = patchtrail(&[&simulate[..], &["--out", "/dev/null", "--truth", path(&truth_file)]].concat());
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let truth: Value = serde_json::from_slice(&std::fs::read(&truth_file).expect("truth")).expect("JSON");
+    let total = truth["lines"]["total"].as_f64().expect("total");
+    let invalid = truth["lines"]["invalid"].as_f64().expect("invalid");
+    assert!(invalid > 0.0, "the scenario has dead letters");
     let lake = dir.path().join("lake");
     let metrics = format!("127.0.0.1:{}", free_port());
     let _run = Stop(
@@ -212,6 +240,29 @@ fn the_dashboard_and_the_metrics_reference_match_what_run_and_serve_expose() {
     }
 
     families.extend(declared(&metrics));
+    // The pipeline's figures are the scenario's: every valid line consumed, every invalid one dead-lettered,
+    // no lag once caught up.
+    let started = Instant::now();
+    loop {
+        let values = values(&metrics);
+        let sum = |name: &str| values.iter().filter(|(k, _)| metric_of(k) == name).map(|(_, v)| v).sum::<f64>();
+        let lags: Vec<f64> = values
+            .iter()
+            .filter(|(k, _)| metric_of(k) == "patchtrail_consumer_lag_messages")
+            .map(|(_, v)| *v)
+            .collect();
+        let caught_up = sum("patchtrail_events_consumed_total") == total - invalid
+            && sum("patchtrail_events_dead_lettered_total") == invalid
+            && !lags.is_empty()
+            && lags.iter().all(|lag| *lag == 0.0);
+        if caught_up {
+            assert!(sum("patchtrail_commits_total") >= 1.0, "{values:?}");
+            assert!(sum("patchtrail_watermark_lag_seconds") > 0.0, "{values:?}");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(90), "run's figures never matched the scenario: {values:?}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
 
     // The lake's domain metrics and the query service's own, from `serve`.
     let listen = format!("127.0.0.1:{}", free_port());

@@ -201,7 +201,9 @@ fn hostile_queries_are_refused_or_stopped_and_health_keeps_answering() {
                 worst
             });
             let (status, body) = server.sql(query);
-            assert_eq!(status, 400, "{query}: {body}");
+            // A limit, not the client's mistake: 422 with the reason.
+            assert_eq!(status, 422, "{query}: {body}");
+            assert_eq!(body["class"], "limit", "{query}: {body}");
             let message = body["error"].as_str().expect("an error message");
             assert!(
                 message.contains("limit") || message.contains("memory") || message.contains("Resources"),
@@ -370,9 +372,174 @@ fn a_real_prometheus_scrapes_the_lake_figures() {
         std::thread::sleep(Duration::from_millis(250));
     }
     assert_eq!(prometheus.value("sum(patchtrail_sla_breaches_total)"), breached);
-    let remediated =
-        sql(&lake, "SELECT count(*) AS n FROM patch_outcomes WHERE time_to_patch_s IS NOT NULL")[0]["n"].as_f64();
+    // The histogram counts what the NIST matrix counts: one definition of a patch's severity.
+    let remediated = sql(&lake, "SELECT sum(remediated_patches) AS n FROM ttp_matrix")[0]["n"].as_f64();
+    assert!(remediated > Some(0.0), "the scenario remediates patches");
     assert_eq!(prometheus.value("sum(patchtrail_time_to_patch_seconds_count)"), remediated);
+}
+
+/// A series' key: its name and its labels sorted by name (`name{a="x",b="y"}`).
+fn key(name: &str, labels: &[(&str, &str)]) -> String {
+    let mut labels = labels.to_vec();
+    labels.sort();
+    let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+    format!("{name}{{{}}}", labels.join(","))
+}
+
+/// The series of a Prometheus text exposition: [`key`] → value.
+fn series(exposition: &str) -> std::collections::BTreeMap<String, f64> {
+    exposition
+        .lines()
+        .filter(|line| !line.starts_with('#') && !line.is_empty())
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let value = value.parse().ok()?;
+            let Some((name, labels)) = series.split_once('{') else { return Some((series.to_owned(), value)) };
+            let labels: Vec<(&str, &str)> = labels
+                .trim_end_matches('}')
+                .split(',')
+                .filter_map(|pair| {
+                    let (k, v) = pair.split_once('=')?;
+                    Some((k, v.trim_matches('"')))
+                })
+                .collect();
+            Some((key(name, &labels), value))
+        })
+        .collect()
+}
+
+/// Each value of a `label, n` query as the series `metric{label="…"}`.
+fn expected(lake: &Path, metric: &str, label: &str, query: &str) -> std::collections::BTreeMap<String, f64> {
+    sql(lake, query)
+        .iter()
+        .map(|row| {
+            let value = row[label].as_str().expect("a label value");
+            (key(metric, &[(label, value)]), row["n"].as_f64().expect("a count"))
+        })
+        .collect()
+}
+
+#[test]
+fn the_domain_metrics_are_the_lakes_figures() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // A month, so that some exposures are past their due dates.
+    let (events, _) = simulate(dir.path(), 300, 30, 5, false);
+    let lake = dir.path().join("lake");
+    replay(&events, &lake, &[]);
+    let server = Server::start(&lake, &[]);
+    let (status, exposition) = server.request("GET", "/metrics", &[], "");
+    assert_eq!(status, 200);
+    let series = series(&exposition);
+    let family = |name: &str| -> std::collections::BTreeMap<String, f64> {
+        series.iter().filter(|(key, _)| key.starts_with(&format!("{name}{{"))).map(|(k, v)| (k.clone(), *v)).collect()
+    };
+
+    let open = sql(
+        &lake,
+        "SELECT coalesce(severity, 'unknown') AS severity, CAST(kev AS VARCHAR) AS kev, count(*) AS n \
+         FROM exposures WHERE status = 'open' GROUP BY 1, 2",
+    );
+    let open: std::collections::BTreeMap<String, f64> = open
+        .iter()
+        .map(|row| {
+            let severity = row["severity"].as_str().expect("severity");
+            let labels = [("severity", severity), ("kev", row["kev"].as_str().expect("kev"))];
+            (key("patchtrail_open_exposures", &labels), row["n"].as_f64().expect("n"))
+        })
+        .collect();
+    assert!(!open.is_empty(), "the scenario has open exposures");
+    assert_eq!(family("patchtrail_open_exposures"), open);
+
+    // Counters: every label the lake has, with its count (known labels start at zero).
+    for (metric, label, query) in [
+        (
+            "patchtrail_sla_breaches_total",
+            "severity",
+            "SELECT coalesce(severity, 'unknown') AS severity, count(*) AS n FROM exposures WHERE breached GROUP BY 1",
+        ),
+        ("patchtrail_canary_gate_total", "gate", "SELECT gate, count(*) AS n FROM canary_rollups GROUP BY 1"),
+        ("patchtrail_alerts_total", "rule", "SELECT rule, count(*) AS n FROM alerts GROUP BY 1"),
+    ] {
+        let want = expected(&lake, metric, label, query);
+        assert!(!want.is_empty(), "{metric}: the scenario has some");
+        let got = family(metric);
+        for (key, n) in &want {
+            assert_eq!(got.get(key), Some(n), "{key}");
+        }
+        assert!(got.iter().all(|(key, n)| want.contains_key(key) || *n == 0.0), "{metric}: {got:?} vs {want:?}");
+    }
+
+    // The histogram: per severity and environment, the count and sum of time-to-patch.
+    let ttp = sql(
+        &lake,
+        "SELECT s.severity, coalesce(a.environment, 'unknown') AS environment, count(*) AS n, \
+         sum(o.time_to_patch_s) AS total, sum(CASE WHEN o.time_to_patch_s <= 86400.0 THEN 1 ELSE 0 END) AS day \
+         FROM patch_outcomes o JOIN patch_severity s ON s.patch_id = o.patch_id \
+         LEFT JOIN assets a ON a.asset_id = o.asset_id WHERE o.time_to_patch_s IS NOT NULL GROUP BY 1, 2",
+    );
+    assert!(!ttp.is_empty(), "the scenario remediates patches");
+    for row in &ttp {
+        let severity = row["severity"].as_str().expect("severity");
+        let labels = [("severity", severity), ("environment", row["environment"].as_str().expect("environment"))];
+        let get = |name: &str, extra: &[(&str, &str)]| series.get(&key(name, &[&labels[..], extra].concat())).copied();
+        assert_eq!(get("patchtrail_time_to_patch_seconds_count", &[]), row["n"].as_f64(), "{labels:?}");
+        let day = get("patchtrail_time_to_patch_seconds_bucket", &[("le", "86400")]);
+        assert_eq!(day, row["day"].as_f64(), "{labels:?}");
+        let sum = get("patchtrail_time_to_patch_seconds_sum", &[]).expect("a sum");
+        assert!((sum - row["total"].as_f64().expect("total")).abs() < 1e-3, "{labels:?}: {sum} vs {}", row["total"]);
+    }
+    assert_eq!(family("patchtrail_time_to_patch_seconds_count").len(), ttp.len());
+
+    // The worst segment pairs, from drift_summary.
+    let worst = sql(
+        &lake,
+        "SELECT src_segment, dst_segment, drift_ratio FROM drift_summary \
+         ORDER BY drift_ratio DESC, src_segment, dst_segment LIMIT 20",
+    );
+    let drift = family("patchtrail_segmentation_drift_ratio");
+    assert_eq!(drift.len(), worst.len());
+    for row in &worst {
+        let src = row["src_segment"].as_str().expect("src");
+        let name = key(
+            "patchtrail_segmentation_drift_ratio",
+            &[("src_segment", src), ("dst_segment", row["dst_segment"].as_str().expect("dst"))],
+        );
+        let got = drift.get(&name).copied().unwrap_or(f64::NAN);
+        assert!((got - row["drift_ratio"].as_f64().expect("ratio")).abs() < 1e-9, "{name}: {got}");
+    }
+}
+
+#[test]
+fn errors_answer_with_the_status_of_their_class() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let lake = lake_of(dir.path());
+    let server = Server::start(&lake, &["--memory-limit-mib", "64"]);
+    // The caller's mistake.
+    let (status, body) = server.sql("SELEC 1");
+    assert_eq!((status, &body["class"]), (400, &Value::from("input")), "{body}");
+    // A limit.
+    let (status, body) = server.sql(
+        "SELECT a.asset_id, b.asset_id, c.asset_id FROM exposures_history a, exposures_history b, \
+         exposures_history c ORDER BY a.detected_at, b.detected_at, c.detected_at",
+    );
+    assert_eq!((status, &body["class"]), (422, &Value::from("limit")), "{body}");
+    // A body announced too large is refused unread.
+    let mut stream = std::net::TcpStream::connect(&server.address).expect("connects");
+    write!(stream, "POST /v1/sql HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n", 2 << 20)
+        .expect("writes");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("reads");
+    assert!(response.starts_with("HTTP/1.1 413"), "{response}");
+    // A committed file that is not Parquet any more: corrupt state, the server's fault.
+    let file = std::fs::read_dir(lake.join("exposures"))
+        .expect("exposures dir")
+        .flat_map(|date| std::fs::read_dir(date.expect("entry").path()).expect("date dir"))
+        .map(|entry| entry.expect("entry").path())
+        .find(|path| path.extension().is_some_and(|e| e == "parquet"))
+        .expect("a parquet file");
+    std::fs::write(&file, b"not parquet").expect("overwrites");
+    let (status, body) = server.sql("SELECT count(DISTINCT cve_id) FROM exposures_history");
+    assert_eq!((status, &body["class"]), (500, &Value::from("internal")), "{body}");
 }
 
 #[test]

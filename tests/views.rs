@@ -52,9 +52,35 @@ fn the_metric_views_agree_with_the_tables_they_summarize() {
         let share = row["share_patched_by_deadline"].as_f64();
         assert!(share.is_none_or(|s| (0.0..=1.0).contains(&s)), "{row}");
     }
-    let remediated = sql(&lake, "SELECT count(*) AS n FROM patch_outcomes WHERE time_to_patch_s IS NOT NULL");
-    let in_matrix = sql(&lake, "SELECT sum(remediated_patches) AS n FROM ttp_matrix");
-    assert!(in_matrix[0]["n"].as_f64() <= remediated[0]["n"].as_f64());
+    // Every remediated outcome of a patch with a known severity is in the matrix once.
+    let remediated =
+        number(&sql(&lake, "SELECT count(*) AS n FROM patch_outcomes WHERE time_to_patch_s IS NOT NULL")[0], "n");
+    let with_severity = number(
+        &sql(
+            &lake,
+            "SELECT count(*) AS n FROM patch_outcomes o JOIN patch_severity s ON s.patch_id = o.patch_id \
+             WHERE o.time_to_patch_s IS NOT NULL",
+        )[0],
+        "n",
+    );
+    let in_matrix = number(&sql(&lake, "SELECT sum(remediated_patches) AS n FROM ttp_matrix")[0], "n");
+    assert!(with_severity > 0.0, "the scenario remediates patches");
+    assert_eq!(in_matrix, with_severity);
+    assert!(with_severity <= remediated);
+    // patch_severity: the highest severity among the CVEs each patch fixes, recomputed here.
+    let fixes = sql(
+        &lake,
+        "SELECT f.patch_id, max(CASE c.severity WHEN 'critical' THEN 4 WHEN 'high' THEN 3 WHEN 'medium' THEN 2 \
+         WHEN 'low' THEN 1 END) AS level FROM (SELECT patch_id, unnest(fixes_cves) AS cve_id FROM patches) f \
+         JOIN cves c ON c.cve_id = f.cve_id GROUP BY f.patch_id ORDER BY f.patch_id",
+    );
+    let view = sql(&lake, "SELECT patch_id, level, severity FROM patch_severity ORDER BY patch_id");
+    assert_eq!(view.len(), fixes.len());
+    for (ours, theirs) in view.iter().zip(&fixes) {
+        assert_eq!((&ours["patch_id"], &ours["level"]), (&theirs["patch_id"], &theirs["level"]));
+        let names = ["low", "medium", "high", "critical"];
+        assert_eq!(ours["severity"], names[number(ours, "level") as usize - 1], "{ours}");
+    }
 
     // drift_summary and canary_summary add up to their tables.
     let drift = sql(&lake, "SELECT sum(connections) AS c, sum(drift_connections) AS d FROM segment_drift");

@@ -3,10 +3,17 @@
 //! - [`simulate`]: the deterministic fleet simulator (`patchtrail simulate`)
 //!   and the expected results it keeps.
 //! - [`kafka`]: client settings, topics, the consumer-group consumer and the
-//!   intel reader, message checks for the dead-letter path, the publisher, the
-//!   embedded broker, and producing a scenario into the input topics.
+//!   intel reader with its catch-up, message checks and dead letters, source
+//!   names, offset storing and lag, the publisher, the embedded broker, and
+//!   producing a scenario into the input topics.
+//! - [`metrics`]: the pipeline metrics of `run` and their names.
+//! - [`file`]: events from a JSONL file, decoded in batches (`replay`).
+//! - [`config`]: the `[kafka]` and `[pipeline]` sections of the configuration.
 //!
 //! This crate never computes metrics.
 
+pub mod config;
+pub mod file;
 pub mod kafka;
+pub mod metrics;
 pub mod simulate;

@@ -1,7 +1,8 @@
-//! What the processor computes with: lateness, SLAs, gate limits, windows.
+//! What the processor computes with: lateness, SLAs, gate limits, windows;
+//! and the `[processor]` and `[sla]` sections of the configuration that say them.
 
 use schemas::severity::Severity;
-use schemas::time::{MICROS_PER_DAY, MICROS_PER_HOUR};
+use schemas::time::{MICROS_PER_DAY, MICROS_PER_HOUR, MICROS_PER_SECOND};
 
 /// Settings of the domain rules (DOMAIN.md); the defaults are the contract's.
 #[derive(Clone, Debug, PartialEq)]
@@ -49,5 +50,129 @@ impl ProcessorConfig {
             Severity::Low => self.sla_days[3],
         };
         days * MICROS_PER_DAY
+    }
+}
+
+/// The `[processor]` section of the configuration: the domain rules in the
+/// units a person writes. Keep it fixed for the life of a lake: its state
+/// and rows were computed with it.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct ProcessorSection {
+    /// How far the watermark trails the largest event time.
+    pub allowed_lateness_secs: u64,
+    /// A rollout's gate is `rollback` above this many failed stages.
+    pub canary_failure_limit: u64,
+    /// A rollout's gate is `hold` above this many inconclusive stages.
+    pub canary_inconclusive_limit: u64,
+    /// A verified patch must be followed by a posture assessment this soon.
+    pub posture_reeval_window_secs: u64,
+    /// A trust-score drop of more than this after a patch is a regression.
+    pub posture_regression_points: f64,
+    /// Size of the tumbling segmentation-drift windows.
+    pub drift_window_secs: u64,
+    /// Event ids remembered per task to drop duplicates.
+    pub dedupe_capacity: usize,
+}
+
+impl Default for ProcessorSection {
+    fn default() -> Self {
+        let defaults = ProcessorConfig::default();
+        ProcessorSection {
+            allowed_lateness_secs: (defaults.allowed_lateness_us / MICROS_PER_SECOND) as u64,
+            canary_failure_limit: defaults.canary_failure_limit,
+            canary_inconclusive_limit: defaults.canary_inconclusive_limit,
+            posture_reeval_window_secs: (defaults.posture_reeval_window_us / MICROS_PER_SECOND) as u64,
+            posture_regression_points: defaults.posture_regression_points,
+            drift_window_secs: (defaults.drift_window_us / MICROS_PER_SECOND) as u64,
+            dedupe_capacity: defaults.dedupe_capacity,
+        }
+    }
+}
+
+impl ProcessorSection {
+    /// Values out of range, every one.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = schemas::class::Problems::default();
+        problems.check(self.allowed_lateness_secs <= 7 * 86_400, || {
+            format!("processor.allowed_lateness_secs must be at most 7 days, got {}", self.allowed_lateness_secs)
+        });
+        problems.check(self.posture_reeval_window_secs >= 1, || {
+            "processor.posture_reeval_window_secs must be at least 1".to_owned()
+        });
+        problems.check((0.0..=100.0).contains(&self.posture_regression_points), || {
+            format!(
+                "processor.posture_regression_points must be between 0 and 100, got {}",
+                self.posture_regression_points
+            )
+        });
+        problems.check((60..=86_400).contains(&self.drift_window_secs) && 86_400 % self.drift_window_secs == 0, || {
+            format!("processor.drift_window_secs must divide a day and be at least 60, got {}", self.drift_window_secs)
+        });
+        problems.check(self.dedupe_capacity >= 1_000, || {
+            format!("processor.dedupe_capacity must be at least 1000, got {}", self.dedupe_capacity)
+        });
+        problems.0
+    }
+}
+
+/// The `[sla]` section: days to remediate an exposure whose CVE has no KEV due date.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+#[allow(missing_docs)]
+pub struct SlaSection {
+    pub critical_days: u32,
+    pub high_days: u32,
+    pub medium_days: u32,
+    pub low_days: u32,
+}
+
+impl Default for SlaSection {
+    fn default() -> Self {
+        let [critical, high, medium, low] = ProcessorConfig::default().sla_days;
+        SlaSection {
+            critical_days: critical as u32,
+            high_days: high as u32,
+            medium_days: medium as u32,
+            low_days: low as u32,
+        }
+    }
+}
+
+impl SlaSection {
+    /// Values out of range, every one.
+    pub fn problems(&self) -> Vec<String> {
+        [
+            ("critical_days", self.critical_days),
+            ("high_days", self.high_days),
+            ("medium_days", self.medium_days),
+            ("low_days", self.low_days),
+        ]
+        .into_iter()
+        .filter(|(_, days)| !(1..=3_650).contains(days))
+        .map(|(key, days)| format!("sla.{key} must be between 1 and 3650, got {days}"))
+        .collect()
+    }
+}
+
+impl ProcessorConfig {
+    /// The rules the `[processor]` and `[sla]` sections say.
+    pub fn from_sections(p: &ProcessorSection, sla: &SlaSection) -> ProcessorConfig {
+        let secs = |s: u64| s as i64 * MICROS_PER_SECOND;
+        ProcessorConfig {
+            allowed_lateness_us: secs(p.allowed_lateness_secs),
+            sla_days: [
+                i64::from(sla.critical_days),
+                i64::from(sla.high_days),
+                i64::from(sla.medium_days),
+                i64::from(sla.low_days),
+            ],
+            canary_failure_limit: p.canary_failure_limit,
+            canary_inconclusive_limit: p.canary_inconclusive_limit,
+            posture_reeval_window_us: secs(p.posture_reeval_window_secs),
+            posture_regression_points: p.posture_regression_points,
+            drift_window_us: secs(p.drift_window_secs).max(MICROS_PER_HOUR / 60),
+            dedupe_capacity: p.dedupe_capacity,
+        }
     }
 }

@@ -57,5 +57,29 @@ pub enum Error {
     },
 }
 
+impl Error {
+    /// Whose problem it is: a lake location that cannot be used or a store
+    /// that refuses the credentials is the user's; a store that does not
+    /// answer is transient; unreadable records and snapshots are internal
+    /// (corrupt state, never retried).
+    pub fn class(&self) -> schemas::ErrorClass {
+        use schemas::ErrorClass;
+        match self {
+            Error::Location { .. } => ErrorClass::Input,
+            Error::Storage { source, .. } => match source {
+                object_store::Error::PermissionDenied { .. }
+                | object_store::Error::Unauthenticated { .. }
+                | object_store::Error::NotSupported { .. }
+                | object_store::Error::NotImplemented { .. }
+                | object_store::Error::UnknownConfigurationKey { .. } => ErrorClass::Input,
+                object_store::Error::NotFound { .. } => ErrorClass::Internal,
+                _ => ErrorClass::Transient,
+            },
+            Error::Fenced { .. } => ErrorClass::Transient,
+            Error::Snapshot { .. } | Error::CommitRecord { .. } | Error::Encode { .. } => ErrorClass::Internal,
+        }
+    }
+}
+
 /// Result with the processor's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

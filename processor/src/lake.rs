@@ -458,6 +458,14 @@ impl Lake {
             .collect()
     }
 
+    /// How many commit records the lake holds (a listing, no reads): the
+    /// change signal readers poll.
+    pub async fn commit_count(&self) -> Result<usize> {
+        let dir = Path::from("_commits");
+        let listed: Vec<_> = self.store.list(Some(&dir)).try_collect().await.map_err(storage(&dir))?;
+        Ok(listed.iter().filter(|meta| meta.location.extension() == Some("json")).count())
+    }
+
     /// Every commit record of every task, ordered by task and epoch.
     pub async fn commit_records(&self) -> Result<Vec<CommitRecord>> {
         let dir = Path::from("_commits");

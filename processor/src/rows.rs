@@ -178,49 +178,9 @@ pub struct AlertRow {
     pub class_uid: i32,
 }
 
-/// `dead_letters`: one message that failed to decode or validate.
-#[derive(Clone, Debug, PartialEq)]
-#[allow(missing_docs)]
-pub struct DeadLetterRow {
-    pub topic: String,
-    pub partition: i32,
-    pub offset: i64,
-    pub error: String,
-    pub payload: String,
-    pub key: Option<String>,
-    pub payload_encoding: Option<&'static str>,
-    pub failed_at: Timestamp,
-}
-
-impl DeadLetterRow {
-    /// A dead letter for the message at `offset` of `partition` of `topic`:
-    /// the payload is kept as text when it is UTF-8, else in base64.
-    pub fn new(
-        topic: &str,
-        partition: i32,
-        offset: i64,
-        key: Option<&str>,
-        error: String,
-        payload: &[u8],
-        failed_at: Timestamp,
-    ) -> Self {
-        use base64::Engine;
-        let (payload, payload_encoding) = match std::str::from_utf8(payload) {
-            Ok(text) => (text.to_owned(), None),
-            Err(_) => (base64::engine::general_purpose::STANDARD.encode(payload), Some("base64")),
-        };
-        DeadLetterRow {
-            topic: topic.to_owned(),
-            partition,
-            offset,
-            error,
-            payload,
-            key: key.map(str::to_owned),
-            payload_encoding,
-            failed_at,
-        }
-    }
-}
+/// `dead_letters`: one message that failed to decode or validate (the
+/// wire type lives in `schemas`: ingest builds it from a raw message).
+pub use schemas::DeadLetter as DeadLetterRow;
 
 /// A request to the posture service and policy engine to re-evaluate a
 /// device after a verified patch (DOMAIN.md "Re-evaluation requests").
@@ -313,20 +273,10 @@ impl EpochRows {
                 .to_string(),
             }
         }));
-        out.extend(self.dead_letters.iter().map(|letter| {
-            let mut value = serde_json::json!({
-                "topic": letter.topic,
-                "partition": letter.partition,
-                "offset": letter.offset,
-                "key": letter.key,
-                "error": letter.error,
-                "payload": letter.payload,
-                "failed_at": letter.failed_at.to_string(),
-            });
-            if let Some(encoding) = letter.payload_encoding {
-                value["payload_encoding"] = encoding.into();
-            }
-            OutboxMessage { kind: OutputKind::DeadLetter, key: letter.key.clone(), value: value.to_string() }
+        out.extend(self.dead_letters.iter().map(|letter| OutboxMessage {
+            kind: OutputKind::DeadLetter,
+            key: letter.key.clone(),
+            value: letter.to_json(),
         }));
         out
     }

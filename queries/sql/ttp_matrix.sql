@@ -1,18 +1,12 @@
 -- The NIST SP 800-40 matrix: time-to-patch and the share patched by the
 -- deadline, per CVE severity × asset criticality.
--- A patch outcome's severity is the highest among the CVEs the patch fixes;
+-- A patch outcome's severity is the patch's (the patch_severity view: the
+-- highest among the CVEs the patch fixes);
 -- time-to-patch is release → verified remediation (patch_outcomes).
 -- The share patched by the deadline counts exposures whose result is known
 -- (remediated, or past due while open; suppressed ones are out of SLA counting).
-WITH fixes AS (SELECT patch_id, unnest(fixes_cves) AS cve_id FROM patches),
-patch_severity AS (
-    SELECT f.patch_id,
-           max(CASE c.severity WHEN 'critical' THEN 4 WHEN 'high' THEN 3 WHEN 'medium' THEN 2 WHEN 'low' THEN 1 END) AS level
-    FROM fixes f JOIN cves c ON c.cve_id = f.cve_id
-    GROUP BY f.patch_id
-),
-ttp AS (
-    SELECT CASE s.level WHEN 4 THEN 'critical' WHEN 3 THEN 'high' WHEN 2 THEN 'medium' WHEN 1 THEN 'low' END AS severity,
+WITH ttp AS (
+    SELECT s.severity,
            coalesce(a.criticality, 'unknown') AS criticality,
            count(*) AS remediated_patches,
            avg(o.time_to_patch_s) AS mean_ttp_s,

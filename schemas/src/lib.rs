@@ -6,15 +6,21 @@
 //! - [`tables`]: Arrow schemas of the lake tables (CONTRACT.md §3).
 //! - [`ocsf`]: OCSF 1.8.0 finding types for alerts sent to SIEMs.
 //! - [`severity`]: CVSS score to severity band (DOMAIN.md "Severity").
+//! - [`dead_letter`]: a rejected message, as stored and as published.
+//! - [`class`]: whose problem an error is, shared by every crate's error type.
 //!
 //! This crate does no I/O and depends on neither tokio nor rdkafka.
 
+pub mod class;
+pub mod dead_letter;
 pub mod decode;
 pub mod events;
 pub mod ocsf;
 pub mod tables;
 pub mod time;
 
+pub use class::ErrorClass;
+pub use dead_letter::DeadLetter;
 pub use decode::{FieldError, Invalid, decode, decode_str};
 pub use events::*;
 pub use tables::Table;

@@ -29,9 +29,11 @@ impl EmbeddedBroker {
     /// Creates topics (the mock cluster does not take admin requests for compaction).
     pub fn create_topics(&self, topics: &[TopicSpec<'_>]) -> Result<()> {
         for topic in topics {
-            self.cluster
-                .create_topic(topic.name, topic.partitions, 1)
-                .map_err(|e| Error::Topic { topic: topic.name.to_owned(), reason: e.to_string() })?;
+            self.cluster.create_topic(topic.name, topic.partitions, 1).map_err(|e| Error::Topic {
+                topic: topic.name.to_owned(),
+                reason: e.to_string(),
+                code: e.rdkafka_error_code(),
+            })?;
         }
         Ok(())
     }

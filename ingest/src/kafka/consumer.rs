@@ -5,15 +5,19 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::error::KafkaError;
+use rdkafka::message::BorrowedMessage;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 
+use tokio_util::sync::CancellationToken;
+
 use super::{Error, KafkaSettings, Result};
+use crate::metrics::PipelineMetrics;
 
 /// Where a newly assigned partition starts reading.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -138,6 +142,53 @@ pub fn group_consumer<O: PartitionOwner>(
     Ok(consumer)
 }
 
+/// Takes up to `max` messages (waiting up to 100 ms for the first);
+/// rebalances run inside these polls. A consumer error ends the batch and
+/// makes the pipeline not ready, logged once per outage (librdkafka
+/// retries by itself).
+pub fn poll_batch<'a, C: ConsumerContext>(
+    consumer: &'a BaseConsumer<C>,
+    max: usize,
+    metrics: &PipelineMetrics,
+) -> Vec<BorrowedMessage<'a>> {
+    let mut messages = Vec::with_capacity(max);
+    let mut wait = Duration::from_millis(100);
+    while let Some(message) = consumer.poll(wait) {
+        wait = Duration::ZERO;
+        match message {
+            Ok(message) => messages.push(message),
+            Err(error) => {
+                if metrics.is_ready() {
+                    tracing::warn!(%error, "consumer error; retrying");
+                }
+                metrics.set_ready(false);
+                break;
+            }
+        }
+        if messages.len() >= max {
+            break;
+        }
+    }
+    messages
+}
+
+/// While the brokers are away (`brokers_down`, set by the clients): asks
+/// the cluster for `topic`'s metadata; when it answers, clears the flag
+/// and makes the pipeline ready again.
+pub fn probe_brokers<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    brokers_down: &AtomicBool,
+    metrics: &PipelineMetrics,
+) {
+    metrics.set_ready(false);
+    if consumer.fetch_metadata(Some(topic), Duration::from_secs(1)).is_ok() {
+        brokers_down.store(false, std::sync::atomic::Ordering::Relaxed);
+        metrics.set_ready(true);
+        tracing::info!("the Kafka brokers answer again");
+    }
+}
+
 /// Reads every partition of the intel topic, outside the consumer group.
 pub struct IntelReader {
     consumer: BaseConsumer,
@@ -191,6 +242,65 @@ impl IntelReader {
     pub fn topic(&self) -> &str {
         &self.topic
     }
+
+    /// Hands what the reader has to `apply`, waiting up to `wait` for the
+    /// first message, at most `max` messages; how many were handed.
+    pub fn poll_into(&self, wait: Duration, max: usize, mut apply: impl FnMut(&BorrowedMessage<'_>)) -> usize {
+        let mut n = 0;
+        let mut wait = wait;
+        while let Some(message) = self.consumer.poll(wait) {
+            wait = Duration::ZERO;
+            match message {
+                Ok(message) => {
+                    apply(&message);
+                    n += 1;
+                }
+                Err(error) => tracing::warn!(%error, "intel consumer"),
+            }
+            if n >= max {
+                break;
+            }
+        }
+        n
+    }
+
+    /// Reads the topic up to `ends` (the end offsets it had when the caller
+    /// asked), handing every message to `apply`, until `positions` (where
+    /// the catalog is, partition → next offset) reaches them: a global table
+    /// restored before any task processes (DESIGN.md "Topics and tasks").
+    /// Returns how many messages were read; stops early if `cancel` is.
+    pub fn catch_up(
+        &self,
+        ends: &BTreeMap<i32, i64>,
+        cancel: &CancellationToken,
+        mut positions: impl FnMut() -> BTreeMap<i32, i64>,
+        mut apply: impl FnMut(&BorrowedMessage<'_>),
+    ) -> Result<usize> {
+        let started = Instant::now();
+        let mut last_report = Instant::now();
+        let mut read = 0;
+        loop {
+            let at = positions();
+            if ends.iter().all(|(partition, end)| at.get(partition).copied().unwrap_or(0) >= *end) {
+                break;
+            }
+            if cancel.is_cancelled() {
+                return Err(Error::Cancelled);
+            }
+            read += self.poll_into(Duration::from_millis(100), 10_000, &mut apply);
+            if last_report.elapsed() > Duration::from_secs(5) {
+                last_report = Instant::now();
+                tracing::info!(read, "still reading the intel topic");
+            }
+        }
+        tracing::info!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            read,
+            end = ends.values().sum::<i64>(),
+            "intel catalog loaded"
+        );
+        Ok(read)
+    }
 }
 
 /// The high watermark of each of `partitions` of `topic`.
@@ -234,9 +344,4 @@ pub fn start_offsets(
         .create()
         .map_err(|e| Error::client("create a consumer", e))?;
     watermarks(&consumer, topic, partitions, timeout, |(low, _)| low)
-}
-
-/// The task source name of a Kafka partition, as recorded in commit records.
-pub fn source_name(topic: &str, partition: i32) -> String {
-    format!("kafka:{topic}/{partition}")
 }

@@ -2,7 +2,9 @@
 //! A message that fails any of them is a dead letter with the reason, never
 //! a crash or a stall.
 
-use schemas::{CloudEvent, InputTopic};
+use rdkafka::Message;
+use rdkafka::message::BorrowedMessage;
+use schemas::{CloudEvent, DeadLetter, InputTopic, Timestamp};
 
 /// Why a message was not processed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -60,6 +62,22 @@ pub fn check_message(
         ));
     }
     Ok(event)
+}
+
+/// The dead letter of a consumed message that failed [`check_message`]:
+/// where it was read, its key and bytes, and why, filed under `failed_at`
+/// (its task's largest event time so far).
+pub fn dead_letter(message: &BorrowedMessage<'_>, error: String, failed_at: Timestamp) -> DeadLetter {
+    let key = message.key().map(String::from_utf8_lossy);
+    DeadLetter::new(
+        message.topic(),
+        message.partition(),
+        message.offset(),
+        key.as_deref(),
+        error,
+        message.payload().unwrap_or_default(),
+        failed_at,
+    )
 }
 
 #[cfg(test)]

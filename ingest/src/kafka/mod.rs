@@ -1,6 +1,7 @@
 //! Kafka for patchtrail: client settings, topic names and creation, the
 //! consumer-group consumer whose partitions map to processor tasks, the
-//! message checks that route bad input to the dead-letter topic, the
+//! intel reader and its catch-up, the message checks and dead letters of bad
+//! input, the typed source names of partitions, offset storing and lag, the
 //! publisher of derived topics, the embedded broker, and producing simulated
 //! events.
 //!
@@ -10,16 +11,19 @@ mod broker;
 mod consumer;
 mod error;
 mod message;
+pub mod offsets;
 mod producer;
+mod source;
 
 pub use broker::EmbeddedBroker;
 pub use consumer::{
-    GroupConsumer, GroupContext, IntelReader, PartitionOwner, StartAt, end_offsets, group_consumer, source_name,
-    start_offsets,
+    GroupConsumer, GroupContext, IntelReader, PartitionOwner, StartAt, end_offsets, group_consumer, poll_batch,
+    probe_brokers, start_offsets,
 };
 pub use error::{Error, Result};
-pub use message::{Rejection, check_message};
-pub use producer::{Publisher, produce_simulation};
+pub use message::{Rejection, check_message, dead_letter};
+pub use producer::{Publisher, produce_simulation, sleep_unless_cancelled};
+pub use source::{Source, source_name, topic_positions};
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -115,6 +119,14 @@ impl TopicNames {
     pub fn keyed(&self) -> [&str; 3] {
         [&self.assets, &self.rollouts, &self.network]
     }
+
+    /// The output topics with `partitions` each (the priorities topic compacted).
+    pub fn outputs(&self, partitions: i32) -> Vec<TopicSpec<'_>> {
+        [(&self.alerts, false), (&self.reevaluations, false), (&self.dlq, false), (&self.priorities, true)]
+            .into_iter()
+            .map(|(name, compacted)| TopicSpec { name, partitions, compacted })
+            .collect()
+    }
 }
 
 /// One topic to create if missing.
@@ -163,16 +175,17 @@ pub fn create_topics(settings: &KafkaSettings, topics: &[TopicSpec<'_>], timeout
         })
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(timeout)).request_timeout(Some(timeout));
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .map_err(|e| Error::Topic { topic: topics.iter().map(|t| t.name).collect(), reason: e.to_string() })?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().map_err(|e| Error::Topic {
+        topic: topics.iter().map(|t| t.name).collect(),
+        reason: e.to_string(),
+        code: None,
+    })?;
     let results =
         runtime.block_on(admin.create_topics(&new_topics, &options)).map_err(|e| Error::client("create topics", e))?;
     for result in results {
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((topic, code)) => return Err(Error::Topic { topic, reason: code.to_string() }),
+            Err((topic, code)) => return Err(Error::Topic { topic, reason: code.to_string(), code: Some(code) }),
         }
     }
     Ok(())

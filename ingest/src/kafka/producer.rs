@@ -10,6 +10,8 @@ use rdkafka::client::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 
+use tokio_util::sync::CancellationToken;
+
 use super::{Error, KafkaSettings, Result, TopicNames};
 use crate::simulate::Simulator;
 use crate::simulate::truth::LineCounts;
@@ -123,38 +125,61 @@ impl Publisher {
     }
 
     /// Waits until every queued message is delivered, sending again those
-    /// librdkafka gave up on, with backoff; gives up after `timeout` (never,
-    /// with `None`: the brokers are waited for).
-    pub fn flush(&self, timeout: Option<Duration>) -> Result<()> {
-        let started = Instant::now();
+    /// librdkafka gave up on, with backoff. Gives up with
+    /// [`Error::Undelivered`] when `deadline` passes and with
+    /// [`Error::Cancelled`] when `cancel` is cancelled, each seen within a
+    /// second; the messages not delivered stay queued for the next flush.
+    pub fn flush(&self, deadline: Option<Instant>, cancel: &CancellationToken) -> Result<()> {
         let mut delay = Duration::from_millis(200);
         loop {
-            let left = timeout.map(|limit| limit.saturating_sub(started.elapsed()));
-            match self.producer.flush(left.unwrap_or(Duration::from_secs(10))) {
-                Ok(()) => {}
-                Err(error) if left.is_some() => return Err(Error::client("flush", error)),
-                Err(_) => continue,
-            }
+            self.flush_queue(deadline, cancel)?;
             let undelivered =
                 std::mem::take(&mut *self.counter.to_resend.lock().unwrap_or_else(PoisonError::into_inner));
             if undelivered.is_empty() {
                 return Ok(());
             }
-            if timeout.is_some_and(|limit| started.elapsed() + delay > limit) {
-                let topic = undelivered[0].topic.clone();
-                let reason = format!("{} messages could not be delivered", undelivered.len());
+            let stop = if cancel.is_cancelled() {
+                Some(Error::Cancelled)
+            } else if deadline.is_some_and(|deadline| Instant::now() + delay > deadline) {
+                Some(Error::Undelivered { topic: undelivered[0].topic.clone(), messages: undelivered.len() })
+            } else {
+                None
+            };
+            if let Some(error) = stop {
                 self.counter.to_resend.lock().unwrap_or_else(PoisonError::into_inner).extend(undelivered);
-                return Err(Error::Topic { topic, reason });
+                return Err(error);
             }
             tracing::warn!(
                 messages = undelivered.len(),
                 retry_in_ms = delay.as_millis() as u64,
                 "the brokers did not take some messages; sending them again"
             );
-            std::thread::sleep(delay);
+            if sleep_unless_cancelled(delay, cancel) {
+                self.counter.to_resend.lock().unwrap_or_else(PoisonError::into_inner).extend(undelivered);
+                return Err(Error::Cancelled);
+            }
             delay = (delay * 2).min(Duration::from_secs(10));
             for message in undelivered {
                 self.send_optional(&message.topic, message.key.as_deref(), message.value.as_deref())?;
+            }
+        }
+    }
+
+    /// librdkafka's flush, in slices of a second so that the deadline and
+    /// the cancellation are seen.
+    fn flush_queue(&self, deadline: Option<Instant>, cancel: &CancellationToken) -> Result<()> {
+        const SLICE: Duration = Duration::from_secs(1);
+        loop {
+            let slice = deadline.map_or(SLICE, |d| d.saturating_duration_since(Instant::now()).min(SLICE));
+            if self.producer.flush(slice).is_ok() {
+                return Ok(());
+            }
+            if cancel.is_cancelled() {
+                return Err(Error::Cancelled);
+            }
+            if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+                let messages = usize::try_from(self.producer.in_flight_count()).unwrap_or(0);
+                return Err(Error::Undelivered { topic: "(queued)".to_owned(), messages });
             }
         }
     }
@@ -184,6 +209,21 @@ pub fn produce_simulation(
             progress(simulator.counts(), simulator.progress());
         }
     }
-    publisher.flush(Some(Duration::from_secs(300)))?;
+    publisher.flush(Some(Instant::now() + Duration::from_secs(300)), &CancellationToken::new())?;
     Ok(simulator.counts())
+}
+
+/// Sleeps `duration` unless `cancel` is cancelled first; true if it was.
+pub fn sleep_unless_cancelled(duration: Duration, cancel: &CancellationToken) -> bool {
+    let until = Instant::now() + duration;
+    loop {
+        if cancel.is_cancelled() {
+            return true;
+        }
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        std::thread::sleep(left.min(Duration::from_millis(50)));
+    }
 }

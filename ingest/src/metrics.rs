@@ -1,5 +1,6 @@
-//! Operational metrics of `run` (CONTRACT.md §6, the pipeline half) and the
-//! small HTTP server that exposes them with `/healthz` and `/readyz`.
+//! The pipeline metrics of `run` (CONTRACT.md §6, the pipeline half): their
+//! names live here, and they are registered in a registry of their own that
+//! the binary hands to the probe server (`queries::server::probe`).
 //!
 //! Counters are resolved per label once and bumped per message with one
 //! atomic add; gauges are set per batch or report interval.
@@ -7,22 +8,21 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use anyhow::Context;
-use axum::Router;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
-use axum::routing::get;
-use prometheus::{
-    Encoder, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
-};
+use prometheus::{GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
 
 /// Metric names, fixed by CONTRACT.md §6.
 pub mod names {
+    /// Valid events applied, by input topic.
     pub const EVENTS_CONSUMED: &str = "patchtrail_events_consumed_total";
+    /// Dead letters, by input topic and reason.
     pub const EVENTS_DEAD_LETTERED: &str = "patchtrail_events_dead_lettered_total";
+    /// Epochs committed.
     pub const COMMITS: &str = "patchtrail_commits_total";
+    /// Time to commit a round of epochs.
     pub const COMMIT_DURATION: &str = "patchtrail_commit_duration_seconds";
+    /// Messages not applied yet, by partition.
     pub const CONSUMER_LAG: &str = "patchtrail_consumer_lag_messages";
+    /// Wall clock minus the largest event time, by topic.
     pub const WATERMARK_LAG: &str = "patchtrail_watermark_lag_seconds";
 }
 
@@ -32,14 +32,25 @@ pub struct PipelineMetrics {
     registry: Registry,
     consumed: IntCounterVec,
     dead_lettered: IntCounterVec,
+    /// Epochs committed.
     pub commits: IntCounter,
+    /// Time to commit a round of epochs.
     pub commit_seconds: Histogram,
+    /// Messages not applied yet, by partition.
     pub consumer_lag: IntGaugeVec,
+    /// Wall clock minus the largest event time, by topic.
     pub watermark_lag: GaugeVec,
     ready: Arc<AtomicBool>,
 }
 
+impl Default for PipelineMetrics {
+    fn default() -> Self {
+        PipelineMetrics::new()
+    }
+}
+
 impl PipelineMetrics {
+    /// Every pipeline metric, registered in a new registry.
     pub fn new() -> Self {
         let registry = Registry::new();
         let consumed =
@@ -91,9 +102,9 @@ impl PipelineMetrics {
         }
     }
 
-    /// One valid event of `topic`.
-    pub fn consumed(&self, topic: &str) {
-        self.consumed.with_label_values(&[topic]).inc();
+    /// A counter of valid events of `topic`, to bump per message.
+    pub fn consumed(&self, topic: &str) -> IntCounter {
+        self.consumed.with_label_values(&[topic])
     }
 
     /// One dead letter of `topic`, for a bounded `reason`.
@@ -101,14 +112,24 @@ impl PipelineMetrics {
         self.dead_lettered.with_label_values(&[topic, reason]).inc();
     }
 
+    /// Sets `patchtrail_watermark_lag_seconds` of `topic` from the largest
+    /// event time seen (µs since the epoch) and the wall clock now.
+    pub fn watermark_lag(&self, topic: &str, max_event_micros: i64, now_micros: i64) {
+        let lag = (now_micros - max_event_micros) as f64 / 1e6;
+        self.watermark_lag.with_label_values(&[topic]).set(lag.max(0.0));
+    }
+
+    /// The registry every pipeline metric is in.
     pub fn registry(&self) -> Registry {
         self.registry.clone()
     }
 
+    /// The readiness flag (shared with the probe server).
     pub fn ready_flag(&self) -> Arc<AtomicBool> {
         Arc::clone(&self.ready)
     }
 
+    /// Whether the pipeline consumes normally.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Relaxed)
     }
@@ -117,62 +138,4 @@ impl PipelineMetrics {
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Relaxed);
     }
-}
-
-/// The Prometheus text exposition of `registry`.
-pub fn exposition(registry: &Registry) -> String {
-    let mut out = Vec::new();
-    // Encoding gathered families into a Vec cannot fail.
-    let _ = TextEncoder::new().encode(&registry.gather(), &mut out);
-    String::from_utf8(out).unwrap_or_default()
-}
-
-/// Serves `/metrics`, `/healthz` and `/readyz` on `listen`, on a thread of its
-/// own, for the life of the process.
-pub fn serve(
-    listen: &str,
-    registry: Registry,
-    ready: impl Fn() -> bool + Clone + Send + Sync + 'static,
-) -> anyhow::Result<()> {
-    let listener = std::net::TcpListener::bind(listen)?;
-    listener.set_nonblocking(true)?;
-    let app = Router::new()
-        .route(
-            "/metrics",
-            get(move || {
-                let registry = registry.clone();
-                async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], exposition(&registry)) }
-            }),
-        )
-        .route("/healthz", get(|| async { "ok" }))
-        .route(
-            "/readyz",
-            get(move || {
-                let ready = ready();
-                async move {
-                    if ready {
-                        (StatusCode::OK, "ready").into_response()
-                    } else {
-                        (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
-                    }
-                }
-            }),
-        );
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    std::thread::Builder::new()
-        .name("metrics-http".to_owned())
-        .spawn(move || {
-            runtime.block_on(async move {
-                match tokio::net::TcpListener::from_std(listener) {
-                    Ok(listener) => {
-                        if let Err(error) = axum::serve(listener, app).await {
-                            tracing::error!(%error, "metrics server stopped");
-                        }
-                    }
-                    Err(error) => tracing::error!(%error, "metrics server cannot listen"),
-                }
-            });
-        })
-        .context("cannot start the metrics thread")?;
-    Ok(())
 }

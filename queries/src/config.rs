@@ -1,0 +1,162 @@
+//! The `[server]`, `[auth]` and `[prioritization]` sections of the
+//! configuration: what `serve` is told, and the priority score's weights.
+
+use serde::{Deserialize, Serialize};
+
+use crate::priorities::Weights;
+
+/// `[server]`: `patchtrail serve`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ServerConfig {
+    /// Where the HTTP API listens.
+    pub listen: String,
+    /// A query running longer is stopped and answered 422.
+    pub query_timeout_secs: u64,
+    /// DataFusion's memory pool per server.
+    pub memory_limit_mib: usize,
+    /// Rows an answer holds at most (`truncated` says when there were more).
+    pub max_rows: usize,
+    /// Bytes an encoded answer may take at most, in MiB: past it the query
+    /// is stopped and answered 422.
+    pub max_answer_mib: usize,
+    /// How often the commit log is checked for new epochs.
+    pub refresh_ms: u64,
+    /// Publish the priority queue to the priorities topic of `[kafka]`.
+    pub publish_priorities: bool,
+    /// How often the priority queue is published.
+    pub priorities_interval_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:8080".to_owned(),
+            query_timeout_secs: 30,
+            memory_limit_mib: 1_024,
+            max_rows: 10_000,
+            max_answer_mib: 64,
+            refresh_ms: 1_000,
+            publish_priorities: false,
+            priorities_interval_secs: 60,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Values out of range, every one.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = schemas::class::Problems::default();
+        problems.check(self.listen.parse::<std::net::SocketAddr>().is_ok(), || {
+            format!("server.listen (--listen) must be an IP address and port, got {:?}", self.listen)
+        });
+        problems.check(self.query_timeout_secs >= 1, || {
+            "server.query_timeout_secs (--query-timeout-secs) must be at least 1".to_owned()
+        });
+        problems.check(self.memory_limit_mib >= 16, || {
+            format!("server.memory_limit_mib (--memory-limit-mib) must be at least 16, got {}", self.memory_limit_mib)
+        });
+        problems.check(self.max_rows >= 1, || "server.max_rows (--max-rows) must be at least 1".to_owned());
+        problems.check((1..=4_096).contains(&self.max_answer_mib), || {
+            format!("server.max_answer_mib must be between 1 and 4096, got {}", self.max_answer_mib)
+        });
+        problems.check(self.refresh_ms >= 50, || {
+            format!("server.refresh_ms (--refresh-ms) must be at least 50, got {}", self.refresh_ms)
+        });
+        problems.check(self.priorities_interval_secs >= 1, || {
+            "server.priorities_interval_secs (--priorities-interval-secs) must be at least 1".to_owned()
+        });
+        problems.0
+    }
+}
+
+/// `[auth]`: access to `serve`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AuthConfig {
+    /// A bearer token every route but `/healthz` requires (absent: no auth).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+impl AuthConfig {
+    /// Values out of range, every one.
+    pub fn problems(&self) -> Vec<String> {
+        match self.token.as_deref() {
+            Some("") => vec!["auth.token (--token) must not be empty (leave it out for no auth)".to_owned()],
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// `[prioritization]`: the weights of the priority score (DOMAIN.md "Prioritization").
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PrioritizationConfig {
+    /// `1 + epss_weight × epss`.
+    pub epss_weight: f64,
+    /// Factor for a CVE in CISA's KEV catalog.
+    pub kev_weight: f64,
+    /// Factor for an internet-exposed asset.
+    pub internet_exposed_weight: f64,
+    /// Factor for an asset in the `edge` environment.
+    pub edge_weight: f64,
+    /// Factor for an asset of low criticality.
+    pub criticality_low_weight: f64,
+    /// Factor for an asset of moderate criticality.
+    pub criticality_moderate_weight: f64,
+    /// Factor for an asset of high criticality.
+    pub criticality_high_weight: f64,
+    /// The urgency term `1 + clamp(elapsed share of the SLA, 0, max_urgency)`.
+    pub max_urgency: f64,
+}
+
+impl Default for PrioritizationConfig {
+    fn default() -> Self {
+        let w = Weights::default();
+        PrioritizationConfig {
+            epss_weight: w.epss,
+            kev_weight: w.kev,
+            internet_exposed_weight: w.internet_exposed,
+            edge_weight: w.edge,
+            criticality_low_weight: w.criticality_low,
+            criticality_moderate_weight: w.criticality_moderate,
+            criticality_high_weight: w.criticality_high,
+            max_urgency: w.max_urgency,
+        }
+    }
+}
+
+impl PrioritizationConfig {
+    /// Values out of range, every one.
+    pub fn problems(&self) -> Vec<String> {
+        [
+            ("epss_weight", self.epss_weight),
+            ("kev_weight", self.kev_weight),
+            ("internet_exposed_weight", self.internet_exposed_weight),
+            ("edge_weight", self.edge_weight),
+            ("criticality_low_weight", self.criticality_low_weight),
+            ("criticality_moderate_weight", self.criticality_moderate_weight),
+            ("criticality_high_weight", self.criticality_high_weight),
+            ("max_urgency", self.max_urgency),
+        ]
+        .into_iter()
+        .filter(|(_, value)| !(value.is_finite() && (0.0..=1_000.0).contains(value)))
+        .map(|(key, value)| format!("prioritization.{key} must be between 0 and 1000, got {value}"))
+        .collect()
+    }
+
+    /// The priority score's weights.
+    pub fn weights(&self) -> Weights {
+        Weights {
+            epss: self.epss_weight,
+            kev: self.kev_weight,
+            internet_exposed: self.internet_exposed_weight,
+            edge: self.edge_weight,
+            criticality_low: self.criticality_low_weight,
+            criticality_moderate: self.criticality_moderate_weight,
+            criticality_high: self.criticality_high_weight,
+            max_urgency: self.max_urgency,
+        }
+    }
+}

@@ -1,0 +1,277 @@
+//! The HTTP API of `serve` (CONTRACT.md §5) over the committed lake, and the
+//! probe endpoints of `run` ([`probe`]).
+//!
+//! Work happens in three places, so that no client can starve the rest:
+//! - the HTTP runtime (the binary's) accepts connections and answers from
+//!   memory: `/healthz`, `/readyz`, `/metrics`, `/v1/priorities`;
+//! - the query runtime runs user queries, each under its time limit, with
+//!   its answer encoded inside that budget ([`format`]);
+//! - the service tasks ([`Service::refresh`], [`Service::publish`]), which
+//!   the binary runs on a runtime of their own, open each new snapshot of
+//!   the lake and compute its queue and domain metrics once, before the
+//!   snapshot is served.
+
+pub mod format;
+mod http;
+pub mod probe;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use processor::lake::Lake;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{QueryError, classify};
+use crate::metrics::ServerMetrics;
+use crate::priorities::{Queue, QueuePublisher, Weights};
+use crate::session::LakeSession;
+use format::{Encoder, Format};
+
+/// What `serve` is told (the `[server]` and `[auth]` configuration).
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// A query running longer is stopped.
+    pub query_timeout: Duration,
+    /// DataFusion's memory pool, bytes.
+    pub memory_limit_bytes: usize,
+    /// Rows an answer holds at most (`truncated` says when there were more).
+    pub max_rows: usize,
+    /// Bytes an encoded answer may take at most.
+    pub max_answer_bytes: usize,
+    /// How often the commit log is checked for new epochs.
+    pub refresh: Duration,
+    /// The bearer token every route but `/healthz` requires.
+    pub token: Option<String>,
+    /// The priority score's weights.
+    pub weights: Weights,
+}
+
+/// One snapshot of the lake with what is computed once per snapshot.
+pub struct Snapshot {
+    /// The session queries of this snapshot run on.
+    pub session: Arc<LakeSession>,
+    /// Its priority queue.
+    pub queue: Queue,
+    /// Commit records it was opened from (the change signal).
+    records: usize,
+}
+
+/// The query service: cheap to clone, one state behind.
+#[derive(Clone)]
+pub struct Service {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    lake: Lake,
+    settings: Settings,
+    /// The newest snapshot; a query keeps the one it started on.
+    snapshot: RwLock<Arc<Snapshot>>,
+    lake_readable: AtomicBool,
+    /// Set by the priorities publisher's client when the brokers are away.
+    brokers_down: Arc<AtomicBool>,
+    /// Where user queries run.
+    queries: tokio::runtime::Handle,
+    metrics: ServerMetrics,
+}
+
+/// An encoded answer of `POST /v1/sql`.
+pub struct Answer {
+    /// The body.
+    pub body: Vec<u8>,
+    /// Its format.
+    pub format: Format,
+    /// Whether rows were left out (more than `max_rows`).
+    pub truncated: bool,
+}
+
+impl Service {
+    /// Opens the lake's current snapshot and computes its queue and domain
+    /// metrics; user queries will run on `queries`.
+    pub async fn open(lake: Lake, settings: Settings, queries: tokio::runtime::Handle) -> Result<Service, QueryError> {
+        let metrics = ServerMetrics::new();
+        let started = Instant::now();
+        let snapshot = open_snapshot(&lake, &settings, &metrics).await?;
+        tracing::info!(records = snapshot.records, elapsed_ms = started.elapsed().as_millis() as u64, "lake opened");
+        let inner = Inner {
+            lake,
+            settings,
+            snapshot: RwLock::new(Arc::new(snapshot)),
+            lake_readable: AtomicBool::new(true),
+            brokers_down: Arc::new(AtomicBool::new(false)),
+            queries,
+            metrics,
+        };
+        Ok(Service { inner: Arc::new(inner) })
+    }
+
+    /// The flag a Kafka client sets while the brokers are away (readiness).
+    pub fn brokers_down(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.inner.brokers_down)
+    }
+
+    /// The current snapshot.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        Arc::clone(&self.inner.snapshot.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// The server's metrics.
+    pub fn metrics(&self) -> &ServerMetrics {
+        &self.inner.metrics
+    }
+
+    fn settings(&self) -> &Settings {
+        &self.inner.settings
+    }
+
+    /// Ready: the lake is readable and, when publishing, the brokers answer.
+    pub fn is_ready(&self) -> bool {
+        self.inner.lake_readable.load(Ordering::Relaxed) && !self.inner.brokers_down.load(Ordering::Relaxed)
+    }
+
+    /// Serves HTTP on `listener` until `cancel`; requests under way finish.
+    pub async fn serve(self, listener: tokio::net::TcpListener, cancel: CancellationToken) -> std::io::Result<()> {
+        tracing::info!(listen = %listener.local_addr()?, "serving the lake");
+        axum::serve(listener, http::router(self)).with_graceful_shutdown(cancel.cancelled_owned()).await
+    }
+
+    /// Runs one user query on the query runtime under the time limit, its
+    /// answer encoded there too.
+    pub async fn query(&self, sql: String, format: Format) -> Result<Answer, QueryError> {
+        let session = Arc::clone(&self.snapshot().session);
+        let (max_rows, max_bytes) = (self.settings().max_rows, self.settings().max_answer_bytes);
+        let started = Instant::now();
+        let task = self.inner.queries.spawn(async move { answer(&session, &sql, format, max_rows, max_bytes).await });
+        let abort = task.abort_handle();
+        let limit = self.settings().query_timeout;
+        let outcome = tokio::time::timeout(limit, task).await;
+        self.inner.metrics.query_seconds.observe(started.elapsed().as_secs_f64());
+        match outcome {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(join)) => Err(QueryError::Internal(format!("the query task failed: {join}"))),
+            Err(_) => {
+                abort.abort();
+                Err(QueryError::Limit(format!(
+                    "query stopped: it ran longer than the {} s limit (server.query_timeout_secs)",
+                    limit.as_secs()
+                )))
+            }
+        }
+    }
+
+    /// Opens a new snapshot whenever the commit log has grown, until
+    /// `cancel`. A snapshot that cannot be opened makes the server not ready
+    /// and keeps the previous one; a panic ends the command (the binary's
+    /// supervisor sees it).
+    pub async fn refresh(self, cancel: CancellationToken) -> Result<(), QueryError> {
+        let inner = &self.inner;
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return Ok(()),
+                () = tokio::time::sleep(inner.settings.refresh) => {}
+            }
+            let seen = self.snapshot().records;
+            let count = match inner.lake.commit_count().await {
+                Ok(count) => count,
+                Err(error) => {
+                    if inner.lake_readable.swap(false, Ordering::Relaxed) {
+                        tracing::warn!(%error, "cannot list the lake's commit log");
+                    }
+                    continue;
+                }
+            };
+            if count == seen {
+                inner.lake_readable.store(true, Ordering::Relaxed);
+                continue;
+            }
+            match open_snapshot(&inner.lake, &inner.settings, &inner.metrics).await {
+                Ok(snapshot) => {
+                    *inner.snapshot.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(snapshot);
+                    inner.lake_readable.store(true, Ordering::Relaxed);
+                    tracing::debug!(records = count, "new commits visible");
+                }
+                Err(error) => {
+                    // Not ready, and the previous snapshot keeps being served; a
+                    // corrupt record or a bug is an error, a store away a warning.
+                    if inner.lake_readable.swap(false, Ordering::Relaxed) {
+                        if error.class() == schemas::ErrorClass::Internal {
+                            tracing::error!(%error, "cannot open the lake's new snapshot; serving the previous one");
+                        } else {
+                            tracing::warn!(%error, "cannot open the lake's new snapshot; serving the previous one");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Every `every`, publishes the current queue as changes against what
+    /// was published last, until `cancel`. A failed publication is tried
+    /// again next time.
+    pub async fn publish(
+        self,
+        mut publisher: QueuePublisher,
+        every: Duration,
+        cancel: CancellationToken,
+    ) -> Result<(), QueryError> {
+        loop {
+            let queue = self.snapshot().queue.clone();
+            let stop = cancel.clone();
+            let (returned, sent) = tokio::task::spawn_blocking(move || {
+                let sent = publisher.publish(&queue, &stop);
+                (publisher, sent)
+            })
+            .await
+            .map_err(|e| QueryError::Internal(format!("the publisher failed: {e}")))?;
+            publisher = returned;
+            match sent {
+                Ok(changes) => tracing::debug!(changes, "priorities published"),
+                Err(_) if cancel.is_cancelled() => return Ok(()),
+                Err(error) => tracing::warn!(%error, "cannot publish the priority queue; retrying next time"),
+            }
+            tokio::select! {
+                () = cancel.cancelled() => return Ok(()),
+                () = tokio::time::sleep(every) => {}
+            }
+        }
+    }
+}
+
+/// Opens a snapshot of `lake` and computes what is computed once per
+/// snapshot: the queue and the domain metrics.
+async fn open_snapshot(lake: &Lake, settings: &Settings, metrics: &ServerMetrics) -> Result<Snapshot, QueryError> {
+    let records = lake.commit_count().await?;
+    let session = LakeSession::open_with(lake, Some(settings.memory_limit_bytes), &settings.weights).await?;
+    let queue = Queue::compute(&session).await?;
+    metrics.domain.update(&session).await?;
+    Ok(Snapshot { session: Arc::new(session), queue, records })
+}
+
+/// Runs `sql` and encodes its answer as it streams: at most `max_rows`
+/// rows (the stream is dropped, and its execution stopped, past them) and
+/// `max_bytes` bytes.
+async fn answer(
+    session: &LakeSession,
+    sql: &str,
+    format: Format,
+    max_rows: usize,
+    max_bytes: usize,
+) -> Result<Answer, QueryError> {
+    let mut stream = session.stream(sql).await?;
+    let mut encoder = Encoder::new(format, stream.schema(), max_bytes)?;
+    let mut truncated = false;
+    while let Some(batch) = stream.next().await {
+        let batch = batch.map_err(classify)?;
+        let room = max_rows - encoder.rows();
+        if batch.num_rows() > room {
+            encoder.write(&batch.slice(0, room))?;
+            truncated = true;
+            break;
+        }
+        encoder.write(&batch)?;
+    }
+    drop(stream);
+    Ok(Answer { body: encoder.finish(truncated)?, format, truncated })
+}
