@@ -68,6 +68,9 @@ pub enum Command {
     /// Check a configuration file, or show the effective configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Runs the queries `serve` hands it (internal: `serve` starts these).
+    #[command(hide = true)]
+    QueryWorker,
 }
 
 #[derive(Debug, Subcommand)]
@@ -245,11 +248,16 @@ pub struct ServeArgs {
     /// Where to listen [config: server.listen, default 127.0.0.1:8080].
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
-    /// A bearer token every route but /healthz requires [config: auth.token,
-    /// or PATCHTRAIL__AUTH__TOKEN; none: no auth].
+    /// A file holding the bearer token every route but /healthz requires (a
+    /// mounted secret) [config: auth.token_file; or the token itself in
+    /// PATCHTRAIL__AUTH__TOKEN; none: no auth].
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// The bearer token itself. Visible to every local user in `ps`: prefer
+    /// --token-file or PATCHTRAIL__AUTH__TOKEN [config: auth.token].
     #[arg(long)]
     pub token: Option<String>,
-    /// A query running longer is stopped and answered 400 [config:
+    /// A query running longer is stopped and answered 422 [config:
     /// server.query_timeout_secs, default 30].
     #[arg(long, value_name = "SECONDS")]
     pub query_timeout_secs: Option<u64>,
@@ -277,6 +285,14 @@ pub struct ServeArgs {
     /// server.priorities_interval_secs, default 60].
     #[arg(long, value_name = "SECONDS")]
     pub priorities_interval_secs: Option<u64>,
+    /// Queries running at once at most; past it a query is answered 503 with
+    /// Retry-After [config: server.max_concurrent_queries, default 8].
+    #[arg(long, value_name = "N")]
+    pub max_concurrent_queries: Option<usize>,
+    /// Time a connection has to send a request's headers, idle keep-alive
+    /// time included, and then its body [config: server.header_timeout_secs, default 10].
+    #[arg(long, value_name = "SECONDS")]
+    pub header_timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Args)]

@@ -230,6 +230,7 @@ fn start_server(
         lake: Some(lake.to_owned()),
         listen: Some(listen.to_owned()),
         token: None,
+        token_file: None,
         query_timeout_secs: None,
         memory_limit_mib: None,
         max_rows: None,
@@ -237,6 +238,8 @@ fn start_server(
         brokers: Some(brokers.to_owned()),
         kafka_properties: Vec::new(),
         priorities_interval_secs: None,
+        max_concurrent_queries: None,
+        header_timeout_secs: None,
     };
     let server = command_thread(supervisor, "serve", {
         let config = app.clone();

@@ -63,6 +63,7 @@ fn main() -> ExitCode {
             Ok(ExitCode::SUCCESS)
         }
         Command::Config(ConfigCommand::Check { .. }) => unreachable!("handled above"),
+        Command::QueryWorker => serve::query_worker(),
     };
     match result {
         Ok(code) => code,

@@ -12,6 +12,8 @@ use anyhow::Context;
 use ingest::kafka::{KafkaSettings, Publisher, TopicSpec};
 use processor::lake::Lake;
 use queries::priorities::{QueueChange, QueuePublisher, QueueSink};
+use queries::server::listener::ConnectionLimits;
+use queries::server::worker::WorkerCommand;
 use queries::server::{Service, Settings};
 use tokio_util::sync::CancellationToken;
 
@@ -32,8 +34,13 @@ pub fn run(args: ServeArgs, mut config: Config) -> anyhow::Result<ExitCode> {
     config::set(&mut config.server.max_rows, &args.max_rows);
     config::set(&mut config.server.refresh_ms, &args.refresh_ms);
     config::set(&mut config.server.priorities_interval_secs, &args.priorities_interval_secs);
+    config::set(&mut config.server.max_concurrent_queries, &args.max_concurrent_queries);
+    config::set(&mut config.server.header_timeout_secs, &args.header_timeout_secs);
     if args.token.is_some() {
         config.auth.token.clone_from(&args.token);
+    }
+    if args.token_file.is_some() {
+        config.auth.token_file.clone_from(&args.token_file);
     }
     problems.extend(config::lake_is_readable(&config.lake.location));
     problems.extend(config.problems());
@@ -47,8 +54,18 @@ pub fn run(args: ServeArgs, mut config: Config) -> anyhow::Result<ExitCode> {
         max_rows: server.max_rows,
         max_answer_bytes: server.max_answer_mib * 1024 * 1024,
         refresh: Duration::from_millis(server.refresh_ms),
-        token: config.auth.token.clone(),
+        token: config.auth.effective_token(),
         weights: config.weights(),
+        max_concurrent_queries: server.max_concurrent_queries,
+        connections: ConnectionLimits {
+            max_connections: server.max_connections,
+            header_timeout: Duration::from_secs(server.header_timeout_secs),
+        },
+        // Client queries run in `patchtrail query-worker` processes: this binary.
+        worker: WorkerCommand {
+            program: std::env::current_exe().context("cannot find this program to start query workers")?,
+            args: vec!["query-worker".to_owned()],
+        },
     };
     // Requests under way may run to their time limit; then the process goes.
     let deadline = settings.query_timeout + Duration::from_secs(5);
@@ -63,10 +80,9 @@ pub fn run(args: ServeArgs, mut config: Config) -> anyhow::Result<ExitCode> {
             .build()
             .with_context(|| format!("cannot start the {name} runtime"))
     };
-    let cores = std::thread::available_parallelism().map_or(2, usize::from);
-    let (http, queries, service_rt) = (runtime("http", 1)?, runtime("query", cores)?, runtime("lake-service", 1)?);
+    let (http, service_rt) = (runtime("http", 1)?, runtime("lake-service", 1)?);
     let lake = Lake::open(&config.lake.location)?;
-    let service = service_rt.block_on(Service::open(lake, settings, queries.handle().clone()))?;
+    let service = service_rt.block_on(Service::open(lake, settings))?;
     let listener = http
         .block_on(tokio::net::TcpListener::bind(&server.listen))
         .with_context(|| format!("cannot listen on {}", server.listen))?;
@@ -91,12 +107,29 @@ pub fn run(args: ServeArgs, mut config: Config) -> anyhow::Result<ExitCode> {
     http.block_on(cancel.cancelled());
     tracing::info!("stopping");
     let clean = supervisor.join(Instant::now() + deadline);
-    queries.shutdown_timeout(Duration::from_secs(1));
     match supervisor.failure() {
         Some(failure) => anyhow::bail!("{failure}"),
         None if clean => Ok(ExitCode::SUCCESS),
         None => Ok(ExitCode::FAILURE),
     }
+}
+
+/// The stack of threads that plan and run a client's query: deep
+/// expression trees are planned, and dropped, recursively (reserved,
+/// committed only as used).
+pub const QUERY_STACK_BYTES: usize = 64 << 20;
+
+/// `patchtrail query-worker` (hidden): runs the queries `serve` sends on
+/// standard input, answers on standard output (`queries::server::worker`).
+pub fn query_worker() -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .thread_name("query")
+        .thread_stack_size(QUERY_STACK_BYTES)
+        .enable_all()
+        .build()
+        .context("cannot start the query runtime")?;
+    queries::server::worker::serve_queries(&runtime, std::io::stdin().lock(), std::io::stdout().lock())?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The priority queue's way to its compacted topic.

@@ -20,14 +20,21 @@ pub fn run(args: SqlArgs, mut config: Config) -> anyhow::Result<ExitCode> {
         return Ok(crate::usage_error(&problems));
     }
     let weights = config.weights();
-    let runtime = tokio::runtime::Runtime::new().context("cannot start the query runtime")?;
+    // The query is planned and run on the runtime's threads, whose stacks
+    // are large enough for the deepest expression the length limit allows.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .thread_stack_size(crate::serve::QUERY_STACK_BYTES)
+        .enable_all()
+        .build()
+        .context("cannot start the query runtime")?;
     let started = Instant::now();
-    let result = runtime.block_on(async {
+    let (sql, timing) = (args.sql.clone(), args.timing);
+    let task = runtime.spawn(async move {
         let lake = Lake::open(&lake_location)?;
         let session = LakeSession::open_with(&lake, None, &weights).await?;
         let opened = started.elapsed();
-        let result = session.query(&args.sql).await;
-        if args.timing {
+        let result = session.query(&sql).await;
+        if timing {
             let ms = |d: Duration| d.as_secs_f64() * 1e3;
             eprintln!(
                 "timing: lake opened in {:.1} ms, query ran in {:.1} ms",
@@ -37,6 +44,7 @@ pub fn run(args: SqlArgs, mut config: Config) -> anyhow::Result<ExitCode> {
         }
         result
     });
+    let result = runtime.block_on(task).context("the query task failed")?;
     let (schema, batches) = match result {
         Ok(result) => result,
         Err(error) if error.class() == schemas::ErrorClass::Input => {

@@ -67,13 +67,35 @@ fn the_compose_file_parses_and_everything_it_names_exists() {
     }
     assert_eq!(groups.len(), 2, "two pipeline instances");
     assert_eq!(groups[0], groups[1], "in one consumer group");
+    // Published ports bind to the loopback only, and the query API takes its token from a secret.
+    for (name, service) in services {
+        for port in service["ports"].as_array().into_iter().flatten() {
+            assert!(
+                port.as_str().is_some_and(|p| p.starts_with("127.0.0.1:")),
+                "{name} publishes {port} beyond localhost"
+            );
+        }
+    }
+    let serve: Vec<&str> =
+        services["serve"]["command"].as_array().expect("command").iter().filter_map(Value::as_str).collect();
+    assert!(serve.windows(2).any(|w| w == ["--token-file", "/run/secrets/serve_token"]), "{serve:?}");
+    assert_eq!(compose["secrets"]["serve_token"]["environment"], "PATCHTRAIL_SERVE_TOKEN");
 }
 
 #[test]
 fn promtool_accepts_the_prometheus_configuration() {
+    // The whole check, files included: the compose secret, where the container has it, is a file here.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let token = dir.path().join("serve_token");
+    std::fs::write(&token, "a-token").expect("token");
+    let config = std::fs::read_to_string(root().join("deploy/prometheus/prometheus.yml")).expect("config");
+    assert!(config.contains("credentials_file: /run/secrets/serve_token"), "serve is scraped with its token");
+    let config = config.replace("/run/secrets/serve_token", path(&token));
+    let file = dir.path().join("prometheus.yml");
+    std::fs::write(&file, config).expect("config");
     let output = Command::new("promtool")
         .args(["check", "config"])
-        .arg(root().join("deploy/prometheus/prometheus.yml"))
+        .arg(&file)
         .output()
         .expect("promtool runs (apt-get install prometheus)");
     assert!(

@@ -45,19 +45,7 @@ impl Server {
 
     /// One HTTP/1.1 request; (status, response headers, body bytes).
     fn request_bytes(&self, method: &str, route: &str, headers: &[(&str, &str)], body: &str) -> (u16, String, Vec<u8>) {
-        let mut stream = std::net::TcpStream::connect(&self.address).expect("connects");
-        write!(stream, "{method} {route} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n", self.address).expect("writes");
-        for (name, value) in headers {
-            write!(stream, "{name}: {value}\r\n").expect("writes");
-        }
-        write!(stream, "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len())
-            .expect("writes");
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).expect("reads");
-        let split = response.windows(4).position(|w| w == b"\r\n\r\n").expect("a header block");
-        let head = String::from_utf8_lossy(&response[..split]).into_owned();
-        let status = head.split(' ').nth(1).and_then(|code| code.parse().ok()).expect("status line");
-        (status, head, response[split + 4..].to_vec())
+        http(&self.address, method, route, headers, body)
     }
 
     fn sql(&self, query: &str) -> (u16, Value) {

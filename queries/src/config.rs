@@ -26,6 +26,14 @@ pub struct ServerConfig {
     pub publish_priorities: bool,
     /// How often the priority queue is published.
     pub priorities_interval_secs: u64,
+    /// Queries running at once at most; past it a query is answered 503
+    /// with `Retry-After`.
+    pub max_concurrent_queries: usize,
+    /// Connections held at most; past it a new one is closed at once.
+    pub max_connections: usize,
+    /// Time a connection has to send a request's headers (idle keep-alive
+    /// time included) and then its body.
+    pub header_timeout_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -39,6 +47,9 @@ impl Default for ServerConfig {
             refresh_ms: 1_000,
             publish_priorities: false,
             priorities_interval_secs: 60,
+            max_concurrent_queries: 8,
+            max_connections: 1_024,
+            header_timeout_secs: 10,
         }
     }
 }
@@ -66,6 +77,21 @@ impl ServerConfig {
         problems.check(self.priorities_interval_secs >= 1, || {
             "server.priorities_interval_secs (--priorities-interval-secs) must be at least 1".to_owned()
         });
+        problems.check((1..=1_024).contains(&self.max_concurrent_queries), || {
+            format!(
+                "server.max_concurrent_queries (--max-concurrent-queries) must be between 1 and 1024, got {}",
+                self.max_concurrent_queries
+            )
+        });
+        problems.check((16..=1_000_000).contains(&self.max_connections), || {
+            format!("server.max_connections must be between 16 and 1000000, got {}", self.max_connections)
+        });
+        problems.check((1..=3_600).contains(&self.header_timeout_secs), || {
+            format!(
+                "server.header_timeout_secs (--header-timeout-secs) must be between 1 and 3600, got {}",
+                self.header_timeout_secs
+            )
+        });
         problems.0
     }
 }
@@ -75,17 +101,43 @@ impl ServerConfig {
 #[serde(default)]
 pub struct AuthConfig {
     /// A bearer token every route but `/healthz` requires (absent: no auth).
+    /// Better from `PATCHTRAIL__AUTH__TOKEN` or `token_file` than written here.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+    /// A file whose content (trailing whitespace trimmed) is the token: a
+    /// mounted secret.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<std::path::PathBuf>,
 }
 
 impl AuthConfig {
     /// Values out of range, every one.
     pub fn problems(&self) -> Vec<String> {
-        match self.token.as_deref() {
-            Some("") => vec!["auth.token (--token) must not be empty (leave it out for no auth)".to_owned()],
-            _ => Vec::new(),
+        let mut problems = schemas::class::Problems::default();
+        problems.check(self.token.as_deref() != Some(""), || {
+            "auth.token (--token) must not be empty (leave it out for no auth)".to_owned()
+        });
+        problems.check(self.token.is_none() || self.token_file.is_none(), || {
+            "auth.token and auth.token_file (--token, --token-file) are both given: give one".to_owned()
+        });
+        if let Some(file) = &self.token_file {
+            match std::fs::read_to_string(file) {
+                Ok(text) => problems.check(!text.trim().is_empty(), || {
+                    format!("auth.token_file (--token-file) {} is empty", file.display())
+                }),
+                Err(e) => problems
+                    .check(false, || format!("auth.token_file (--token-file) {} cannot be read: {e}", file.display())),
+            }
         }
+        problems.0
+    }
+
+    /// The token in force: `token`, or the content of `token_file`.
+    pub fn effective_token(&self) -> Option<String> {
+        self.token.clone().or_else(|| {
+            let file = self.token_file.as_ref()?;
+            Some(std::fs::read_to_string(file).ok()?.trim_end().to_owned()).filter(|t| !t.is_empty())
+        })
     }
 }
 

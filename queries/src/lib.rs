@@ -10,6 +10,7 @@
 //! - [`summary`]: the figures `demo` prints.
 //! - [`server`]: the HTTP API of `serve` and the probe endpoints of `run`.
 //! - [`error`]: [`QueryError`] and its class; [`columns`]: typed result columns.
+//! - [`guard`]: what a session withholds from untrusted SQL.
 //! - [`config`]: the `[server]`, `[auth]` and `[prioritization]` sections.
 //!
 //! This crate reads the lake and never writes it; it never talks to Kafka.
@@ -17,6 +18,7 @@
 pub mod columns;
 pub mod config;
 pub mod error;
+pub mod guard;
 pub mod metrics;
 pub mod priorities;
 pub mod server;

@@ -16,7 +16,7 @@ use crate::error::QueryError;
 use crate::session::{LakeSession, PRIORITIES_SQL};
 
 /// The weights of the priority score; the defaults are DOMAIN.md's.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Weights {
     /// `1 + epss × epss_weight`.
     pub epss: f64,

@@ -10,17 +10,22 @@ use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
+use datafusion::catalog::TableProvider;
 use datafusion::dataframe::DataFrame;
 use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
-use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use object_store::ObjectStore;
 use processor::lake::Lake;
 use schemas::{Table, Timestamp};
 
 use crate::error::{QueryError, classify};
+use crate::guard;
 use crate::priorities::Weights;
 
 /// The metric views every session has, by name, as the SQL files in
@@ -43,51 +48,60 @@ pub const PRIORITIES_SQL: &str = include_str!("../sql/priorities.sql");
 pub struct LakeSession {
     context: SessionContext,
     as_of: Option<Timestamp>,
+    /// Each table's history provider, to open the same snapshot in another runtime.
+    tables: Vec<(Table, Arc<dyn TableProvider>)>,
+    /// The lake's store, registered under [`LAKE_URL`].
+    store: Arc<dyn ObjectStore>,
+    weights: Weights,
+}
+
+/// The URL the lake's files are read at: its own store registered under a
+/// scheme of patchtrail's, so plans and errors name files by their place in
+/// the lake (for a bucket, under its prefix), never by a local path or a
+/// bucket name.
+pub const LAKE_URL: &str = "patchtrail://lake";
+
+/// A runtime for queries a client sends: DataFusion's memory pool limited to
+/// `memory_limit` bytes (a query that needs more fails with a clear error
+/// instead of exhausting the process) and no spilling to disk.
+pub fn bounded_runtime(memory_limit: usize) -> Result<Arc<RuntimeEnv>, QueryError> {
+    let no_spill = DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled);
+    RuntimeEnvBuilder::new()
+        .with_memory_limit(memory_limit, 1.0)
+        .with_disk_manager_builder(no_spill)
+        .build_arc()
+        .map_err(classify)
 }
 
 impl LakeSession {
-    /// Opens a session over the lake's committed files.
+    /// Opens a session over the lake's committed files, in DataFusion's
+    /// default runtime (no memory limit; sorts may spill to disk).
     pub async fn open(lake: &Lake) -> Result<LakeSession, QueryError> {
-        LakeSession::open_limited(lake, None).await
+        LakeSession::open_with(lake, None, &Weights::default()).await
     }
 
-    /// [`LakeSession::open`] with DataFusion's memory pool limited to
-    /// `memory_limit` bytes: a query that needs more fails with a clear
-    /// error instead of exhausting the process (`serve`).
-    pub async fn open_limited(lake: &Lake, memory_limit: Option<usize>) -> Result<LakeSession, QueryError> {
-        LakeSession::open_with(lake, memory_limit, &Weights::default()).await
-    }
-
-    /// [`LakeSession::open_limited`] with the priority score's weights.
+    /// Opens a session over the lake's committed files whose queries run in
+    /// `runtime` (see [`bounded_runtime`]), the priority score with `weights`.
     pub async fn open_with(
         lake: &Lake,
-        memory_limit: Option<usize>,
+        runtime: Option<Arc<RuntimeEnv>>,
         weights: &Weights,
     ) -> Result<LakeSession, QueryError> {
-        // Where the committed files are, as URLs DataFusion reads: the
-        // canonical local directory, or the lake's place in its bucket.
-        let base = match lake.bucket() {
-            Some(_) => lake.location().trim_end_matches('/').to_owned(),
-            None => std::fs::canonicalize(lake.location().trim_start_matches("file://"))
-                .map_err(|e| QueryError::Invalid(format!("lake {:?} cannot be read: {e}", lake.location())))?
-                .to_string_lossy()
-                .into_owned(),
-        };
         let records = lake.commit_records().await?;
         let as_of = records.iter().filter_map(|record| record.watermark).max();
-        let context = match memory_limit {
-            None => SessionContext::new(),
-            Some(bytes) => {
-                let runtime = RuntimeEnvBuilder::new().with_memory_limit(bytes, 1.0).build_arc().map_err(classify)?;
-                SessionContext::new_with_config_rt(SessionConfig::new(), runtime)
+        // A lake in a bucket is read through the bucket's own store, its
+        // prefix in the path: object_store's PrefixStore answers a HEAD with
+        // the full path, and DataFusion would drop every file as outside the
+        // table (object_store 0.13).
+        let (store, base) = match lake.bucket() {
+            Some((bucket, root)) => {
+                let prefix = lake.location().strip_prefix(bucket).unwrap_or("").trim_matches('/');
+                (root, if prefix.is_empty() { LAKE_URL.to_owned() } else { format!("{LAKE_URL}/{prefix}") })
             }
+            None => (lake.store(), LAKE_URL.to_owned()),
         };
-        if let Some((bucket, store)) = lake.bucket() {
-            let url = ListingTableUrl::parse(bucket).map_err(classify)?.object_store();
-            context.register_object_store(url.as_ref(), store);
-        }
+        let mut tables: Vec<(Table, Arc<dyn TableProvider>)> = Vec::with_capacity(Table::ALL.len());
         for table in Table::ALL {
-            let history = format!("{}_history", table.name());
             let urls = records
                 .iter()
                 .flat_map(|record| &record.files)
@@ -95,45 +109,36 @@ impl LakeSession {
                 .map(|file| ListingTableUrl::parse(format!("{base}/{}", file.path)))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(classify)?;
-            if urls.is_empty() {
-                let empty = MemTable::try_new(table.schema(), vec![vec![]]).map_err(classify)?;
-                context.register_table(history.as_str(), Arc::new(empty)).map_err(classify)?;
+            let provider: Arc<dyn TableProvider> = if urls.is_empty() {
+                Arc::new(MemTable::try_new(table.schema(), vec![vec![]]).map_err(classify)?)
             } else {
                 let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
                 let config = ListingTableConfig::new_with_multi_paths(urls)
                     .with_listing_options(options)
                     .with_schema(table.schema());
-                let listing = ListingTable::try_new(config).map_err(classify)?;
-                context.register_table(history.as_str(), Arc::new(listing)).map_err(classify)?;
-            }
-            let columns: Vec<String> =
-                table.schema().fields().iter().map(|field| format!("h.\"{}\"", field.name())).collect();
-            let columns = columns.join(", ");
-            let view = if table.key_columns().is_empty() || table == Table::Alerts {
-                format!("CREATE VIEW {} AS SELECT {columns} FROM {history} h", table.name())
-            } else {
-                // The latest revision per key, as a join with the largest
-                // revision of each key: (key, revision) is unique, and on
-                // DataFusion 55 this runs about twice as fast as filtering on
-                // row_number() over many small partitions.
-                let keys = table.key_columns().join(", ");
-                let on: Vec<String> = table.key_columns().iter().map(|key| format!("h.{key} = l.{key}")).collect();
-                format!(
-                    "CREATE VIEW {} AS SELECT {columns} FROM {history} h JOIN (SELECT {keys}, max(revision) AS \
-                     latest__ FROM {history} GROUP BY {keys}) l ON {} AND h.revision = l.latest__",
-                    table.name(),
-                    on.join(" AND ")
-                )
+                Arc::new(ListingTable::try_new(config).map_err(classify)?)
             };
-            context.sql(&view).await.map_err(classify)?;
+            tables.push((table, provider));
         }
-        let now = as_of.unwrap_or_default().to_string();
-        let now = now.trim_end_matches('Z');
-        context.sql(&format!("CREATE VIEW priorities AS {}", weights.priorities_sql(now))).await.map_err(classify)?;
-        for (name, sql) in VIEWS {
-            context.sql(&format!("CREATE VIEW {name} AS {sql}")).await.map_err(classify)?;
-        }
-        Ok(LakeSession { context, as_of })
+        let runtime = match runtime {
+            Some(runtime) => runtime,
+            None => RuntimeEnvBuilder::new().build_arc().map_err(classify)?,
+        };
+        let context = context(runtime, &tables, Arc::clone(&store), as_of, weights).await?;
+        Ok(LakeSession { context, as_of, tables, store, weights: weights.clone() })
+    }
+
+    /// The same snapshot in another runtime (another memory pool): what the
+    /// server computes for itself never competes with its clients' queries.
+    pub async fn with_runtime(&self, runtime: Arc<RuntimeEnv>) -> Result<LakeSession, QueryError> {
+        let context = context(runtime, &self.tables, Arc::clone(&self.store), self.as_of, &self.weights).await?;
+        Ok(LakeSession {
+            context,
+            as_of: self.as_of,
+            tables: self.tables.clone(),
+            store: Arc::clone(&self.store),
+            weights: self.weights.clone(),
+        })
     }
 
     /// The lake's "as of": the largest committed watermark.
@@ -148,6 +153,13 @@ impl LakeSession {
 
     /// Plans one read-only query (DDL, DML and statements refused).
     async fn plan(&self, sql: &str) -> Result<DataFrame, QueryError> {
+        if sql.len() > guard::MAX_SQL_BYTES {
+            return Err(QueryError::Invalid(format!(
+                "the query is {} bytes, over the limit of {} (max_sql_bytes)",
+                sql.len(),
+                guard::MAX_SQL_BYTES
+            )));
+        }
         let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
         self.context.sql_with_options(sql, options).await.map_err(classify)
     }
@@ -165,4 +177,51 @@ impl LakeSession {
     pub async fn stream(&self, sql: &str) -> Result<SendableRecordBatchStream, QueryError> {
         self.plan(sql).await?.execute_stream().await.map_err(classify)
     }
+}
+
+/// A context over `tables` in `runtime`: each table's history, the view of
+/// its latest revisions, the priorities view as of `as_of`, the metric views,
+/// and the functions a client may call.
+async fn context(
+    runtime: Arc<RuntimeEnv>,
+    tables: &[(Table, Arc<dyn TableProvider>)],
+    store: Arc<dyn ObjectStore>,
+    as_of: Option<Timestamp>,
+    weights: &Weights,
+) -> Result<SessionContext, QueryError> {
+    let context = SessionContext::new_with_config_rt(SessionConfig::new(), runtime);
+    let url = ObjectStoreUrl::parse(LAKE_URL).map_err(classify)?;
+    context.register_object_store(url.as_ref(), store);
+    guard::restrict(&context);
+    for (table, provider) in tables {
+        let history = format!("{}_history", table.name());
+        context.register_table(history.as_str(), Arc::clone(provider)).map_err(classify)?;
+        let columns: Vec<String> =
+            table.schema().fields().iter().map(|field| format!("h.\"{}\"", field.name())).collect();
+        let columns = columns.join(", ");
+        let view = if table.key_columns().is_empty() || *table == Table::Alerts {
+            format!("CREATE VIEW {} AS SELECT {columns} FROM {history} h", table.name())
+        } else {
+            // The latest revision per key, as a join with the largest
+            // revision of each key: (key, revision) is unique, and on
+            // DataFusion 55 this runs about twice as fast as filtering on
+            // row_number() over many small partitions.
+            let keys = table.key_columns().join(", ");
+            let on: Vec<String> = table.key_columns().iter().map(|key| format!("h.{key} = l.{key}")).collect();
+            format!(
+                "CREATE VIEW {} AS SELECT {columns} FROM {history} h JOIN (SELECT {keys}, max(revision) AS \
+                 latest__ FROM {history} GROUP BY {keys}) l ON {} AND h.revision = l.latest__",
+                table.name(),
+                on.join(" AND ")
+            )
+        };
+        context.sql(&view).await.map_err(classify)?;
+    }
+    let now = as_of.unwrap_or_default().to_string();
+    let now = now.trim_end_matches('Z');
+    context.sql(&format!("CREATE VIEW priorities AS {}", weights.priorities_sql(now))).await.map_err(classify)?;
+    for (name, sql) in VIEWS {
+        context.sql(&format!("CREATE VIEW {name} AS {sql}")).await.map_err(classify)?;
+    }
+    Ok(context)
 }

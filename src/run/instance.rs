@@ -286,12 +286,12 @@ impl Instance {
                 Ok(committed)
             })
         };
-        match stopped {
+        let down = self.brokers_down.load(Ordering::Relaxed);
+        let outcome = match stopped {
             Ok(committed) => {
                 self.store_offsets(&committed);
                 // With the brokers away a synchronous commit would wait for them;
                 // the lake has the positions anyway (Kafka's are for lag only).
-                let down = self.brokers_down.load(Ordering::Relaxed);
                 self.commit_offsets(if down { CommitMode::Async } else { CommitMode::Sync });
                 tracing::info!("stopped; every consumed message is committed");
                 Ok(ExitCode::SUCCESS)
@@ -300,6 +300,14 @@ impl Instance {
                 "stopped before everything was delivered (the lake keeps every committed epoch; \
                  an undelivered outbox is sent again on restart, uncommitted messages are read again)",
             )),
+        };
+        if down {
+            // Closing the consumer leaves the group, which waits for the brokers:
+            // the process ends without it, and the group evicts this member
+            // after its session timeout.
+            tracing::info!("the brokers are away: not waiting to leave the group");
+            std::mem::forget(self.consumer);
         }
+        outcome
     }
 }

@@ -187,6 +187,24 @@ fn tansu() -> PathBuf {
     if installed.exists() { installed } else { PathBuf::from("tansu") }
 }
 
+/// One HTTP/1.1 request to `address` (JSON body, `Connection: close`):
+/// (status, response headers, body bytes).
+pub fn http(address: &str, method: &str, route: &str, headers: &[(&str, &str)], body: &str) -> (u16, String, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).expect("connects");
+    write!(stream, "{method} {route} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n").expect("writes");
+    for (name, value) in headers {
+        write!(stream, "{name}: {value}\r\n").expect("writes");
+    }
+    write!(stream, "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).expect("writes");
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).expect("reads");
+    let split = response.windows(4).position(|w| w == b"\r\n\r\n").expect("a header block");
+    let head = String::from_utf8_lossy(&response[..split]).into_owned();
+    let status = head.split(' ').nth(1).and_then(|code| code.parse().ok()).expect("status line");
+    (status, head, response[split + 4..].to_vec())
+}
+
 /// A port nobody listens on now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("address").port()

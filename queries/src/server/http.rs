@@ -114,6 +114,14 @@ async fn sql_response(service: &Service, headers: &HeaderMap, body: Body) -> Res
     let Some(sql) = request.get("sql").and_then(Value::as_str) else {
         return refusal(StatusCode::BAD_REQUEST, "the body must be JSON {\"sql\": \"...\"} with the query as a string");
     };
+    if sql.len() > crate::guard::MAX_SQL_BYTES {
+        let message = format!(
+            "the query is {} bytes, over the limit of {} (max_sql_bytes)",
+            sql.len(),
+            crate::guard::MAX_SQL_BYTES
+        );
+        return refusal(StatusCode::PAYLOAD_TOO_LARGE, &message);
+    }
     let accept = headers.get(header::ACCEPT).and_then(|value| value.to_str().ok()).unwrap_or("");
     match service.query(sql.to_owned(), Format::accepted(accept)).await {
         Ok(answer) => {
@@ -182,8 +190,10 @@ async fn metrics(State(service): State<Service>, headers: HeaderMap) -> Response
 }
 
 /// `GET /readyz`: the lake is readable and, when publishing, the brokers answer.
-async fn readyz(State(service): State<Service>) -> Response {
-    if service.is_ready() {
+async fn readyz(State(service): State<Service>, headers: HeaderMap) -> Response {
+    if let Some(refused) = refuse(&service, &headers) {
+        refused
+    } else if service.is_ready() {
         (StatusCode::OK, "ready").into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready: the lake cannot be read, or the Kafka brokers do not answer")

@@ -4,8 +4,9 @@
 //! Work happens in three places, so that no client can starve the rest:
 //! - the HTTP runtime (the binary's) accepts connections and answers from
 //!   memory: `/healthz`, `/readyz`, `/metrics`, `/v1/priorities`;
-//! - the query runtime runs user queries, each under its time limit, with
-//!   its answer encoded inside that budget ([`format`]);
+//! - user queries run in worker processes ([`worker`]), each under its
+//!   time limit and memory budget, killed past either, with the answer
+//!   encoded inside that budget ([`format`]);
 //! - the service tasks ([`Service::refresh`], [`Service::publish`]), which
 //!   the binary runs on a runtime of their own, open each new snapshot of
 //!   the lake and compute its queue and domain metrics once, before the
@@ -13,21 +14,23 @@
 
 pub mod format;
 mod http;
+pub mod listener;
 pub mod probe;
+pub mod worker;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use processor::lake::Lake;
 use tokio_util::sync::CancellationToken;
 
-use crate::error::{QueryError, classify};
+use crate::error::QueryError;
 use crate::metrics::ServerMetrics;
 use crate::priorities::{Queue, QueuePublisher, Weights};
-use crate::session::LakeSession;
-use format::{Encoder, Format};
+use crate::session::{LakeSession, bounded_runtime};
+use datafusion::execution::runtime_env::RuntimeEnv;
+use format::Format;
 
 /// What `serve` is told (the `[server]` and `[auth]` configuration).
 #[derive(Clone, Debug)]
@@ -46,15 +49,20 @@ pub struct Settings {
     pub token: Option<String>,
     /// The priority score's weights.
     pub weights: Weights,
+    /// Queries running at once at most; past it a query is answered 503.
+    pub max_concurrent_queries: usize,
+    /// The connection layer's limits.
+    pub connections: listener::ConnectionLimits,
+    /// How to start a query worker.
+    pub worker: worker::WorkerCommand,
 }
 
 /// One snapshot of the lake with what is computed once per snapshot.
 pub struct Snapshot {
-    /// The session queries of this snapshot run on.
-    pub session: Arc<LakeSession>,
     /// Its priority queue.
     pub queue: Queue,
-    /// Commit records it was opened from (the change signal).
+    /// Commit records it was opened from (the change signal, and the
+    /// version the workers open).
     records: usize,
 }
 
@@ -73,7 +81,10 @@ struct Inner {
     /// Set by the priorities publisher's client when the brokers are away.
     brokers_down: Arc<AtomicBool>,
     /// Where user queries run.
-    queries: tokio::runtime::Handle,
+    workers: worker::WorkerPool,
+    /// The memory pool of what the server computes for itself (the queue,
+    /// the domain metrics).
+    service_runtime: Arc<RuntimeEnv>,
     metrics: ServerMetrics,
 }
 
@@ -89,19 +100,30 @@ pub struct Answer {
 
 impl Service {
     /// Opens the lake's current snapshot and computes its queue and domain
-    /// metrics; user queries will run on `queries`.
-    pub async fn open(lake: Lake, settings: Settings, queries: tokio::runtime::Handle) -> Result<Service, QueryError> {
+    /// metrics; user queries will run in workers.
+    pub async fn open(lake: Lake, settings: Settings) -> Result<Service, QueryError> {
         let metrics = ServerMetrics::new();
         let started = Instant::now();
-        let snapshot = open_snapshot(&lake, &settings, &metrics).await?;
+        let service_runtime = bounded_runtime(settings.memory_limit_bytes)?;
+        let snapshot = open_snapshot(&lake, &settings, &metrics, &service_runtime).await?;
+        let workers = worker::WorkerPool::new(
+            settings.worker.clone(),
+            worker::WorkerSettings {
+                lake: lake.location().to_owned(),
+                memory_limit_bytes: settings.memory_limit_bytes,
+                weights: settings.weights.clone(),
+            },
+            settings.max_concurrent_queries,
+        );
         tracing::info!(records = snapshot.records, elapsed_ms = started.elapsed().as_millis() as u64, "lake opened");
         let inner = Inner {
             lake,
-            settings,
             snapshot: RwLock::new(Arc::new(snapshot)),
             lake_readable: AtomicBool::new(true),
             brokers_down: Arc::new(AtomicBool::new(false)),
-            queries,
+            workers,
+            settings,
+            service_runtime,
             metrics,
         };
         Ok(Service { inner: Arc::new(inner) })
@@ -134,31 +156,22 @@ impl Service {
     /// Serves HTTP on `listener` until `cancel`; requests under way finish.
     pub async fn serve(self, listener: tokio::net::TcpListener, cancel: CancellationToken) -> std::io::Result<()> {
         tracing::info!(listen = %listener.local_addr()?, "serving the lake");
-        axum::serve(listener, http::router(self)).with_graceful_shutdown(cancel.cancelled_owned()).await
+        let limits = self.settings().connections;
+        listener::serve(listener, http::router(self), limits, cancel).await
     }
 
-    /// Runs one user query on the query runtime under the time limit, its
-    /// answer encoded there too.
+    /// Runs one user query in a worker under the time limit and memory
+    /// budget, its answer encoded there too; 503 (`Busy`) when as many
+    /// queries as allowed run already. The query stops if the caller goes
+    /// away (this future is dropped, and the worker is killed).
     pub async fn query(&self, sql: String, format: Format) -> Result<Answer, QueryError> {
-        let session = Arc::clone(&self.snapshot().session);
-        let (max_rows, max_bytes) = (self.settings().max_rows, self.settings().max_answer_bytes);
         let started = Instant::now();
-        let task = self.inner.queries.spawn(async move { answer(&session, &sql, format, max_rows, max_bytes).await });
-        let abort = task.abort_handle();
-        let limit = self.settings().query_timeout;
-        let outcome = tokio::time::timeout(limit, task).await;
+        let version = self.snapshot().records;
+        let s = self.settings();
+        let answer =
+            self.inner.workers.query(sql, format, s.max_rows, s.max_answer_bytes, version, s.query_timeout).await;
         self.inner.metrics.query_seconds.observe(started.elapsed().as_secs_f64());
-        match outcome {
-            Ok(Ok(answer)) => answer,
-            Ok(Err(join)) => Err(QueryError::Internal(format!("the query task failed: {join}"))),
-            Err(_) => {
-                abort.abort();
-                Err(QueryError::Limit(format!(
-                    "query stopped: it ran longer than the {} s limit (server.query_timeout_secs)",
-                    limit.as_secs()
-                )))
-            }
-        }
+        answer
     }
 
     /// Opens a new snapshot whenever the commit log has grown, until
@@ -172,6 +185,8 @@ impl Service {
                 () = cancel.cancelled() => return Ok(()),
                 () = tokio::time::sleep(inner.settings.refresh) => {}
             }
+            // Workers idle for a minute go (each holds a session); one stays ready.
+            inner.workers.reap(Duration::from_secs(60));
             let seen = self.snapshot().records;
             let count = match inner.lake.commit_count().await {
                 Ok(count) => count,
@@ -186,7 +201,7 @@ impl Service {
                 inner.lake_readable.store(true, Ordering::Relaxed);
                 continue;
             }
-            match open_snapshot(&inner.lake, &inner.settings, &inner.metrics).await {
+            match open_snapshot(&inner.lake, &inner.settings, &inner.metrics, &inner.service_runtime).await {
                 Ok(snapshot) => {
                     *inner.snapshot.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(snapshot);
                     inner.lake_readable.store(true, Ordering::Relaxed);
@@ -240,38 +255,16 @@ impl Service {
 }
 
 /// Opens a snapshot of `lake` and computes what is computed once per
-/// snapshot: the queue and the domain metrics.
-async fn open_snapshot(lake: &Lake, settings: &Settings, metrics: &ServerMetrics) -> Result<Snapshot, QueryError> {
+/// snapshot, the queue and the domain metrics, in the service's runtime.
+async fn open_snapshot(
+    lake: &Lake,
+    settings: &Settings,
+    metrics: &ServerMetrics,
+    runtime: &Arc<RuntimeEnv>,
+) -> Result<Snapshot, QueryError> {
     let records = lake.commit_count().await?;
-    let session = LakeSession::open_with(lake, Some(settings.memory_limit_bytes), &settings.weights).await?;
+    let session = LakeSession::open_with(lake, Some(Arc::clone(runtime)), &settings.weights).await?;
     let queue = Queue::compute(&session).await?;
     metrics.domain.update(&session).await?;
-    Ok(Snapshot { session: Arc::new(session), queue, records })
-}
-
-/// Runs `sql` and encodes its answer as it streams: at most `max_rows`
-/// rows (the stream is dropped, and its execution stopped, past them) and
-/// `max_bytes` bytes.
-async fn answer(
-    session: &LakeSession,
-    sql: &str,
-    format: Format,
-    max_rows: usize,
-    max_bytes: usize,
-) -> Result<Answer, QueryError> {
-    let mut stream = session.stream(sql).await?;
-    let mut encoder = Encoder::new(format, stream.schema(), max_bytes)?;
-    let mut truncated = false;
-    while let Some(batch) = stream.next().await {
-        let batch = batch.map_err(classify)?;
-        let room = max_rows - encoder.rows();
-        if batch.num_rows() > room {
-            encoder.write(&batch.slice(0, room))?;
-            truncated = true;
-            break;
-        }
-        encoder.write(&batch)?;
-    }
-    drop(stream);
-    Ok(Answer { body: encoder.finish(truncated)?, format, truncated })
+    Ok(Snapshot { queue, records })
 }

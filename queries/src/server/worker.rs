@@ -1,0 +1,392 @@
+//! Client queries run in worker processes (`patchtrail query-worker`), so
+//! that a query can be stopped for sure: DataFusion stops a query only when
+//! its operators yield, and some never do for a long time (a cross join
+//! producing from one input batch, a per-row function over long strings);
+//! and memory allocated outside DataFusion's pool (a projection of large
+//! values) can only be bounded by the process that holds it.
+//!
+//! The server keeps a pool of at most `max_concurrent_queries` workers. A
+//! worker runs one query at a time and is reused; it is killed (SIGKILL,
+//! then replaced on demand) when its query passes the time limit, when the
+//! client goes away (the request future is dropped, and the child with it),
+//! or when its resident memory passes its budget (DataFusion's pool plus a
+//! fixed overhead), sampled every 25 ms.
+//!
+//! The protocol, over the worker's stdin and stdout, is frames of a 4-byte
+//! big-endian length and a payload: first the server's [`WorkerSettings`];
+//! then per query a [`Request`], answered by a [`Reply`] and, when it is
+//! `ok`, a frame with the encoded answer.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use processor::lake::Lake;
+use schemas::ErrorClass;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Semaphore;
+
+use super::Answer;
+use super::format::{Encoder, Format};
+use crate::error::{QueryError, classify};
+use crate::priorities::Weights;
+use crate::session::{LakeSession, bounded_runtime};
+
+/// How the server starts a worker: the program (patchtrail itself) and its arguments.
+#[derive(Clone, Debug)]
+pub struct WorkerCommand {
+    /// The executable.
+    pub program: PathBuf,
+    /// Its arguments (`query-worker`).
+    pub args: Vec<String>,
+}
+
+/// What a worker is told when it starts.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WorkerSettings {
+    /// The lake's location (`Lake::open`).
+    pub lake: String,
+    /// DataFusion's memory pool in the worker, bytes.
+    pub memory_limit_bytes: usize,
+    /// The priority score's weights.
+    pub weights: Weights,
+}
+
+/// One query.
+#[derive(Debug, Serialize, Deserialize)]
+struct Request {
+    sql: String,
+    format: String,
+    max_rows: usize,
+    max_bytes: usize,
+    /// The snapshot the server serves (its commit count): the worker opens
+    /// the lake again when its own is another.
+    version: usize,
+}
+
+/// The outcome of one query.
+#[derive(Debug, Serialize, Deserialize)]
+struct Reply {
+    ok: bool,
+    truncated: bool,
+    class: Option<String>,
+    message: Option<String>,
+}
+
+/// Resident memory a worker holds besides DataFusion's pool: the binary,
+/// its runtimes, the session, an answer being encoded.
+pub const WORKER_OVERHEAD_BYTES: usize = 256 << 20;
+
+/// How often a busy worker's resident memory is sampled.
+const SAMPLE_EVERY: Duration = Duration::from_millis(25);
+
+/// The server's side: idle workers and how many may run.
+pub struct WorkerPool {
+    command: WorkerCommand,
+    settings: WorkerSettings,
+    idle: Mutex<Vec<Worker>>,
+    slots: Arc<Semaphore>,
+    max: usize,
+}
+
+/// A running worker.
+struct Worker {
+    child: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    stdout: tokio::process::ChildStdout,
+    pid: u32,
+    started: Instant,
+}
+
+/// What became of a query sent to a worker, when it did not answer.
+enum Stopped {
+    Timeout,
+    Memory(usize),
+    Gone(String),
+}
+
+impl WorkerPool {
+    /// A pool of at most `max` workers started with `command`, told `settings`.
+    pub fn new(command: WorkerCommand, settings: WorkerSettings, max: usize) -> WorkerPool {
+        WorkerPool { command, settings, idle: Mutex::new(Vec::new()), slots: Arc::new(Semaphore::new(max)), max }
+    }
+
+    /// Runs `sql` on a worker; `Busy` when every worker is taken.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn query(
+        &self,
+        sql: String,
+        format: Format,
+        max_rows: usize,
+        max_bytes: usize,
+        version: usize,
+        timeout: Duration,
+    ) -> Result<Answer, QueryError> {
+        let Ok(_slot) = Arc::clone(&self.slots).try_acquire_owned() else {
+            return Err(QueryError::Busy(format!(
+                "{} queries are running, the most this server runs at once (server.max_concurrent_queries); \
+                 try again in a moment",
+                self.max
+            )));
+        };
+        let idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner).pop();
+        let mut worker = match idle {
+            Some(worker) => worker,
+            None => self.spawn().await?,
+        };
+        let request = Request { sql, format: format_name(format).to_owned(), max_rows, max_bytes, version };
+        let budget = self.settings.memory_limit_bytes + WORKER_OVERHEAD_BYTES;
+        let pid = worker.pid;
+        let outcome = tokio::select! {
+            outcome = worker.ask(&request) => outcome,
+            () = tokio::time::sleep(timeout) => Err(Stopped::Timeout),
+            used = watch_memory(pid, budget) => Err(Stopped::Memory(used)),
+        };
+        match outcome {
+            Ok((reply, body)) => {
+                self.idle.lock().unwrap_or_else(PoisonError::into_inner).push(worker);
+                match reply.ok {
+                    true => Ok(Answer { body, format, truncated: reply.truncated }),
+                    false => Err(error_of(&reply)),
+                }
+            }
+            Err(stopped) => {
+                // Whatever it was doing stops now, whatever state it is in.
+                let _ = worker.child.start_kill();
+                let _ = worker.child.wait().await;
+                Err(match stopped {
+                    Stopped::Timeout => QueryError::Limit(format!(
+                        "query stopped: it ran longer than the {} s limit (server.query_timeout_secs)",
+                        timeout.as_secs()
+                    )),
+                    Stopped::Memory(used) => QueryError::Limit(format!(
+                        "query stopped: it needed more than {} MiB of memory ({} MiB, server.memory_limit_mib)",
+                        budget >> 20,
+                        used >> 20
+                    )),
+                    Stopped::Gone(why) => QueryError::Internal(format!("the query worker stopped: {why}")),
+                })
+            }
+        }
+    }
+
+    /// Workers idle now.
+    pub fn idle(&self) -> usize {
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner).len()
+    }
+
+    /// Ends idle workers that have lived longer than `age` (they hold a
+    /// session each); the newest stays, ready.
+    pub fn reap(&self, age: Duration) {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        idle.sort_by_key(|worker| std::cmp::Reverse(worker.started));
+        let old: Vec<Worker> =
+            idle.drain(..).enumerate().filter_map(|(i, w)| (i > 0 && w.started.elapsed() > age).then_some(w)).collect();
+        drop(idle);
+        drop(old);
+    }
+
+    async fn spawn(&self) -> Result<Worker, QueryError> {
+        let fail = |e: std::io::Error| QueryError::Internal(format!("cannot start a query worker: {e}"));
+        let mut child = tokio::process::Command::new(&self.command.program)
+            .args(&self.command.args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(fail)?;
+        let (Some(mut stdin), Some(stdout), Some(pid)) = (child.stdin.take(), child.stdout.take(), child.id()) else {
+            return Err(QueryError::Internal("a query worker started without pipes".to_owned()));
+        };
+        let settings = serde_json::to_vec(&self.settings).map_err(|e| QueryError::Internal(e.to_string()))?;
+        write_frame(&mut stdin, &settings).await.map_err(fail)?;
+        Ok(Worker { child, stdin, stdout, pid, started: Instant::now() })
+    }
+}
+
+impl Worker {
+    /// Sends a request and reads its reply (and answer).
+    async fn ask(&mut self, request: &Request) -> Result<(Reply, Vec<u8>), Stopped> {
+        let gone = |e: std::io::Error| Stopped::Gone(e.to_string());
+        let request = serde_json::to_vec(request).map_err(|e| Stopped::Gone(e.to_string()))?;
+        write_frame(&mut self.stdin, &request).await.map_err(gone)?;
+        let reply: Reply = serde_json::from_slice(&read_frame(&mut self.stdout).await.map_err(gone)?)
+            .map_err(|e| Stopped::Gone(format!("an unreadable reply: {e}")))?;
+        let body = if reply.ok { read_frame(&mut self.stdout).await.map_err(gone)? } else { Vec::new() };
+        Ok((reply, body))
+    }
+}
+
+/// Resolves when the resident memory of process `pid` passes `budget`
+/// bytes (with the amount), or never.
+async fn watch_memory(pid: u32, budget: usize) -> usize {
+    let path = format!("/proc/{pid}/statm");
+    loop {
+        tokio::time::sleep(SAMPLE_EVERY).await;
+        // statm: size resident shared ..., in pages.
+        let resident = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|statm| statm.split_whitespace().nth(1)?.parse::<usize>().ok())
+            .map_or(0, |pages| pages * 4096);
+        if resident > budget {
+            return resident;
+        }
+    }
+}
+
+fn format_name(format: Format) -> &'static str {
+    match format {
+        Format::Json => "json",
+        Format::Csv => "csv",
+        Format::ArrowStream => "arrow",
+    }
+}
+
+fn format_named(name: &str) -> Format {
+    match name {
+        "csv" => Format::Csv,
+        "arrow" => Format::ArrowStream,
+        _ => Format::Json,
+    }
+}
+
+fn error_of(reply: &Reply) -> QueryError {
+    let message = reply.message.clone().unwrap_or_default();
+    match reply.class.as_deref() {
+        Some("input") => QueryError::Invalid(message),
+        Some("limit") => QueryError::Limit(message),
+        Some("transient") => QueryError::Unavailable(message),
+        _ => QueryError::Internal(message),
+    }
+}
+
+async fn write_frame(out: &mut (impl AsyncWriteExt + Unpin), payload: &[u8]) -> std::io::Result<()> {
+    let length = u32::try_from(payload.len()).map_err(|_| std::io::Error::other("a frame over 4 GiB"))?;
+    out.write_all(&length.to_be_bytes()).await?;
+    out.write_all(payload).await?;
+    out.flush().await
+}
+
+async fn read_frame(input: &mut (impl AsyncReadExt + Unpin)) -> std::io::Result<Vec<u8>> {
+    let mut length = [0u8; 4];
+    input.read_exact(&mut length).await?;
+    let mut payload = vec![0u8; u32::from_be_bytes(length) as usize];
+    input.read_exact(&mut payload).await?;
+    Ok(payload)
+}
+
+fn read_frame_blocking(input: &mut impl Read) -> std::io::Result<Option<Vec<u8>>> {
+    let mut length = [0u8; 4];
+    match input.read_exact(&mut length) {
+        Ok(()) => {}
+        // The server closed the pipe: it stopped, or let this worker go.
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let mut payload = vec![0u8; u32::from_be_bytes(length) as usize];
+    input.read_exact(&mut payload)?;
+    Ok(Some(payload))
+}
+
+fn write_frame_blocking(out: &mut impl Write, payload: &[u8]) -> std::io::Result<()> {
+    let length = u32::try_from(payload.len()).map_err(|_| std::io::Error::other("a frame over 4 GiB"))?;
+    out.write_all(&length.to_be_bytes())?;
+    out.write_all(payload)?;
+    out.flush()
+}
+
+/// The worker's side: reads its settings, then answers queries until the
+/// server closes the pipe. Runs the queries on `runtime`.
+pub fn serve_queries(
+    runtime: &tokio::runtime::Runtime,
+    mut input: impl Read,
+    mut output: impl Write,
+) -> Result<(), QueryError> {
+    let io = |e: std::io::Error| QueryError::Internal(format!("the query worker's pipe: {e}"));
+    let Some(settings) = read_frame_blocking(&mut input).map_err(io)? else { return Ok(()) };
+    let settings: WorkerSettings =
+        serde_json::from_slice(&settings).map_err(|e| QueryError::Internal(format!("worker settings: {e}")))?;
+    let lake = Lake::open(&settings.lake)?;
+    let pool = bounded_runtime(settings.memory_limit_bytes)?;
+    let mut session: Option<(usize, Arc<LakeSession>)> = None;
+    while let Some(request) = read_frame_blocking(&mut input).map_err(io)? {
+        let request: Request =
+            serde_json::from_slice(&request).map_err(|e| QueryError::Internal(format!("a query request: {e}")))?;
+        let current = match &session {
+            Some((version, session)) if *version == request.version => Ok(Arc::clone(session)),
+            _ => runtime
+                .block_on(LakeSession::open_with(&lake, Some(Arc::clone(&pool)), &settings.weights))
+                .map(Arc::new),
+        };
+        let outcome = match current {
+            Ok(current) => {
+                session = Some((request.version, Arc::clone(&current)));
+                let format = format_named(&request.format);
+                // On the runtime's threads, whose stacks the caller made large
+                // enough for the deepest expression the length limit allows
+                // (`block_on` alone would plan on this thread's stack).
+                let task = runtime.spawn(async move {
+                    answer(&current, &request.sql, format, request.max_rows, request.max_bytes).await
+                });
+                runtime.block_on(task).unwrap_or_else(|e| Err(QueryError::Internal(format!("the query failed: {e}"))))
+            }
+            Err(error) => Err(error),
+        };
+        match outcome {
+            Ok(answer) => {
+                let reply = Reply { ok: true, truncated: answer.truncated, class: None, message: None };
+                write_frame_blocking(&mut output, &serde_json::to_vec(&reply).expect("a reply serializes"))
+                    .map_err(io)?;
+                write_frame_blocking(&mut output, &answer.body).map_err(io)?;
+            }
+            Err(error) => {
+                let class = match error.class() {
+                    ErrorClass::Input => "input",
+                    ErrorClass::Limit => "limit",
+                    ErrorClass::Transient => "transient",
+                    ErrorClass::Internal => "internal",
+                };
+                let reply = Reply {
+                    ok: false,
+                    truncated: false,
+                    class: Some(class.to_owned()),
+                    message: Some(error.to_string()),
+                };
+                write_frame_blocking(&mut output, &serde_json::to_vec(&reply).expect("a reply serializes"))
+                    .map_err(io)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs `sql` and encodes its answer as it streams: at most `max_rows`
+/// rows (the stream is dropped, and its execution stopped, past them) and
+/// `max_bytes` bytes.
+async fn answer(
+    session: &LakeSession,
+    sql: &str,
+    format: Format,
+    max_rows: usize,
+    max_bytes: usize,
+) -> Result<Answer, QueryError> {
+    let mut stream = session.stream(sql).await?;
+    let mut encoder = Encoder::new(format, stream.schema(), max_bytes)?;
+    let mut truncated = false;
+    while let Some(batch) = stream.next().await {
+        let batch = batch.map_err(classify)?;
+        let room = max_rows - encoder.rows();
+        if batch.num_rows() > room {
+            encoder.write(&batch.slice(0, room))?;
+            truncated = true;
+            break;
+        }
+        encoder.write(&batch)?;
+    }
+    drop(stream);
+    Ok(Answer { body: encoder.finish(truncated)?, format, truncated })
+}

@@ -1,0 +1,410 @@
+//! Hostile clients against `serve` (and `sql`): every attack of the review in
+//! the issue "Hostile clients", each with its bound. Nothing a client sends
+//! may crash the process, push it past its memory, keep it busy past a
+//! query's time limit, or starve other clients. The figures each attack
+//! measures are printed (`--nocapture`) and quoted in the README's security
+//! section.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::*;
+
+const TOKEN: &str = "hostile-test-token";
+
+/// A running `serve` with a token, its temporary directory its TMPDIR.
+struct Server {
+    child: Child,
+    address: String,
+    tmp: tempfile::TempDir,
+}
+
+impl Server {
+    fn start(lake: &Path, extra: &[&str]) -> Server {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let address = format!("127.0.0.1:{}", free_port());
+        let child = Command::new(env!("CARGO_BIN_EXE_patchtrail"))
+            .args(["serve", "--lake", path(lake), "--listen", &address])
+            .args(extra)
+            .env("PATCHTRAIL__AUTH__TOKEN", TOKEN)
+            .env("TMPDIR", tmp.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawns");
+        let started = Instant::now();
+        while TcpStream::connect(&address).is_err() {
+            assert!(started.elapsed() < Duration::from_secs(30), "serve did not listen on {address}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Server { child, address, tmp }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// One request with the token; (status, head, body).
+    fn send(&self, method: &str, route: &str, body: &str) -> (u16, String, Vec<u8>) {
+        http(&self.address, method, route, &[("Authorization", &format!("Bearer {TOKEN}"))], body)
+    }
+
+    fn sql(&self, query: &str) -> (u16, Value) {
+        let (status, _, body) = self.send("POST", "/v1/sql", &serde_json::json!({ "sql": query }).to_string());
+        (status, serde_json::from_slice(&body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into())))
+    }
+
+    /// `/healthz` answers; how long it took.
+    fn health(&self) -> Duration {
+        let started = Instant::now();
+        let mut stream = TcpStream::connect(&self.address).expect("connects");
+        write!(stream, "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").expect("writes");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).expect("reads");
+        assert!(response.ends_with("ok"), "{response}");
+        started.elapsed()
+    }
+
+    fn alive(&mut self) {
+        assert!(self.child.try_wait().expect("waits").is_none(), "serve died");
+        self.health();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `pid` and every process whose parent it is (the query workers).
+fn tree(pid: u32) -> Vec<u32> {
+    let mut pids = vec![pid];
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Some(child) = entry.file_name().to_str().and_then(|name| name.parse::<u32>().ok()) else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else { continue };
+        let parent = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
+        if parent == Some(pid) {
+            pids.push(child);
+        }
+    }
+    pids
+}
+
+/// Resident memory of `pid` and its children now, MiB.
+fn tree_rss_mib(pid: u32) -> f64 {
+    tree(pid)
+        .iter()
+        .filter_map(|p| {
+            let status = std::fs::read_to_string(format!("/proc/{p}/status")).ok()?;
+            let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+            line.split_whitespace().nth(1)?.parse::<f64>().ok()
+        })
+        .sum::<f64>()
+        / 1024.0
+}
+
+/// Runs `work` while sampling the resident memory of `pid` and its
+/// children every 5 ms; its result and the peak, MiB.
+fn peak_while<T>(pid: u32, work: impl FnOnce() -> T) -> (T, f64) {
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let sampler = scope.spawn(|| {
+            let mut peak = 0.0f64;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(tree_rss_mib(pid));
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            peak
+        });
+        let result = work();
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        (result, sampler.join().expect("sampler"))
+    })
+}
+
+/// CPU seconds `pid` and its children have used (user + system).
+fn cpu_seconds(pid: u32) -> f64 {
+    tree(pid)
+        .iter()
+        .filter_map(|p| {
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
+            let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+            Some((fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?) / 100.0)
+        })
+        .sum()
+}
+
+fn lake_of(dir: &Path) -> PathBuf {
+    let (events, _) = simulate(dir, 300, 6, 3, false);
+    let lake = dir.join("lake");
+    replay(&events, &lake, &[]);
+    lake
+}
+
+fn nested(op: &str, n: usize, first: &str, next: &str) -> String {
+    let mut sql = String::with_capacity(n * (op.len() + next.len()) + 16);
+    sql.push_str(first);
+    for _ in 0..n {
+        sql.push_str(op);
+        sql.push_str(next);
+    }
+    sql
+}
+
+#[test]
+fn deep_expressions_get_an_answer_and_nothing_crashes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let lake = lake_of(dir.path());
+    let mut server = Server::start(&lake, &["--query-timeout-secs", "10"]);
+    let plus = format!("SELECT {} AS n", nested("+", 1_000, "1", "1"));
+    let ors = format!(
+        "SELECT count(*) AS n FROM assets WHERE {}",
+        nested(" OR ", 999, "asset_id = 'a-0'", "asset_id = 'a-1'")
+    );
+    let casts = format!("SELECT 7{} AS n", "::BIGINT".repeat(1_000));
+    for (query, want) in [(&plus, 1_001), (&ors, 0), (&casts, 7)] {
+        let (status, body) = server.sql(query);
+        assert_eq!(status, 200, "{}…: {body}", &query[..40]);
+        assert_eq!(body["rows"][0][0], want, "{}…", &query[..40]);
+        server.alive();
+    }
+    // 30,000 operators (60 kB, under the length limit): DataFusion plans a tree
+    // that deep in quadratic time and memory, so its worker is stopped at a
+    // limit, and nothing else is disturbed.
+    let deep = format!("SELECT {} AS n", nested("+", 30_000, "1", "1"));
+    let started = Instant::now();
+    let (status, body) = server.sql(&deep);
+    eprintln!("30,000 operators: {status} after {:.1?}: {}", started.elapsed(), body["error"]);
+    assert_eq!((status, &body["class"]), (422, &Value::from("limit")), "{body}");
+    assert!(started.elapsed() < Duration::from_secs(12), "{:?}", started.elapsed());
+    assert!(cpu_after(&server) < 0.3, "the deep query's work went on");
+    server.alive();
+    // 100,000 operators is 200 kB of SQL: over the length limit, refused before it is parsed.
+    let huge = format!("SELECT {} AS n", nested("+", 100_000, "1", "1"));
+    let (status, body) = server.sql(&huge);
+    assert_eq!(status, 413, "{body}");
+    assert!(body["error"].as_str().is_some_and(|e| e.contains("max_sql_bytes")), "{body}");
+    server.alive();
+
+    // `patchtrail sql` takes the same queries: an answer each, never a crash.
+    // (One argument of a command line holds 128 KiB at most: 80 kB is over the query limit, under that.)
+    let long = format!("SELECT {} AS n", nested("+", 40_000, "1", "1"));
+    for (query, code) in [(&plus, 0), (&ors, 0), (&casts, 0), (&long, 2)] {
+        let output = patchtrail(&["sql", "--lake", path(&lake), "--format", "json", query]);
+        assert_eq!(output.status.code(), Some(code), "{}…: {}", &query[..40], String::from_utf8_lossy(&output.stderr));
+    }
+}
+
+#[test]
+fn memory_stays_within_the_pool_whatever_the_query() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let lake = lake_of(dir.path());
+    let mut server = Server::start(&lake, &["--memory-limit-mib", "256", "--query-timeout-secs", "10"]);
+    server.sql("SELECT count(*) FROM exposures");
+    let baseline = tree_rss_mib(server.pid());
+    // The server and a worker at rest, the worker's pool, and the overhead
+    // its budget allows it (queries::server::worker::WORKER_OVERHEAD_BYTES)
+    // past which it is killed.
+    let bound = baseline + 256.0 + 256.0 + 64.0;
+    let attacks: [(&str, &str, u16); 5] = [
+        ("generate_series(1, 2e8), streamed", "SELECT * FROM generate_series(1, 200000000)", 200),
+        ("a 3e8-element list", "SELECT cardinality(range(1, 300000000))", 400),
+        ("a 1e9-character string", "SELECT length(repeat('x', 1000000000))", 422),
+        (
+            "10,000 rows × 100 kB of JSON",
+            "SELECT lpad('x', 10000, 'y') AS a, lpad('x', 10000, 'y') AS b, lpad('x', 10000, 'y') AS c, \
+             lpad('x', 10000, 'y') AS d, lpad('x', 10000, 'y') AS e, lpad('x', 10000, 'y') AS f, \
+             lpad('x', 10000, 'y') AS g, lpad('x', 10000, 'y') AS h, lpad('x', 10000, 'y') AS i, \
+             lpad('x', 10000, 'y') AS j FROM generate_series(1, 10000)",
+            422,
+        ),
+        (
+            "GROUP BY 30 M keys",
+            "SELECT value % 30000000 AS k, count(*) FROM generate_series(1, 60000000) GROUP BY 1",
+            422,
+        ),
+    ];
+    for (name, query, want) in attacks {
+        let started = Instant::now();
+        let ((status, body), peak) = peak_while(server.pid(), || server.sql(query));
+        let elapsed = started.elapsed();
+        eprintln!("{name}: {status} in {elapsed:.2?}, peak RSS of server and workers {peak:.0} MiB (bound {bound:.0})");
+        assert_eq!(status, want, "{name}: {}", body.to_string().chars().take(300).collect::<String>());
+        if status == 200 {
+            assert_eq!(body["row_count"], 10_000, "{name}");
+            assert_eq!(body["truncated"], true, "{name}");
+        }
+        assert!(peak < bound, "{name}: peak RSS {peak:.0} MiB over {bound:.0}");
+        assert!(elapsed < Duration::from_secs(11), "{name}: {elapsed:?}");
+        server.alive();
+    }
+    // Nothing spilled: the pool says no instead of the disk.
+    let spilled: Vec<_> = std::fs::read_dir(server.tmp.path()).expect("tmp").collect();
+    assert!(spilled.is_empty(), "files in TMPDIR: {spilled:?}");
+}
+
+/// CPU the server uses in the two seconds after `at` plus one second.
+fn cpu_after(server: &Server) -> f64 {
+    std::thread::sleep(Duration::from_secs(1));
+    let before = cpu_seconds(server.pid());
+    std::thread::sleep(Duration::from_secs(2));
+    cpu_seconds(server.pid()) - before
+}
+
+#[test]
+fn a_query_past_its_limit_or_whose_client_left_stops_using_the_cpu() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let lake = lake_of(dir.path());
+    let mut server = Server::start(&lake, &["--query-timeout-secs", "3"]);
+    let heavy = [
+        (
+            "3-way cross join",
+            "SELECT count(*) FROM exposures_history a, exposures_history b, exposures_history c \
+             WHERE a.cve_id || b.cve_id <> c.asset_id",
+        ),
+        (
+            "per-row levenshtein",
+            "SELECT count(*) FROM exposures_history a, exposures_history b \
+             WHERE levenshtein(repeat(a.cve_id, 400), repeat(b.asset_id, 400)) > 3",
+        ),
+    ];
+    for (name, query) in heavy {
+        let started = Instant::now();
+        let (status, body) = server.sql(query);
+        let answered = started.elapsed();
+        assert_eq!(status, 422, "{name}: {body}");
+        let busy = cpu_after(&server);
+        eprintln!("{name}: 422 after {answered:.2?}; CPU 1–3 s later: {busy:.2} s over 2 s");
+        assert!(answered < Duration::from_secs(5), "{name}: answered after {answered:?}");
+        assert!(busy < 0.3, "{name}: still {busy:.2} CPU-seconds over 2 s after the limit");
+        server.alive();
+    }
+    // A client that leaves: its query stops too.
+    let (_, query) = heavy[0];
+    let mut stream = TcpStream::connect(&server.address).expect("connects");
+    let body = serde_json::json!({ "sql": query }).to_string();
+    write!(
+        stream,
+        "POST /v1/sql HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("writes");
+    std::thread::sleep(Duration::from_millis(800));
+    drop(stream);
+    let busy = cpu_after(&server);
+    eprintln!("client gone: CPU 1–3 s later: {busy:.2} s over 2 s");
+    assert!(busy < 0.3, "the query of a client that left still used {busy:.2} CPU-seconds");
+    server.alive();
+}
+
+#[test]
+fn heavy_queries_neither_starve_small_ones_nor_queue_without_bound() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let lake = lake_of(dir.path());
+    let server = Server::start(&lake, &["--query-timeout-secs", "6", "--max-concurrent-queries", "5"]);
+    let heavy = "SELECT count(*) FROM exposures_history a, exposures_history b, exposures_history c \
+                 WHERE a.cve_id || b.cve_id <> c.asset_id";
+    std::thread::scope(|scope| {
+        let running: Vec<_> = (0..4).map(|_| scope.spawn(|| server.sql(heavy).0)).collect();
+        std::thread::sleep(Duration::from_millis(800));
+        let mut latencies = Vec::new();
+        for _ in 0..5 {
+            let started = Instant::now();
+            let (status, body) = server.sql("SELECT count(*) AS n FROM assets");
+            latencies.push(started.elapsed());
+            assert_eq!(status, 200, "{body}");
+        }
+        latencies.sort();
+        eprintln!("a small query while 4 heavy ones run: median {:.0?}, worst {:.0?}", latencies[2], latencies[4]);
+        assert!(latencies[4] < Duration::from_secs(2), "{latencies:?}");
+        // Full: one more heavy query than the cap is refused at once, with Retry-After.
+        let extra = scope.spawn(|| server.sql(heavy).0);
+        std::thread::sleep(Duration::from_millis(200));
+        let started = Instant::now();
+        let (status, head, _) = server.send("POST", "/v1/sql", &serde_json::json!({ "sql": heavy }).to_string());
+        assert_eq!(status, 503, "{head}");
+        assert!(head.to_ascii_lowercase().contains("retry-after:"), "{head}");
+        assert!(started.elapsed() < Duration::from_secs(1));
+        for handle in running {
+            assert_eq!(handle.join().expect("joins"), 422);
+        }
+        assert_eq!(extra.join().expect("joins"), 422);
+    });
+}
+
+#[test]
+fn idle_and_half_sent_connections_neither_block_health_nor_stay_open() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let lake = lake_of(dir.path());
+    let mut server = Server::start(&lake, &["--header-timeout-secs", "2"]);
+    let idle: Vec<TcpStream> = (0..300).map(|_| TcpStream::connect(&server.address).expect("connects")).collect();
+    let mut half: Vec<TcpStream> = (0..200)
+        .map(|_| {
+            let mut stream = TcpStream::connect(&server.address).expect("connects");
+            write!(stream, "POST /v1/sql HTTP/1.1\r\nHost: x\r\nContent-Le").expect("writes");
+            stream
+        })
+        .collect();
+    let worst = (0..10).map(|_| server.health()).max().expect("ten");
+    eprintln!("/healthz with 300 idle and 200 half-sent connections: worst {worst:.1?}");
+    assert!(worst < Duration::from_millis(100), "{worst:?}");
+    // Past the header timeout the server has closed them: a read sees the end.
+    std::thread::sleep(Duration::from_secs(3));
+    for stream in
+        half.iter_mut().chain(idle.iter().map(|s| s.try_clone().expect("clone")).collect::<Vec<_>>().iter_mut())
+    {
+        stream.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
+        let mut buffer = [0u8; 512];
+        let read = stream.read(&mut buffer);
+        assert!(matches!(read, Ok(0)) || read.is_ok(), "closed or answered: {read:?}");
+        let again = stream.read(&mut buffer);
+        assert!(matches!(again, Ok(0) | Err(_)), "still open after the header timeout: {again:?}");
+    }
+    server.alive();
+}
+
+#[test]
+fn the_token_is_checked_first_readyz_needs_it_and_lake_paths_stay_hidden() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let lake = lake_of(dir.path());
+    let server = Server::start(&lake, &[]);
+    // A body announced but never sent: the 401 comes without waiting for it.
+    let mut stream = TcpStream::connect(&server.address).expect("connects");
+    write!(stream, "POST /v1/sql HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 2000000\r\n\r\n")
+        .expect("writes");
+    stream.set_read_timeout(Some(Duration::from_secs(3))).expect("timeout");
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    assert!(response.starts_with("HTTP/1.1 401"), "{response}");
+    let mut stream = TcpStream::connect(&server.address).expect("connects");
+    write!(stream, "GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").expect("writes");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("reads");
+    assert!(response.starts_with("HTTP/1.1 401"), "/readyz without the token: {response}");
+    let (status, _, _) = server.send("GET", "/readyz", "");
+    assert_eq!(status, 200);
+
+    let root = std::fs::canonicalize(&lake).expect("canonical");
+    let root = root.to_str().expect("utf-8");
+    for query in ["EXPLAIN SELECT * FROM exposures", "SELECT * FROM exposures_history WHERE no_such_column = 1"] {
+        let (_, body) = server.sql(query);
+        assert!(!body.to_string().contains(root), "{query}: the lake's path shows: {body}");
+    }
+    // The JSON answer keeps two columns of the same name apart.
+    let (status, body) = server.sql(
+        "SELECT a.asset_id, b.asset_id FROM assets a JOIN assets b ON a.segment = b.segment AND a.asset_id < b.asset_id \
+         ORDER BY 1, 2 LIMIT 1",
+    );
+    assert_eq!(status, 200, "{body}");
+    let row = &body["rows"][0];
+    assert_eq!(body["columns"][0]["name"], body["columns"][1]["name"], "{body}");
+    assert_ne!(row[0], row[1], "{body}");
+}
