@@ -90,3 +90,82 @@ fn the_metric_views_agree_with_the_tables_they_summarize() {
     let gates = sql(&lake, "SELECT sum(promoted + held + rolled_back) AS n, sum(rollouts) AS r FROM canary_summary");
     assert_eq!((gates[0]["n"].as_f64(), gates[0]["r"].as_f64()), (rollouts, rollouts));
 }
+
+#[test]
+fn the_queue_follows_the_prioritization_rules_at_their_edges() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let line = |n: usize, event_type: &str, time: &str, subject: &str, data: Value| {
+        serde_json::json!({"specversion": "1.0", "id": format!("e{n}"), "source": "test", "type": event_type,
+            "time": time, "subject": subject, "data": data})
+        .to_string()
+    };
+    let release = |n: usize, patch: &str| {
+        let data = serde_json::json!({"patch_id": patch, "vendor": "v", "product": "p",
+            "released_at": "2026-11-01T12:00:00Z", "fixes_cves": ["CVE-2026-0001"]});
+        line(n, "patch.release.v1", "2026-11-01T12:00:00Z", patch, data)
+    };
+    let finding = |asset: &str, cve: &str| serde_json::json!({"asset_id": asset, "cve_id": cve, "status": "open"});
+    let lines = [
+        line(
+            0,
+            "vuln.intel.v1",
+            "2026-11-01T00:00:00Z",
+            "CVE-2026-0001",
+            serde_json::json!({
+            "cve_id": "CVE-2026-0001", "published_at": "2026-10-30T00:00:00Z", "cvss_base": 9.8, "epss": 0.5}),
+        ),
+        line(
+            1,
+            "asset.inventory.v1",
+            "2026-11-01T00:00:00Z",
+            "a1",
+            serde_json::json!({
+            "asset_id": "a1", "environment": "cloud", "criticality": "high", "internet_exposed": false, "segment": "s"}),
+        ),
+        line(2, "vuln.finding.v1", "2026-11-02T00:00:00Z", "a1", finding("a1", "CVE-2026-0001")),
+        // No intel for this CVE: no CVSS, no score.
+        line(3, "vuln.finding.v1", "2026-11-02T00:00:00Z", "a1", finding("a1", "CVE-2026-0002")),
+        // No inventory for this asset: neutral weights.
+        line(4, "vuln.finding.v1", "2026-11-02T00:00:00Z", "a2", finding("a2", "CVE-2026-0001")),
+        // KEV says it was due before it was detected here: urgency 3.
+        line(
+            6,
+            "vuln.intel.v1",
+            "2026-11-01T00:00:00Z",
+            "CVE-2026-0003",
+            serde_json::json!({"cve_id": "CVE-2026-0003", "published_at": "2026-10-01T00:00:00Z", "cvss_base": 5.0,
+                "kev": true, "kev_due_date": "2026-10-31"}),
+        ),
+        line(7, "vuln.finding.v1", "2026-11-02T00:00:00Z", "a2", finding("a2", "CVE-2026-0003")),
+        // Two patches released at the same instant fix CVE-2026-0001: the larger patch_id is named.
+        release(8, "P-B"),
+        release(9, "P-A"),
+        line(
+            5,
+            "posture.assessment.v1",
+            "2026-11-05T00:00:00Z",
+            "a1",
+            serde_json::json!({
+            "asset_id": "a1", "trust_score": 80.0, "compliant": true}),
+        ),
+    ];
+    let events = dir.path().join("events.jsonl");
+    std::fs::write(&events, lines.join("\n") + "\n").expect("writes");
+    let lake = dir.path().join("lake");
+    replay(&events, &lake, &[]);
+    let queue = sql(&lake, "SELECT rank, asset_id, cve_id, patch_id, score, severity FROM priorities ORDER BY rank");
+    let key =
+        |row: &Value| format!("{}/{}", row["asset_id"].as_str().expect("asset"), row["cve_id"].as_str().expect("cve"));
+    let keys: Vec<String> = queue.iter().map(key).collect();
+    assert_eq!(keys, ["a1/CVE-2026-0001", "a2/CVE-2026-0001", "a2/CVE-2026-0003", "a1/CVE-2026-0002"], "{queue:?}");
+    // No intel, no CVSS: a null score, ranked last.
+    assert!(queue[3]["score"].is_null() && queue[3]["severity"].is_null(), "{queue:?}");
+    // Same CVE, same detection, same urgency: a high-criticality asset (×2) against a neutral one (×1).
+    let (high, neutral) = (number(&queue[0], "score"), number(&queue[1], "score"));
+    assert!((high - 2.0 * neutral).abs() < 1e-9, "{high} vs {neutral}");
+    // 9.8 / 10 × (1 + 4 × 0.5) × urgency, with urgency 1 + 3 days / 15 days (critical SLA) as of 11-05.
+    assert!((neutral - 0.98 * 3.0 * 1.2).abs() < 1e-9, "{neutral}");
+    // 5.0 / 10 × KEV 2 × urgency 3.
+    assert!((number(&queue[2], "score") - 3.0).abs() < 1e-9, "{queue:?}");
+    assert_eq!(queue[0]["patch_id"], "P-B", "{queue:?}");
+}

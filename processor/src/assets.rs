@@ -48,21 +48,39 @@ pub struct AssetsState {
     dirty_exposures: FxHashSet<(Sym, Sym)>,
     #[serde(skip)]
     dirty_outcomes: FxHashSet<(Sym, Sym)>,
-    /// Exposures changed since their due-date timers were last scheduled.
+    /// Exposures whose evidence changed since their deadline checks were
+    /// last scheduled.
     unscheduled: Vec<(Sym, Sym)>,
-    fired: FxHashSet<String>,
-    /// KEV deadline of each CVE seen here (`None`: not in KEV), cached from
-    /// the catalog for the decision checks and dropped when the CVE changes.
+    /// Exposures whose CVE's intel changed: judged as of the watermark (a
+    /// catalog change is a fact of now, not of the past), then scheduled.
     #[serde(skip)]
-    kev_deadlines: FxHashMap<Sym, Option<Timestamp>>,
-    /// Ids of the `allow` decisions waiting for their check, by timer key.
-    /// Decision ids are many and short-lived, so they are not interned.
+    catalog_rechecks: Vec<(Sym, Sym)>,
+    /// Outcomes whose release changed: their digests are compared again.
+    #[serde(skip)]
+    integrity_checks: Vec<(Sym, Sym)>,
+    /// Verified-looking successes whose re-evaluation request is decided at
+    /// the end of the epoch, once every event of the deployment there is in.
+    #[serde(skip)]
+    pending_reevaluations: Vec<PendingReevaluation>,
+    fired: FxHashSet<String>,
+    /// Ids of the `allow` decisions kept for their checks, by timer key: the
+    /// check runs at the decision's time and again when a late event may
+    /// change its answer, within the late-alert horizon. Decision ids are
+    /// many and short-lived, so they are not interned.
     decisions: FxHashMap<u64, Box<str>>,
     next_decision: u64,
     #[serde(skip)]
     alerts: Vec<AlertRow>,
     #[serde(skip)]
     reevaluations: Vec<Reevaluation>,
+}
+
+/// A `succeeded` deployment event waiting for its re-evaluation request.
+struct PendingReevaluation {
+    asset: Sym,
+    patch: Sym,
+    deployment: Sym,
+    remediated_at: Timestamp,
 }
 
 /// Work due when the watermark passes a time.
@@ -75,7 +93,7 @@ enum Timer {
     /// assessment after a remediation and shows a regression.
     Posture { asset: Sym, at: Timestamp },
     /// The re-evaluation window after a verified success closes.
-    Reevaluation { asset: Sym, deployment: Sym, succeeded_at: Timestamp },
+    Reevaluation { asset: Sym, patch: Sym, deployment: Sym, succeeded_at: Timestamp },
     /// An `allow` decision to check against the posture and exposures of its
     /// time; its id waits in `decisions` under `key`.
     Decision { asset: Sym, key: u64, at: Timestamp },
@@ -121,6 +139,9 @@ struct AssetEntry {
     /// (time, patch) of every `succeeded` deployment event, sorted, so a
     /// posture check finds the outcomes it may concern without visiting all.
     successes: Vec<(Timestamp, Sym)>,
+    /// Policy decisions of the last late-alert horizon, sorted: their time,
+    /// and for an `allow` its key in `decisions`.
+    decisions: Vec<(Timestamp, Option<u64>)>,
     committed: Option<u64>,
     revision: i64,
 }
@@ -128,9 +149,8 @@ struct AssetEntry {
 #[derive(Default, Serialize, Deserialize)]
 struct ExposureEntry {
     findings: Vec<(Stamp, FindingStatus)>,
-    /// When its deadline check is queued, so a change that keeps the
-    /// deadline queues nothing.
-    deadline_check: Option<Timestamp>,
+    /// The breach checks queued for it, so a change that keeps them queues nothing.
+    checks: Vec<Timestamp>,
     committed: Option<u64>,
     revision: i64,
 }
@@ -177,6 +197,43 @@ struct ExposureFacts {
     remediated_at: Option<Timestamp>,
     remediated_by: Option<Sym>,
     last_at: Timestamp,
+    /// The intervals it was open: from, and until (`None`: still open).
+    open: Vec<(Timestamp, Option<Timestamp>)>,
+}
+
+impl ExposureFacts {
+    fn set_status(&mut self, status: Status, at: Timestamp) {
+        match (self.status == Status::Open, status == Status::Open) {
+            (true, false) => {
+                if let Some(last) = self.open.last_mut() {
+                    last.1 = Some(at);
+                }
+            }
+            (false, true) => self.open.push((at, None)),
+            _ => {}
+        }
+        self.status = status;
+    }
+
+    /// The instants at which it turns breached while open: in each open
+    /// interval, the later of its start and just past `due_at`.
+    fn breach_instants(&self, due_at: Timestamp) -> impl Iterator<Item = Timestamp> + '_ {
+        let past_due = due_at.add_micros(1);
+        self.open.iter().filter_map(move |&(from, until)| {
+            let at = from.max(past_due);
+            until.is_none_or(|until| at < until).then_some(at)
+        })
+    }
+
+    /// Whether it is breached as of `now`: open past its due date, or
+    /// remediated after it.
+    fn breached(&self, due_at: Timestamp, now: Timestamp) -> bool {
+        match self.status {
+            Status::Suppressed => false,
+            Status::Open => now > due_at,
+            Status::Remediated => self.remediated_at.is_some_and(|at| at > due_at),
+        }
+    }
 }
 
 impl AssetsState {
@@ -191,6 +248,10 @@ impl AssetsState {
                     Inventory::from(inventory),
                 );
                 self.dirty_assets.insert(asset);
+                // A late inventory may say that assets named since were unmanaged.
+                if !inventory.managed {
+                    self.recheck_inventoried(asset, stamp.0);
+                }
             }
             EventData::VulnFinding(finding) => {
                 let asset = self.names.intern(&finding.asset_id);
@@ -203,6 +264,9 @@ impl AssetsState {
                 insert_sorted(&mut entry.findings, stamp, finding.status);
                 self.dirty_exposures.insert((asset, cve));
                 self.unscheduled.push((asset, cve));
+                if catalog.cve(&finding.cve_id).is_some_and(|info| info.kev) {
+                    self.recheck_decisions(asset, stamp.0);
+                }
             }
             EventData::PatchDeployment(deployment) => self.deployment(stamp, event, deployment, catalog, config),
             EventData::PostureAssessment(posture) => {
@@ -221,18 +285,67 @@ impl AssetsState {
                         self.dirty_outcomes.insert((asset, patch));
                     }
                 }
+                // A late assessment may be the latest posture of decisions made since.
+                self.recheck_decisions(asset, stamp.0);
             }
             EventData::PolicyDecision(decision) => {
                 let asset = self.names.intern(&decision.asset_id);
                 self.timers.push(Reverse((stamp.0, Timer::Inventoried { asset, at: stamp.0 })));
-                if decision.decision == Decision::Allow {
+                let key = (decision.decision == Decision::Allow).then(|| {
                     let key = self.next_decision;
                     self.next_decision += 1;
                     self.decisions.insert(key, decision.decision_id.as_str().into());
                     self.timers.push(Reverse((stamp.0, Timer::Decision { asset, key, at: stamp.0 })));
+                    key
+                });
+                let entry = self.assets.entry(asset).or_default();
+                let idx = entry.decisions.partition_point(|(time, _)| *time <= stamp.0);
+                entry.decisions.insert(idx, (stamp.0, key));
+                // Decisions older than the horizon can no longer be re-checked.
+                let horizon =
+                    entry.decisions.last().map_or(stamp.0, |(time, _)| *time).add_micros(-config.late_alert_horizon_us);
+                let old = entry.decisions.partition_point(|(time, _)| *time < horizon);
+                for (_, key) in entry.decisions.drain(..old) {
+                    if let Some(key) = key {
+                        self.decisions.remove(&key);
+                    }
                 }
             }
             _ => {}
+        }
+    }
+
+    /// Queues the `allow` decisions of `asset` at or after `from` for their
+    /// check again: a late event before them may change their answer.
+    fn recheck_decisions(&mut self, asset: Sym, from: Timestamp) {
+        let Some(entry) = self.assets.get(&asset) else { return };
+        let first = entry.decisions.partition_point(|(time, _)| *time < from);
+        for &(at, key) in &entry.decisions[first..] {
+            if let Some(key) = key {
+                self.timers.push(Reverse((at, Timer::Decision { asset, key, at })));
+            }
+        }
+    }
+
+    /// Queues the checks "was the asset inventoried and managed" of the
+    /// events naming `asset` at or after `from`, once per asset at most.
+    fn recheck_inventoried(&mut self, asset: Sym, from: Timestamp) {
+        let asset_id = self.names.name(asset);
+        if self.fired.contains(&ocsf::alert_id(Rule::UnmanagedAsset.name(), asset_id, "")) {
+            return;
+        }
+        let Some(entry) = self.assets.get(&asset) else { return };
+        let mut times: Vec<Timestamp> = entry.postures.iter().map(|(stamp, _)| stamp.0).collect();
+        times.extend(entry.decisions.iter().map(|(time, _)| *time));
+        for patch in &entry.patches {
+            if let Some(outcome) = self.outcomes.get(&(asset, *patch)) {
+                times.extend(outcome.events.iter().map(|(stamp, _)| stamp.0));
+            }
+        }
+        times.retain(|time| *time >= from);
+        // The earliest suffices: the alert fires once per asset, at the first event it concerns.
+        if let Some(at) = times.into_iter().min() {
+            self.timers.push(Reverse((at, Timer::Inventoried { asset, at })));
         }
     }
 
@@ -265,48 +378,86 @@ impl AssetsState {
             let successes = &mut self.assets.entry(asset).or_default().successes;
             let idx = successes.partition_point(|s| *s <= (stamp.0, patch));
             successes.insert(idx, (stamp.0, patch));
+            let window_end = stamp.0.add_micros(config.posture_reeval_window_us);
+            let timer = Timer::Reevaluation { asset, patch, deployment: id, succeeded_at: stamp.0 };
+            self.timers.push(Reverse((window_end, timer)));
+            self.pending_reevaluations.push(PendingReevaluation {
+                asset,
+                patch,
+                deployment: id,
+                remediated_at: event.time,
+            });
         }
         self.mark_exposures_of_patch(asset, &deployment.patch_id, catalog);
+        self.check_integrity(asset, patch, catalog);
+        self.recheck_regressions(asset, patch);
+        // A late success or rollback may change whether a KEV exposure was
+        // open at a decision since.
+        let fixes_kev = catalog
+            .patch(&deployment.patch_id)
+            .is_some_and(|release| release.fixes_cves.iter().any(|cve| catalog.cve(cve).is_some_and(|info| info.kev)));
+        if fixes_kev {
+            self.recheck_decisions(asset, stamp.0);
+        }
+    }
 
-        let release = catalog.patch(&deployment.patch_id);
-        let digest_differs = match (&deployment.artifact_sha256, release.and_then(|r| r.artifact_sha256.as_ref())) {
-            (Some(reported), Some(released)) => reported != released,
-            _ => false,
-        };
-        if deployment.signature_verified == Some(false) || digest_differs {
+    /// Fires `PATCH_INTEGRITY` for each deployment of an outcome whose
+    /// events report an unverified signature, or a digest other than the
+    /// release's, as soon as both are known: at its first such event.
+    fn check_integrity(&mut self, asset: Sym, patch: Sym, catalog: &Catalog) {
+        let Some(entry) = self.outcomes.get(&(asset, patch)) else { return };
+        let (asset_id, patch_id) = (self.names.name(asset), self.names.name(patch));
+        let released = catalog.patch(patch_id).and_then(|r| r.artifact_sha256.as_deref());
+        let mut findings = Vec::new();
+        let mut seen: Vec<Sym> = Vec::new();
+        for (stamp, event) in &entry.events {
+            let digest_differs = matches!((event.artifact_sha256.as_deref(), released), (Some(r), Some(d)) if r != d);
+            if !(event.signature_verified == Some(false) || digest_differs) || seen.contains(&event.deployment) {
+                continue;
+            }
+            seen.push(event.deployment);
+            let deployment_id = self.names.name(event.deployment);
             let why =
                 if digest_differs { "artifact digest differs from the release" } else { "signature not verified" };
-            let title =
-                format!("Patch {} on {} failed integrity checks: {why}", deployment.patch_id, deployment.asset_id);
-            let finding = alerts::finding(Rule::PatchIntegrity, &deployment.deployment_id, "", stamp.0, title)
-                .with_device(&deployment.asset_id, None)
+            let title = format!("Patch {patch_id} on {asset_id} failed integrity checks: {why}");
+            let finding = alerts::finding(Rule::PatchIntegrity, deployment_id, "", stamp.0, title)
+                .with_device(asset_id, None)
                 .with_unmapped(serde_json::json!({
-                    "patch_id": deployment.patch_id,
-                    "reported_sha256": deployment.artifact_sha256,
-                    "released_sha256": release.and_then(|r| r.artifact_sha256.as_ref()),
-                    "signature_verified": deployment.signature_verified,
+                    "patch_id": patch_id,
+                    "reported_sha256": event.artifact_sha256,
+                    "released_sha256": released,
+                    "signature_verified": event.signature_verified,
                 }));
-            self.fire(Rule::PatchIntegrity, &deployment.deployment_id, stamp.0, finding);
-        } else if deployment.phase == DeploymentPhase::Succeeded {
-            let window_end = stamp.0.add_micros(config.posture_reeval_window_us);
-            self.timers
-                .push(Reverse((window_end, Timer::Reevaluation { asset, deployment: id, succeeded_at: stamp.0 })));
-            let asset_cves = self.assets.get(&asset).map_or(&[][..], |a| a.cves.as_slice());
-            let cves = release.map_or_else(Vec::new, |r| {
-                r.fixes_cves
-                    .iter()
-                    .filter(|c| self.names.get(c).is_some_and(|s| asset_cves.contains(&s)))
-                    .cloned()
-                    .collect()
-            });
-            self.reevaluations.push(Reevaluation {
-                asset_id: deployment.asset_id.clone(),
-                patch_id: deployment.patch_id.clone(),
-                deployment_id: deployment.deployment_id.clone(),
-                remediated_at: event.time,
-                cves,
-            });
+            findings.push((deployment_id.to_owned(), stamp.0, finding));
         }
+        for (deployment_id, at, finding) in findings {
+            self.fire(Rule::PatchIntegrity, &deployment_id, at, finding);
+        }
+    }
+
+    /// Queues a regression check at the first assessment after each success
+    /// of an outcome: a late success (or rollback) changes which assessment
+    /// follows the remediation.
+    fn recheck_regressions(&mut self, asset: Sym, patch: Sym) {
+        let (Some(outcome), Some(entry)) = (self.outcomes.get(&(asset, patch)), self.assets.get(&asset)) else {
+            return;
+        };
+        for (stamp, event) in &outcome.events {
+            if event.phase != DeploymentPhase::Succeeded {
+                continue;
+            }
+            let after = entry.postures.partition_point(|(p, _)| p.0 <= stamp.0);
+            if let Some((p, _)) = entry.postures.get(after) {
+                self.timers.push(Reverse((p.0, Timer::Posture { asset, at: p.0 })));
+            }
+        }
+    }
+
+    /// Whether deployment `id` of an outcome is unverified (any of its
+    /// events, as known now).
+    fn unverified(&self, asset: Sym, patch: Sym, id: Sym, catalog: &Catalog) -> bool {
+        let Some(entry) = self.outcomes.get(&(asset, patch)) else { return false };
+        unverified_deployments(&entry.events, catalog.patch(self.names.name(patch))).contains(&id)
     }
 
     fn mark_exposures_of_patch(&mut self, asset: Sym, patch_id: &str, catalog: &Catalog) {
@@ -321,15 +472,15 @@ impl AssetsState {
         }
     }
 
-    /// Marks the rows that a change of the intel catalog may change.
+    /// Marks the rows that a change of the intel catalog may change, and
+    /// queues the checks it may answer differently.
     pub fn catalog_changed(&mut self, change: &CatalogChange) {
         match change {
             CatalogChange::Cve(cve_id) => {
                 if let Some(cve) = self.names.get(cve_id) {
-                    self.kev_deadlines.remove(&cve);
                     for &asset in self.by_cve.get(&cve).map_or(&[][..], Vec::as_slice) {
                         self.dirty_exposures.insert((asset, cve));
-                        self.unscheduled.push((asset, cve));
+                        self.catalog_rechecks.push((asset, cve));
                     }
                 }
             }
@@ -337,13 +488,14 @@ impl AssetsState {
                 if let Some(patch) = self.names.get(patch_id) {
                     for &asset in self.by_patch.get(&patch).map_or(&[][..], Vec::as_slice) {
                         self.dirty_outcomes.insert((asset, patch));
+                        self.integrity_checks.push((asset, patch));
                     }
                 }
                 for cve_id in cves {
                     if let Some(cve) = self.names.get(cve_id) {
                         for &asset in self.by_cve.get(&cve).map_or(&[][..], Vec::as_slice) {
                             self.dirty_exposures.insert((asset, cve));
-                            self.unscheduled.push((asset, cve));
+                            self.catalog_rechecks.push((asset, cve));
                         }
                     }
                 }
@@ -351,26 +503,76 @@ impl AssetsState {
         }
     }
 
-    /// Runs the timers the watermark has passed.
-    pub fn advance(&mut self, watermark: Timestamp, catalog: &Catalog, config: &ProcessorConfig) {
-        // Schedule the deadline checks of exposures changed since the last
-        // call, before any timer runs: a check then never depends on where
-        // epochs were cut, only on the events that arrived.
-        for (asset, cve) in std::mem::take(&mut self.unscheduled) {
-            if let Some(facts) = self.exposure_facts(asset, cve, catalog, None)
-                && let Some(due_at) = self.due_at(cve, facts.detected_at, catalog, config)
-            {
-                // Just past the deadline (on time means "not later than"), or
-                // at detection when the deadline had already passed.
-                let check_at = due_at.add_micros(1).max(facts.detected_at);
-                if let Some(entry) = self.exposures.get_mut(&(asset, cve))
-                    && entry.deadline_check != Some(check_at)
-                {
-                    entry.deadline_check = Some(check_at);
-                    self.deadlines.push(Reverse((check_at, Timer::Due { asset, cve })));
-                }
+    /// Queues the breach checks of an exposure at the instants its evidence
+    /// makes it breached while open, from `from` on (the past too: a late
+    /// event raises its alert when it is processed, dated by the breach).
+    fn schedule_breach_checks(
+        &mut self,
+        asset: Sym,
+        cve: Sym,
+        from: Timestamp,
+        catalog: &Catalog,
+        config: &ProcessorConfig,
+    ) {
+        let Some(facts) = self.exposure_facts(asset, cve, catalog, None) else { return };
+        let Some(due_at) = self.due_at(cve, facts.detected_at, catalog, config) else { return };
+        let Some(entry) = self.exposures.get_mut(&(asset, cve)) else { return };
+        for at in facts.breach_instants(due_at).filter(|at| *at >= from) {
+            if !entry.checks.contains(&at) {
+                entry.checks.push(at);
+                self.deadlines.push(Reverse((at, Timer::Due { asset, cve })));
             }
         }
+    }
+
+    /// After a change of its CVE's intel: fires `SLA_BREACH` if the exposure
+    /// is breached as of the watermark (dated at the instant it first was,
+    /// with the new deadline), and queues the checks still ahead. A new
+    /// deadline never reaches back into states the exposure has left: one
+    /// suppressed since is not breached, whatever the new date says.
+    fn recheck_catalog(
+        &mut self,
+        asset: Sym,
+        cve: Sym,
+        watermark: Timestamp,
+        catalog: &Catalog,
+        config: &ProcessorConfig,
+    ) {
+        if let Some(facts) = self.exposure_facts(asset, cve, catalog, Some(watermark))
+            && let Some(due_at) = self.due_at(cve, facts.detected_at, catalog, config)
+            && facts.breached(due_at, watermark)
+            && let Some(at) = facts.breach_instants(due_at).next()
+        {
+            self.fire_breach(asset, cve, at, due_at, facts.status, catalog, config);
+        }
+        self.schedule_breach_checks(asset, cve, watermark.add_micros(1), catalog, config);
+    }
+
+    /// The queued work that needs the catalog or the watermark, in the order
+    /// events queued it: deadline checks, catalog re-checks, digests.
+    fn drain_queues(&mut self, watermark: Timestamp, catalog: &Catalog, config: &ProcessorConfig) {
+        for (asset, cve) in std::mem::take(&mut self.unscheduled) {
+            self.schedule_breach_checks(asset, cve, Timestamp(i64::MIN), catalog, config);
+        }
+        let mut rechecks = std::mem::take(&mut self.catalog_rechecks);
+        rechecks.sort_unstable();
+        rechecks.dedup();
+        for (asset, cve) in rechecks {
+            self.recheck_catalog(asset, cve, watermark, catalog, config);
+        }
+        let mut checks = std::mem::take(&mut self.integrity_checks);
+        checks.sort_unstable();
+        checks.dedup();
+        for (asset, patch) in checks {
+            self.check_integrity(asset, patch, catalog);
+        }
+    }
+
+    /// Runs the timers the watermark has passed.
+    pub fn advance(&mut self, watermark: Timestamp, catalog: &Catalog, config: &ProcessorConfig) {
+        // Queued work first, before any timer runs: a check then never
+        // depends on where epochs were cut, only on the events that arrived.
+        self.drain_queues(watermark, catalog, config);
         loop {
             let next_timer = self.timers.peek().map(|Reverse((at, _))| *at);
             let next_deadline = self.deadlines.peek().map(|Reverse((at, _))| *at);
@@ -387,16 +589,19 @@ impl AssetsState {
             heap.pop();
             match timer {
                 Timer::Due { asset, cve } => {
+                    if let Some(entry) = self.exposures.get_mut(&(asset, cve)) {
+                        entry.checks.retain(|check| *check != at);
+                    }
                     self.dirty_exposures.insert((asset, cve));
                     self.check_breach(asset, cve, at, catalog, config);
                 }
                 Timer::Posture { asset, at } => self.check_regression(asset, at, catalog, config),
-                Timer::Reevaluation { asset, deployment, succeeded_at } => {
-                    self.check_reevaluation(asset, deployment, succeeded_at, at, config)
+                Timer::Reevaluation { asset, patch, deployment, succeeded_at } => {
+                    self.check_reevaluation(asset, patch, deployment, succeeded_at, at, catalog, config)
                 }
                 Timer::Decision { asset, key, at } => {
-                    if let Some(decision_id) = self.decisions.remove(&key) {
-                        self.check_decision(asset, &decision_id, at, catalog);
+                    if let Some(decision_id) = self.decisions.get(&key).cloned() {
+                        self.check_decision(asset, &decision_id, at, catalog, config);
                     }
                 }
                 Timer::Inventoried { asset, at } => self.check_inventoried(asset, at),
@@ -425,9 +630,23 @@ impl AssetsState {
         if facts.status != Status::Open || at <= due_at {
             return;
         }
+        self.fire_breach(asset, cve, at, due_at, facts.status, catalog, config);
+    }
+
+    /// Fires `SLA_BREACH` for an exposure breached at `at`, described as of then.
+    #[allow(clippy::too_many_arguments)]
+    fn fire_breach(
+        &mut self,
+        asset: Sym,
+        cve: Sym,
+        at: Timestamp,
+        due_at: Timestamp,
+        status: Status,
+        catalog: &Catalog,
+        config: &ProcessorConfig,
+    ) {
         let Some(mut row) = self.exposure_row(asset, cve, catalog, config, at) else { return };
-        // The alert describes the exposure as of its own time.
-        row.status = facts.status.as_str();
+        row.status = status.as_str();
         row.due_at = Some(due_at);
         let entity = format!("{}/{}", row.asset_id, row.cve_id);
         let finding = self.breach_finding(&row, &entity, at, catalog);
@@ -467,14 +686,22 @@ impl AssetsState {
         }
     }
 
+    /// Fires `POSTURE_REEVAL_OVERDUE` if no assessment followed a verified
+    /// success within the window (an unverified deployment asks for none).
+    #[allow(clippy::too_many_arguments)]
     fn check_reevaluation(
         &mut self,
         asset: Sym,
+        patch: Sym,
         deployment: Sym,
         succeeded_at: Timestamp,
         window_end: Timestamp,
+        catalog: &Catalog,
         config: &ProcessorConfig,
     ) {
+        if self.unverified(asset, patch, deployment, catalog) {
+            return;
+        }
         let postures = self.assets.get(&asset).map_or(&[][..], |a| a.postures.as_slice());
         let after = postures.partition_point(|(stamp, _)| stamp.0 <= succeeded_at);
         if postures.get(after).is_some_and(|(stamp, _)| stamp.0 <= window_end) {
@@ -491,25 +718,30 @@ impl AssetsState {
         self.fire(Rule::PostureReevalOverdue, &deployment_id, window_end, finding);
     }
 
-    fn check_decision(&mut self, asset: Sym, decision_id: &str, at: Timestamp, catalog: &Catalog) {
+    /// Fires `ZT_ALLOW_NONCOMPLIANT` if, as of `at`, the asset's latest
+    /// posture is non-compliant or it has a KEV exposure open past its due
+    /// date (the KEV date's, or the SLA's when KEV gives none).
+    fn check_decision(
+        &mut self,
+        asset: Sym,
+        decision_id: &str,
+        at: Timestamp,
+        catalog: &Catalog,
+        config: &ProcessorConfig,
+    ) {
         let Some(entry) = self.assets.get(&asset) else { return };
-        for &cve in &entry.cves {
-            if !self.kev_deadlines.contains_key(&cve) {
-                let deadline = catalog.cve(self.names.name(cve)).and_then(|c| c.kev_due()).map(|d| d.succ().start());
-                self.kev_deadlines.insert(cve, deadline);
-            }
-        }
         let posture = entry.postures.iter().rev().find(|(stamp, ..)| stamp.0 <= at);
         let noncompliant = posture.is_some_and(|&(_, (_, compliant))| !compliant);
         let mut overdue_kev: Vec<&str> = entry
             .cves
             .iter()
             .filter(|&&cve| {
-                let Some(Some(due_at)) = self.kev_deadlines.get(&cve) else { return false };
-                at > *due_at
-                    && self
-                        .exposure_facts(asset, cve, catalog, Some(at))
-                        .is_some_and(|facts| facts.status == Status::Open)
+                if !catalog.cve(self.names.name(cve)).is_some_and(|info| info.kev) {
+                    return false;
+                }
+                let Some(facts) = self.exposure_facts(asset, cve, catalog, Some(at)) else { return false };
+                let due_at = self.due_at(cve, facts.detected_at, catalog, config);
+                facts.status == Status::Open && due_at.is_some_and(|due_at| at > due_at)
             })
             .map(|&cve| self.names.name(cve))
             .collect();
@@ -602,32 +834,35 @@ impl AssetsState {
                         remediated_at: None,
                         remediated_by: None,
                         last_at: at,
+                        open: vec![(at, None)],
                     });
                 }
                 (None, _) => {}
                 (Some(f), Evidence::Finding(FindingStatus::Open)) => {
-                    f.status = Status::Open;
+                    f.set_status(Status::Open, at);
                     f.remediated_at = None;
                     f.remediated_by = None;
                     f.last_at = at;
                 }
                 (Some(f), Evidence::Finding(FindingStatus::Fixed)) => {
                     if f.status != Status::Remediated {
-                        f.status = Status::Remediated;
+                        f.set_status(Status::Remediated, at);
                         f.remediated_at = Some(at);
                         f.remediated_by = None;
                     }
                     f.last_at = at;
                 }
                 (Some(f), Evidence::Finding(FindingStatus::Suppressed)) => {
+                    // A suppressed finding takes an open row out of SLA
+                    // counting; on a remediated row it changes nothing.
                     if f.status == Status::Open {
-                        f.status = Status::Suppressed;
+                        f.set_status(Status::Suppressed, at);
                     }
                     f.last_at = at;
                 }
                 (Some(f), Evidence::Success(patch)) => {
                     if f.status != Status::Remediated {
-                        f.status = Status::Remediated;
+                        f.set_status(Status::Remediated, at);
                         f.remediated_at = Some(at);
                         f.remediated_by = Some(patch);
                         f.last_at = at;
@@ -635,7 +870,7 @@ impl AssetsState {
                 }
                 (Some(f), Evidence::Rollback(patch)) => {
                     if f.status == Status::Remediated && f.remediated_by == Some(patch) {
-                        f.status = Status::Open;
+                        f.set_status(Status::Open, at);
                         f.remediated_at = None;
                         f.remediated_by = None;
                         f.last_at = at;
@@ -771,6 +1006,8 @@ impl AssetsState {
     /// Derives every dirty row, emits those whose content changed with the
     /// next revision, and hands over the epoch's alerts and re-evaluations.
     pub fn flush(&mut self, catalog: &Catalog, config: &ProcessorConfig, now: Timestamp, out: &mut EpochRows) {
+        self.drain_queues(now, catalog, config);
+        self.decide_reevaluations(catalog);
         for asset in std::mem::take(&mut self.dirty_assets) {
             let Some(entry) = self.assets.get_mut(&asset) else { continue };
             let Some((stamp, inventory)) = entry.inventories.last() else { continue };
@@ -812,6 +1049,34 @@ impl AssetsState {
         }
         out.alerts.append(&mut self.alerts);
         out.reevaluations.append(&mut self.reevaluations);
+    }
+
+    /// The re-evaluation requests of the epoch's successes whose deployment
+    /// is verified as far as the epoch knows (an event arriving in a later
+    /// epoch cannot recall a request already published).
+    fn decide_reevaluations(&mut self, catalog: &Catalog) {
+        for pending in std::mem::take(&mut self.pending_reevaluations) {
+            let PendingReevaluation { asset, patch, deployment, remediated_at } = pending;
+            if self.unverified(asset, patch, deployment, catalog) {
+                continue;
+            }
+            let patch_id = self.names.name(patch);
+            let asset_cves = self.assets.get(&asset).map_or(&[][..], |a| a.cves.as_slice());
+            let cves = catalog.patch(patch_id).map_or_else(Vec::new, |r| {
+                r.fixes_cves
+                    .iter()
+                    .filter(|c| self.names.get(c).is_some_and(|s| asset_cves.contains(&s)))
+                    .cloned()
+                    .collect()
+            });
+            self.reevaluations.push(Reevaluation {
+                asset_id: self.names.name(asset).to_owned(),
+                patch_id: patch_id.to_owned(),
+                deployment_id: self.names.name(deployment).to_owned(),
+                remediated_at,
+                cves,
+            });
+        }
     }
 
     fn breach_finding(&self, row: &ExposureRow, entity: &str, at: Timestamp, catalog: &Catalog) -> ocsf::Finding {

@@ -23,6 +23,10 @@ pub struct ProcessorConfig {
     pub drift_window_us: i64,
     /// Event ids remembered per task to drop duplicates.
     pub dedupe_capacity: usize,
+    /// How far back, in µs of event time, a late event can still raise an
+    /// alert about earlier events it changes the meaning of (a policy
+    /// decision, an event naming an asset): what is kept for those re-checks.
+    pub late_alert_horizon_us: i64,
 }
 
 impl Default for ProcessorConfig {
@@ -36,6 +40,7 @@ impl Default for ProcessorConfig {
             posture_regression_points: 20.0,
             drift_window_us: MICROS_PER_HOUR,
             dedupe_capacity: 200_000,
+            late_alert_horizon_us: 7 * MICROS_PER_DAY,
         }
     }
 }
@@ -73,6 +78,9 @@ pub struct ProcessorSection {
     pub drift_window_secs: u64,
     /// Event ids remembered per task to drop duplicates.
     pub dedupe_capacity: usize,
+    /// How far back a late event can still raise an alert about earlier
+    /// decisions and events of its asset.
+    pub late_alert_horizon_secs: u64,
 }
 
 impl Default for ProcessorSection {
@@ -86,6 +94,7 @@ impl Default for ProcessorSection {
             posture_regression_points: defaults.posture_regression_points,
             drift_window_secs: (defaults.drift_window_us / MICROS_PER_SECOND) as u64,
             dedupe_capacity: defaults.dedupe_capacity,
+            late_alert_horizon_secs: (defaults.late_alert_horizon_us / MICROS_PER_SECOND) as u64,
         }
     }
 }
@@ -108,6 +117,12 @@ impl ProcessorSection {
         });
         problems.check((60..=86_400).contains(&self.drift_window_secs) && 86_400 % self.drift_window_secs == 0, || {
             format!("processor.drift_window_secs must divide a day and be at least 60, got {}", self.drift_window_secs)
+        });
+        problems.check((3_600..=90 * 86_400).contains(&self.late_alert_horizon_secs), || {
+            format!(
+                "processor.late_alert_horizon_secs must be between 1 hour and 90 days, got {}",
+                self.late_alert_horizon_secs
+            )
         });
         problems.check(self.dedupe_capacity >= 1_000, || {
             format!("processor.dedupe_capacity must be at least 1000, got {}", self.dedupe_capacity)
@@ -173,6 +188,7 @@ impl ProcessorConfig {
             posture_regression_points: p.posture_regression_points,
             drift_window_us: secs(p.drift_window_secs).max(MICROS_PER_HOUR / 60),
             dedupe_capacity: p.dedupe_capacity,
+            late_alert_horizon_us: secs(p.late_alert_horizon_secs),
         }
     }
 }

@@ -87,10 +87,14 @@ impl RolloutsState {
             verdict: stage.verdict,
             action: stage.action,
         };
-        insert_sorted(&mut rollout.reports, stamp, report);
+        let idx = insert_sorted(&mut rollout.reports, stamp, report);
         self.dirty.insert(stage.rollout_id.clone());
         if !rollout.alerted {
-            self.timers.insert((stamp.0, stage.rollout_id.clone()));
+            // The gate is judged at this report and again at each later one:
+            // a late report changes what they add up to.
+            for (later, _) in &rollout.reports[idx..] {
+                self.timers.insert((later.0, stage.rollout_id.clone()));
+            }
         }
     }
 

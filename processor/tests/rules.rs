@@ -15,6 +15,7 @@ const FINDING: &str = "vuln.finding.v1";
 const DEPLOY: &str = "patch.deployment.v1";
 const CANARY: &str = "canary.stage.v1";
 const POSTURE: &str = "posture.assessment.v1";
+const FLOW: &str = "flow.observation.v1";
 
 type Step = (&'static str, u32, Value);
 
@@ -151,6 +152,26 @@ fn exposures_follow_remediation_evidence() {
     let suppressed = vec![(FINDING, 3, finding("suppressed")), (FINDING, 24 * 20, finding("suppressed"))];
     check(exposure(suppressed), "exposures", "breached", json!(false));
     check(exposure(vec![(FINDING, 24 * 20, finding("open"))]), "exposures", "breached", json!(true));
+    // Remediation evidence on a suppressed row remediates it.
+    check(
+        exposure(vec![(FINDING, 3, finding("suppressed")), (FINDING, 4, finding("fixed"))]),
+        "exposures",
+        "status",
+        json!("remediated"),
+    );
+    check(
+        exposure(vec![(FINDING, 3, finding("suppressed")), (DEPLOY, 5, deploy("d1", "succeeded", SHA, true))]),
+        "exposures",
+        "remediated_at",
+        at(5),
+    );
+    // A suppressed finding on a remediated row changes nothing.
+    check(
+        exposure(vec![(FINDING, 4, finding("fixed")), (FINDING, 6, finding("suppressed"))]),
+        "exposures",
+        "status",
+        json!("remediated"),
+    );
     // An out-of-order arrival is folded in event-time order.
     check(
         exposure(vec![(FINDING, 9, finding("fixed")), (FINDING, 1, finding("open"))]),
@@ -251,4 +272,217 @@ fn canary_gates() {
     gate(vec![canary(0, "error", "promote")], "hold");
     gate(vec![canary(0, "successful", "rollback")], "rollback");
     gate(vec![canary(0, "successful", "promote"), canary(1, "successful", "pause")], "hold");
+}
+
+const DECISION: &str = "policy.decision.v1";
+
+/// What the processor raises for `steps`, applied in the order listed (so a
+/// step listed after others with a later time arrives late): each alert as
+/// (rule, entity, time), and the deployments asked to re-evaluate.
+fn raised(steps: Vec<Step>) -> (Vec<(String, String, String)>, Vec<String>) {
+    let events: Vec<CloudEvent> =
+        steps.into_iter().enumerate().map(|(n, (event_type, hour, data))| event(n, event_type, hour, data)).collect();
+    let mut processor = Processor::new(ProcessorConfig::default(), 1);
+    let mut alerts = Vec::new();
+    let mut requests = Vec::new();
+    let mut collect = |processor: &mut Processor| {
+        for (_, epoch) in processor.flush() {
+            alerts.extend(epoch.alerts.iter().map(|a| (a.rule.to_owned(), a.entity_id.clone(), a.time.to_string())));
+            requests.extend(epoch.reevaluations.iter().map(|r| r.deployment_id.clone()));
+        }
+    };
+    for (offset, event) in events.iter().enumerate() {
+        processor.apply("test", offset as u64, event);
+        // An epoch per event: what a later event changes comes after what was published.
+        collect(&mut processor);
+    }
+    processor.finish_input();
+    collect(&mut processor);
+    alerts.sort();
+    (alerts, requests)
+}
+
+/// The alerts of `rule` among those raised for `steps`: (entity, time).
+fn alerts_of(rule: &str, steps: Vec<Step>) -> Vec<(String, String)> {
+    raised(steps).0.into_iter().filter(|(r, ..)| r == rule).map(|(_, entity, at)| (entity, at)).collect()
+}
+
+fn at(hour: u32) -> String {
+    format!("2026-11-{:02}T{:02}:00:00Z", 1 + hour / 24, hour % 24)
+}
+
+fn decision(kind: &str) -> Value {
+    json!({"decision_id": "p1", "asset_id": "a1", "decision": kind, "policy_id": "zt-1"})
+}
+
+/// A deployment event that says nothing of its signature or digest.
+fn deploy_plain(id: &str, phase: &str) -> Value {
+    json!({"deployment_id": id, "asset_id": "a1", "patch_id": "P1", "phase": phase})
+}
+
+#[test]
+fn patch_integrity_is_checked_when_the_release_arrives_after_the_deployment() {
+    let tampered = "0".repeat(64);
+    // The release comes after the deployment that reports another digest.
+    let steps = vec![(DEPLOY, 5, deploy("d1", "succeeded", &tampered, true)), (RELEASE, 0, release())];
+    assert_eq!(alerts_of("PATCH_INTEGRITY", steps), vec![("d1".to_owned(), at(5))]);
+    // In the usual order, the same alert.
+    let steps = vec![(RELEASE, 0, release()), (DEPLOY, 5, deploy("d1", "succeeded", &tampered, true))];
+    assert_eq!(alerts_of("PATCH_INTEGRITY", steps), vec![("d1".to_owned(), at(5))]);
+    // Without a release nothing can be compared.
+    assert!(alerts_of("PATCH_INTEGRITY", vec![(DEPLOY, 5, deploy("d1", "succeeded", &tampered, true))]).is_empty());
+}
+
+#[test]
+fn an_unverified_deployment_asks_for_no_reevaluation() {
+    let mut started = deploy("d1", "started", SHA, false);
+    started["signature_verified"] = json!(false);
+    let steps = vec![(RELEASE, 0, release()), (DEPLOY, 4, started), (DEPLOY, 5, deploy_plain("d1", "succeeded"))];
+    let (alerts, requests) = raised(steps);
+    assert!(requests.is_empty(), "re-evaluation requested for an unverified deployment");
+    assert!(!alerts.iter().any(|(rule, ..)| rule == "POSTURE_REEVAL_OVERDUE"), "{alerts:?}");
+    assert!(alerts.iter().any(|(rule, entity, _)| rule == "PATCH_INTEGRITY" && entity == "d1"), "{alerts:?}");
+    // A verified one asks, and is overdue without an assessment.
+    let steps = vec![
+        (RELEASE, 0, release()),
+        (DEPLOY, 5, deploy("d2", "succeeded", SHA, true)),
+        (POSTURE, 30, posture(80.0, true)),
+    ];
+    let (alerts, requests) = raised(steps);
+    assert_eq!(requests, vec!["d2".to_owned()]);
+    assert!(alerts.contains(&("POSTURE_REEVAL_OVERDUE".to_owned(), "d2".to_owned(), at(9))), "{alerts:?}");
+}
+
+#[test]
+fn an_exposure_reopened_after_its_due_date_is_breached() {
+    // Critical: due 15 days after detection (hour 2 + 360).
+    let steps = exposure(vec![(FINDING, 24 * 5, finding("fixed")), (FINDING, 24 * 20, finding("open"))]);
+    assert_eq!(alerts_of("SLA_BREACH", steps), vec![("a1/CVE-2026-0001".to_owned(), at(24 * 20))]);
+    // Reopened by a rollback after the due date.
+    let steps = exposure(vec![
+        (DEPLOY, 24 * 5, deploy("d1", "succeeded", SHA, true)),
+        (DEPLOY, 24 * 20, deploy("d1", "rolled_back", SHA, true)),
+    ]);
+    assert_eq!(alerts_of("SLA_BREACH", steps), vec![("a1/CVE-2026-0001".to_owned(), at(24 * 20))]);
+    // Reopened before the due date and left open: breached at the due date.
+    let steps = exposure(vec![
+        (FINDING, 24 * 5, finding("fixed")),
+        (FINDING, 24 * 6, finding("open")),
+        (POSTURE, 24 * 20, posture(80.0, true)),
+    ]);
+    assert_eq!(
+        alerts_of("SLA_BREACH", steps),
+        vec![("a1/CVE-2026-0001".to_owned(), "2026-11-16T02:00:00.000001Z".to_owned())]
+    );
+}
+
+#[test]
+fn a_kev_date_arriving_after_suppression_breaches_nothing() {
+    // Open, suppressed before its SLA date; then KEV says it was due before detection.
+    let steps = exposure(vec![
+        (FINDING, 5, finding("suppressed")),
+        (POSTURE, 30, posture(80.0, true)),
+        (INTEL, 31, intel(9.8, Some("2026-10-30"))),
+        (POSTURE, 40, posture(80.0, true)),
+    ]);
+    assert!(alerts_of("SLA_BREACH", steps).is_empty());
+    // Still open when the KEV date arrives: breached since detection.
+    let steps = exposure(vec![(POSTURE, 30, posture(80.0, true)), (INTEL, 31, intel(9.8, Some("2026-10-30")))]);
+    assert_eq!(alerts_of("SLA_BREACH", steps), vec![("a1/CVE-2026-0001".to_owned(), at(2))]);
+}
+
+#[test]
+fn an_allow_past_a_kev_sla_without_a_kev_date_is_noncompliant() {
+    let mut kev_without_date = intel(9.8, None);
+    kev_without_date["kev"] = json!(true);
+    // KEV with no due date: due at detection + 15 days (critical).
+    let steps = vec![
+        (INTEL, 0, kev_without_date.clone()),
+        (FINDING, 2, finding("open")),
+        (DECISION, 24 * 20, decision("allow")),
+    ];
+    assert_eq!(alerts_of("ZT_ALLOW_NONCOMPLIANT", steps), vec![("p1".to_owned(), at(24 * 20))]);
+    let before =
+        vec![(INTEL, 0, kev_without_date), (FINDING, 2, finding("open")), (DECISION, 24 * 10, decision("allow"))];
+    assert!(alerts_of("ZT_ALLOW_NONCOMPLIANT", before).is_empty());
+}
+
+#[test]
+fn a_late_event_raises_the_alert_it_makes_hold_dated_by_the_condition() {
+    // POSTURE_REGRESSION: the success arrives 14 h late, after both assessments.
+    let steps = vec![
+        (RELEASE, 0, release()),
+        (POSTURE, 4, posture(90.0, true)),
+        (POSTURE, 8, posture(60.0, true)),
+        (POSTURE, 20, posture(85.0, true)),
+        (DEPLOY, 6, deploy("d1", "succeeded", SHA, true)),
+    ];
+    assert_eq!(alerts_of("POSTURE_REGRESSION", steps), vec![("a1/P1".to_owned(), at(8))]);
+    // ZT_ALLOW_NONCOMPLIANT: a non-compliant assessment arrives after the decision it precedes.
+    let steps = vec![
+        (POSTURE, 2, posture(90.0, true)),
+        (DECISION, 10, decision("allow")),
+        (POSTURE, 30, posture(85.0, true)),
+        (POSTURE, 6, posture(40.0, false)),
+    ];
+    assert_eq!(alerts_of("ZT_ALLOW_NONCOMPLIANT", steps), vec![("p1".to_owned(), at(10))]);
+    // SLA_BREACH: the open finding that breaches arrives long after the due date passed.
+    let steps = exposure(vec![
+        (FINDING, 24 * 5, finding("fixed")),
+        (POSTURE, 24 * 28, posture(80.0, true)),
+        (FINDING, 24 * 20, finding("open")),
+    ]);
+    assert_eq!(alerts_of("SLA_BREACH", steps), vec![("a1/CVE-2026-0001".to_owned(), at(24 * 20))]);
+    // CANARY_FAILED: a late failed stage makes the later reports add up to a rollback.
+    let steps = vec![
+        (CANARY, 1, canary(0, "successful", "promote")),
+        (CANARY, 5, canary(1, "successful", "promote")),
+        (CANARY, 20, canary(2, "successful", "promote")),
+        (CANARY, 3, canary(3, "failed", "promote")),
+    ];
+    assert_eq!(alerts_of("CANARY_FAILED", steps), vec![("r1".to_owned(), at(3))]);
+    // UNMANAGED_ASSET: the inventory saying "unmanaged" arrives after the events naming the asset.
+    let unmanaged = json!({"asset_id": "a1", "environment": "cloud", "criticality": "low",
+        "internet_exposed": false, "segment": "s", "managed": false});
+    let managed = json!({"asset_id": "a1", "environment": "cloud", "criticality": "low",
+        "internet_exposed": false, "segment": "s", "managed": true});
+    let steps = vec![
+        ("asset.inventory.v1", 0, managed),
+        (POSTURE, 4, posture(90.0, true)),
+        (POSTURE, 20, posture(90.0, true)),
+        ("asset.inventory.v1", 2, unmanaged),
+    ];
+    assert_eq!(alerts_of("UNMANAGED_ASSET", steps), vec![("a1".to_owned(), at(4))]);
+    // POSTURE_REEVAL_OVERDUE: the success arrives a day late; its 4 h window has long closed.
+    let steps =
+        vec![(RELEASE, 0, release()), (POSTURE, 30, posture(80.0, true)), (DEPLOY, 5, deploy_plain("d1", "succeeded"))];
+    assert_eq!(alerts_of("POSTURE_REEVAL_OVERDUE", steps), vec![("d1".to_owned(), at(9))]);
+    // SEGMENTATION_DRIFT: an allowed denial arrives after its window closed.
+    let flow = |intended: &str| {
+        json!({"src_segment": "branch", "dst_segment": "core", "dst_port": 5432, "protocol": "tcp",
+            "enforced_action": "allow", "intended_action": intended, "connections": 3})
+    };
+    let steps = vec![(FLOW, 1, flow("allow")), (FLOW, 30, flow("allow")), (FLOW, 3, flow("deny"))];
+    assert_eq!(alerts_of("SEGMENTATION_DRIFT", steps), vec![("branch->core:5432".to_owned(), at(3))]);
+}
+
+#[test]
+fn a_condition_at_an_instant_sees_every_event_at_that_instant_whatever_the_arrival_order() {
+    // The non-compliant assessment has the decision's time and arrives after it.
+    let steps =
+        vec![(POSTURE, 2, posture(90.0, true)), (DECISION, 10, decision("allow")), (POSTURE, 10, posture(40.0, false))];
+    assert_eq!(alerts_of("ZT_ALLOW_NONCOMPLIANT", steps), vec![("p1".to_owned(), at(10))]);
+    // The inventory has the deployment's time and arrives after it: the asset is known.
+    let managed = json!({"asset_id": "a1", "environment": "cloud", "criticality": "low",
+        "internet_exposed": false, "segment": "s", "managed": true});
+    let steps = vec![
+        (RELEASE, 0, release()),
+        (DEPLOY, 5, deploy("d1", "started", SHA, true)),
+        ("asset.inventory.v1", 5, managed),
+    ];
+    assert!(alerts_of("UNMANAGED_ASSET", steps).is_empty());
+    // The fixed finding has the due instant: in time, whatever came first.
+    let due = 2 + 24 * 15;
+    let steps = exposure(vec![(POSTURE, due + 1, posture(80.0, true)), (FINDING, due, finding("fixed"))]);
+    assert!(alerts_of("SLA_BREACH", steps).is_empty());
 }

@@ -30,14 +30,19 @@ scored AS (
         e.kev,
         c.epss,
         coalesce(lr.gate IN ('rollback', 'hold'), false) AS blocked_by_canary,
-        coalesce(c.cvss_base, 0) / 10.0
+        -- No CVSS, no score: null, ranked after every scored row.
+        c.cvss_base / 10.0
           * (1 + {epss_weight} * coalesce(c.epss, 0))
           * CASE WHEN e.kev THEN {kev_weight} ELSE 1 END
+          -- An asset without inventory has neutral weights: not exposed, not edge, criticality 1.
           * CASE WHEN a.internet_exposed THEN {internet_exposed_weight} ELSE 1 END
           * CASE WHEN a.environment = 'edge' THEN {edge_weight} ELSE 1 END
-          * CASE a.criticality WHEN 'high' THEN {criticality_high_weight} WHEN 'moderate' THEN {criticality_moderate_weight} ELSE {criticality_low_weight} END
+          * CASE a.criticality WHEN 'high' THEN {criticality_high_weight} WHEN 'moderate' THEN {criticality_moderate_weight}
+                               WHEN 'low' THEN {criticality_low_weight} ELSE 1 END
+          -- Urgency: 1 without a due date, the most when the due date is not after detection.
           * (1 + CASE
-                    WHEN e.due_at IS NULL OR e.due_at <= e.detected_at THEN {max_urgency}
+                    WHEN e.due_at IS NULL THEN 0
+                    WHEN e.due_at <= e.detected_at THEN {max_urgency}
                     ELSE least(greatest(
                         CAST(to_unixtime(TIMESTAMP '{now}') - to_unixtime(e.detected_at) AS DOUBLE)
                           / CAST(to_unixtime(e.due_at) - to_unixtime(e.detected_at) AS DOUBLE),
@@ -51,6 +56,6 @@ scored AS (
     WHERE e.status = 'open'
 )
 SELECT
-    row_number() OVER (ORDER BY blocked_by_canary ASC, score DESC, due_at ASC NULLS LAST, asset_id ASC, cve_id ASC) AS rank,
+    row_number() OVER (ORDER BY blocked_by_canary ASC, score DESC NULLS LAST, due_at ASC NULLS LAST, asset_id ASC, cve_id ASC) AS rank,
     asset_id, cve_id, patch_id, score, due_at, blocked_by_canary, severity, kev, epss, detected_at
 FROM scored

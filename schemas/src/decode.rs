@@ -74,10 +74,50 @@ pub fn decode_str(text: &str) -> Result<CloudEvent, Invalid> {
         return Err(Invalid::whole(format!("must be a JSON object (a CloudEvent), got {}", describe(&value))));
     };
     let mut check = Checker::default();
+    duplicate_keys(&value, &mut check.errors);
     let event = check.envelope(Obj { fields: envelope, path: "" });
     match event {
         Some(event) if check.errors.is_empty() => Ok(event),
         _ => Err(Invalid { errors: check.errors }),
+    }
+}
+
+/// Records every object key that appears more than once, at any depth:
+/// parsers disagree on which of the values wins, and a SIEM reading the same
+/// message could see another event than the one processed.
+fn duplicate_keys(value: &Value<'_>, errors: &mut Vec<FieldError>) {
+    // Iterative, and JSON nesting is bounded by the parser (128 levels).
+    let mut stack: Vec<(String, &Value<'_>)> = vec![(String::new(), value)];
+    while let Some((path, value)) = stack.pop() {
+        match value {
+            Value::Object(fields) => {
+                let keys: Vec<&str> = fields.keys().collect();
+                for (idx, key) in keys.iter().enumerate() {
+                    // Reported once, at its second appearance.
+                    if keys[..idx].iter().filter(|k| *k == key).count() == 1 {
+                        let count = keys.iter().filter(|k| *k == key).count();
+                        errors.push(FieldError {
+                            path: format!("{path}{key}"),
+                            reason: format!("the key appears {count} times (each key once)"),
+                        });
+                    }
+                }
+                for (key, child) in fields.iter() {
+                    if matches!(child, Value::Object(_) | Value::Array(_)) {
+                        stack.push((format!("{path}{key}."), child));
+                    }
+                }
+            }
+            Value::Array(items) => {
+                let base = path.trim_end_matches('.').to_owned();
+                for (idx, child) in items.iter().enumerate() {
+                    if matches!(child, Value::Object(_) | Value::Array(_)) {
+                        stack.push((format!("{base}[{idx}]."), child));
+                    }
+                }
+            }
+            _ => {}
+        }
     }
 }
 

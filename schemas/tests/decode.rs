@@ -156,6 +156,30 @@ fn whole_message_problems() {
     assert!(reason(&[b'['; 10_000]).starts_with("not valid JSON: recursion limit exceeded"));
 }
 
+#[test]
+fn a_key_given_twice_at_any_depth_is_invalid() {
+    let example = example("asset.inventory.v1").to_string();
+    let errors = |line: &str| decode(line.as_bytes()).expect_err("duplicate keys").to_string();
+    // In data: the first value would win in one parser, the last in another.
+    let twice = example.replacen("\"asset_id\":\"gw-07\"", "\"asset_id\":\"gw-07\",\"asset_id\":\"gw-99\"", 1);
+    assert_ne!(twice, example, "the example has the field");
+    assert!(errors(&twice).contains("data.asset_id: the key appears 2 times"), "{}", errors(&twice));
+    // In the envelope, three times; and inside labels.
+    let thrice = example.replacen("\"source\":", "\"source\":\"a\",\"source\":\"b\",\"source\":", 1);
+    assert!(errors(&thrice).contains("source: the key appears 3 times"), "{}", errors(&thrice));
+    let labelled = example.replacen("\"site\":\"lyon\"", "\"site\":\"lyon\",\"site\":\"nice\"", 1);
+    assert_ne!(labelled, example, "the example has labels");
+    assert!(errors(&labelled).contains("data.labels.site: the key appears 2 times"), "{}", errors(&labelled));
+}
+
+#[test]
+fn a_leap_second_is_a_valid_time() {
+    let mut event = example("asset.inventory.v1");
+    event["time"] = serde_json::json!("2016-12-31T23:59:60Z");
+    let decoded = decode(event.to_string().as_bytes()).expect("second 60 is RFC 3339");
+    assert_eq!(decoded.time.to_string(), "2017-01-01T00:00:00Z");
+}
+
 fn text() -> impl Strategy<Value = String> {
     "[a-zA-Z0-9._:/-]{1,24}"
 }
