@@ -12,8 +12,8 @@ days="${2:-30}"
 runs="${3:-3}"
 cargo build --release --quiet --bin patchtrail
 bin="${CARGO_TARGET_DIR:-target}/release/patchtrail"
-python3 -c "import duckdb" 2>/dev/null || { echo "needs the duckdb Python package (pip install duckdb)"; exit 1; }
-if [ -n "${LAKE:-}" ] && [ -d "$LAKE/_commits" ]; then
+python3 -c "import duckdb, deltalake" 2>/dev/null || { echo "needs the duckdb and deltalake Python packages (pip install duckdb deltalake)"; exit 1; }
+if [ -n "${LAKE:-}" ] && [ -d "$LAKE/exposures/_delta_log" ]; then
   lake="$LAKE"
 else
   work="$(mktemp -d)"
@@ -24,6 +24,6 @@ else
   "$bin" replay --input "$work/events.jsonl" --lake "$lake" 2>&1 | sed -n '1,3p'
   rm -f "$work/events.jsonl"
 fi
-parquet=$(find "$lake" -name '*.parquet' -not -path '*/_state/*' -printf '%s\n' | awk '{s += $1} END {printf "%.0f MB", s / 1e6}')
-echo "lake: $parquet of Parquet in $(find "$lake" -name '*.parquet' | wc -l) files; $(nproc) cores"
+parquet=$(find "$lake" -name '*.parquet' -path '*/date=*' -printf '%s\n' | awk '{s += $1} END {printf "%.0f MB", s / 1e6}')
+echo "lake: $parquet of Parquet in $(find "$lake" -name '*.parquet' -path '*/date=*' | wc -l) files; $(nproc) cores"
 python3 benches/views_vs_duckdb.py "$bin" "$lake" "$runs"

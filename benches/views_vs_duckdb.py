@@ -5,11 +5,11 @@ committed Parquet files, in one invocation; prints per-query times and ratios.
     python3 benches/views_vs_duckdb.py PATCHTRAIL_BIN LAKE_DIR [RUNS]
 
 patchtrail is timed as a user sees it: one `patchtrail sql --format csv` process
-per query (start, open the lake's commit log, plan, run, write every row to
+per query (start, open the lake's Delta tables, plan, run, write every row to
 /dev/null), and "in engine" as `--timing` reports it (plan and run, the part
 DuckDB's in-process figure covers). DuckDB is timed in-process on a warm connection (query and fetch
 every row), the same SQL files with DuckDB's names for three functions, and the
-same latest-revision views over the files the commit records name (filtered on
+same latest-revision views over the files the Delta tables hold (filtered on
 row_number(), DuckDB's faster formulation; DUCKDB_LATEST=join for patchtrail's). Each figure is
 the median of RUNS runs after one warm-up run.
 """
@@ -58,15 +58,23 @@ KEYS = {
 
 
 def committed(lake):
-    """The committed files per table and the lake's as-of (largest watermark)."""
+    """The files each Delta table holds now, and the lake's as-of: the least,
+    over tables, of the largest task watermark their latest publication recorded."""
+    import deltalake
+
     files, as_of = {}, None
-    for record_path in glob.glob(os.path.join(lake, "_commits", "*", "*", "*.json")):
-        with open(record_path) as f:
-            record = json.load(f)
-        for file in record["files"]:
-            files.setdefault(file["table"], []).append(os.path.join(lake, file["path"]))
-        if record.get("watermark") and (as_of is None or record["watermark"] > as_of):
-            as_of = record["watermark"]
+    for table in KEYS:
+        location = os.path.join(lake, table)
+        if not os.path.isdir(os.path.join(location, "_delta_log")):
+            continue
+        delta = deltalake.DeltaTable(location)
+        files[table] = [uri.removeprefix("file://") for uri in delta.file_uris()]
+        for info in delta.history(10):
+            marks = info.get("patchtrail.watermarks")
+            if marks:
+                latest = max(marks.values())
+                as_of = latest if as_of is None else min(as_of, latest)
+                break
     return files, as_of
 
 

@@ -65,12 +65,56 @@ pub enum Command {
     /// latest revision of each row (`<table>_history` has all of them);
     /// `priorities` is the risk-ranked patch queue.
     Sql(SqlArgs),
+    /// Look after a lake: publish committed epochs to its Delta tables, or
+    /// convert a lake written before its tables were Delta tables.
+    #[command(subcommand)]
+    Lake(LakeCommand),
     /// Check a configuration file, or show the effective configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
     /// Runs the queries `serve` hands it (internal: `serve` starts these).
     #[command(hide = true)]
     QueryWorker,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LakeCommand {
+    /// Append every committed epoch not yet in the Delta tables to them
+    /// (`run` does this every `lake.publish_interval_secs`, `replay` at its
+    /// end). Safe while `run` and `serve` are running.
+    Publish(LakeArgs),
+    /// Convert a lake written before its tables were Delta tables: publishes
+    /// every epoch of its commit log, in place; the Parquet files stay where
+    /// they are. Idempotent.
+    Migrate(LakeArgs),
+    /// Merge each table's small files, per date, into files of about 64 MiB
+    /// (Delta OPTIMIZE). `run` does this every `lake.optimize_interval_secs`.
+    /// Safe while `run` and `serve` are running: the merged-away files stay
+    /// until `vacuum` deletes them.
+    Optimize(LakeArgs),
+    /// Delete the files `optimize` merged away more than `--retain-hours`
+    /// ago (Delta VACUUM, lite: files a table removed, nothing else).
+    Vacuum(VacuumArgs),
+}
+
+/// Which lake, and how long removed files stay.
+#[derive(Debug, Args)]
+pub struct VacuumArgs {
+    #[command(flatten)]
+    pub lake: LakeArgs,
+    /// Keep removed files this long, for readers that opened the lake before
+    /// they were removed; 0 deletes them at once, for a lake nobody reads
+    /// now [config: lake.vacuum_retain_hours].
+    #[arg(long, value_name = "HOURS")]
+    pub retain_hours: Option<u64>,
+}
+
+/// Which lake.
+#[derive(Debug, Args)]
+pub struct LakeArgs {
+    /// The lake directory or s3:// URL [config: lake.location].
+    #[arg(long, value_name = "DIR")]
+    pub lake: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

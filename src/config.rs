@@ -47,11 +47,23 @@ pub struct Config {
 pub struct LakeConfig {
     /// A local directory, a `file://` URL, or `s3://BUCKET[/PREFIX]`.
     pub location: String,
+    /// How often `run` publishes committed epochs to the Delta tables readers see.
+    pub publish_interval_secs: u64,
+    /// How often `run` merges the tables' small files (0: never).
+    pub optimize_interval_secs: u64,
+    /// How long files merged away stay before `run` (after each merge) or
+    /// `lake vacuum` deletes them.
+    pub vacuum_retain_hours: u64,
 }
 
 impl Default for LakeConfig {
     fn default() -> Self {
-        LakeConfig { location: "lake".to_owned() }
+        LakeConfig {
+            location: "lake".to_owned(),
+            publish_interval_secs: 10,
+            optimize_interval_secs: 600,
+            vacuum_retain_hours: 24,
+        }
     }
 }
 
@@ -152,6 +164,12 @@ impl Config {
         distinct.dedup();
         if distinct.len() != topics.len() {
             problems.push("topics: every topic needs a name of its own".to_owned());
+        }
+        if !(1..=3600).contains(&self.lake.publish_interval_secs) {
+            problems.push("lake.publish_interval_secs must be between 1 and 3600".to_owned());
+        }
+        if self.lake.optimize_interval_secs != 0 && self.lake.optimize_interval_secs < 60 {
+            problems.push("lake.optimize_interval_secs must be 0 (never) or at least 60".to_owned());
         }
         if self.lake.location.trim().is_empty() {
             problems.push("lake.location (--lake) must not be empty".to_owned());

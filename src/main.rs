@@ -4,6 +4,7 @@
 mod cli;
 mod config;
 mod demo;
+mod lake;
 mod replay;
 mod run;
 mod serve;
@@ -58,6 +59,7 @@ fn main() -> ExitCode {
         Command::Replay(args) => replay::run(args, config),
         Command::Serve(args) => serve::run(args, config),
         Command::Sql(args) => sql::run(args, config),
+        Command::Lake(command) => lake::run(command, config),
         Command::Config(ConfigCommand::Show) => {
             print!("{}", config.show());
             Ok(ExitCode::SUCCESS)
@@ -116,7 +118,17 @@ pub fn usage_error(problems: &[String]) -> ExitCode {
 /// One subscriber for the whole process, on standard error (standard output
 /// carries command results), filtered by RUST_LOG (default `info`, `warn` for `demo`).
 fn init_logging(format: LogFormat, default_filter: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    // delta-rs and its kernel log every snapshot they build at info: quiet
+    // them to warnings unless RUST_LOG names them.
+    let asked = std::env::var("RUST_LOG").unwrap_or_default();
+    if !asked.contains("kernel") && !asked.contains("delta") {
+        for directive in ["buoyant_kernel=warn", "buoyant_kernel_engine=warn", "deltalake_core=warn"] {
+            if let Ok(directive) = directive.parse() {
+                filter = filter.add_directive(directive);
+            }
+        }
+    }
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),

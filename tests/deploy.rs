@@ -245,6 +245,8 @@ fn the_dashboard_and_the_metrics_reference_match_what_run_and_serve_expose() {
         Command::new(env!("CARGO_BIN_EXE_patchtrail"))
             .args(["run", "--brokers", &brokers, "--lake", path(&lake), "--metrics-listen", &metrics])
             .args(["--commit-interval-ms", "300"])
+            // Readers see epochs once published to the Delta tables: each second here.
+            .env("PATCHTRAIL__LAKE__PUBLISH_INTERVAL_SECS", "1")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -308,6 +310,12 @@ fn the_dashboard_and_the_metrics_reference_match_what_run_and_serve_expose() {
     .expect("writes");
     let mut ignored = String::new();
     stream.read_to_string(&mut ignored).expect("reads");
+    // The lake's figures appear once serve has opened a publication holding them.
+    let started = Instant::now();
+    while !declared(&listen).contains("patchtrail_open_exposures") {
+        assert!(started.elapsed() < Duration::from_secs(30), "serve never showed the lake's metrics");
+        std::thread::sleep(Duration::from_millis(300));
+    }
     names_exposed.extend(exposed(&listen));
     families.extend(declared(&listen));
     // docs/metrics.md lists exactly what the code registers.

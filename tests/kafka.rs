@@ -196,6 +196,43 @@ fn run_from_kafka_gives_the_lake_of_replay_and_the_truth() {
     }
 }
 
+#[test]
+fn optimize_vacuum_and_another_publisher_during_run_lose_and_double_nothing() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (events, _) = produce(&broker, dir.path(), "200", "8", "23");
+    let lake = dir.path().join("lake");
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let log = std::fs::File::create(dir.path().join("lake.log")).expect("log file");
+    // Publishing every second, so compaction and vacuum meet publications in flight.
+    let child = Command::new(env!("CARGO_BIN_EXE_patchtrail"))
+        .args(run_args(&broker, &lake, &metrics))
+        .env("PATCHTRAIL__LAKE__PUBLISH_INTERVAL_SECS", "1")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawns");
+    let mut child = child;
+    wait_for_a_commit(&lake);
+    let mut rounds = 0;
+    while child.try_wait().expect("waits").is_none() {
+        for command in [&["lake", "optimize"][..], &["lake", "vacuum", "--retain-hours", "0"], &["lake", "publish"]] {
+            let mut args = command.to_vec();
+            args.extend(["--lake", path(&lake)]);
+            let output = patchtrail(&args);
+            assert!(output.status.success(), "{args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        }
+        rounds += 1;
+    }
+    assert!(child.wait().expect("waits").success(), "run failed");
+    eprintln!("{rounds} rounds of optimize, vacuum and publish during run");
+    assert!(rounds >= 2, "only {rounds} rounds while run was running");
+    let replayed = dir.path().join("replayed");
+    replay(&events, &replayed, &["--partitions", "3", "--epoch-lines", "20000"]);
+    assert_same_tables(&lake, &replayed);
+}
+
 // tansu 0.6 evicts a SIGKILLed member after its session timeout but never tells
 // the live members to rejoin; `run`'s stall watch (src/run.rs) makes them rejoin
 // when nobody commits a partition with unread messages for 30 s. The tests below

@@ -47,6 +47,14 @@ pub enum Error {
         /// The epoch this writer tried to commit.
         epoch: u64,
     },
+    /// A Delta table of the lake cannot be read or written.
+    #[error("Delta table {table}: {reason}")]
+    Delta {
+        /// The table.
+        table: String,
+        /// Why.
+        reason: String,
+    },
     /// The lake location is not usable.
     #[error("lake location {location:?} is not usable: {reason}")]
     Location {
@@ -75,7 +83,7 @@ impl Error {
                 object_store::Error::NotFound { .. } => ErrorClass::Internal,
                 _ => ErrorClass::Transient,
             },
-            Error::Fenced { .. } => ErrorClass::Transient,
+            Error::Fenced { .. } | Error::Delta { .. } => ErrorClass::Transient,
             Error::Snapshot { .. } | Error::CommitRecord { .. } | Error::Encode { .. } => ErrorClass::Internal,
         }
     }

@@ -362,7 +362,7 @@ impl Lake {
         self.store.get(&path).await.map_err(storage(&path))?.bytes().await.map_err(storage(&path))
     }
 
-    async fn read_record(&self, path: &Path) -> Result<CommitRecord> {
+    pub(crate) async fn read_record(&self, path: &Path) -> Result<CommitRecord> {
         let bytes = self.store.get(path).await.map_err(storage(path))?.bytes().await.map_err(storage(path))?;
         let record: CommitRecord = serde_json::from_slice(&bytes)
             .map_err(|e| Error::CommitRecord { path: path.to_string(), reason: e.to_string() })?;
@@ -464,6 +464,30 @@ impl Lake {
         let dir = Path::from("_commits");
         let listed: Vec<_> = self.store.list(Some(&dir)).try_collect().await.map_err(storage(&dir))?;
         Ok(listed.iter().filter(|meta| meta.location.extension() == Some("json")).count())
+    }
+
+    /// The epochs with a commit record, with the record's path, per task.
+    pub(crate) async fn committed_epochs_by_task(&self) -> Result<BTreeMap<TaskId, Vec<(u64, Path)>>> {
+        let dir = Path::from("_commits");
+        let listed: Vec<_> = self.store.list(Some(&dir)).try_collect().await.map_err(storage(&dir))?;
+        let mut tasks: BTreeMap<TaskId, Vec<(u64, Path)>> = BTreeMap::new();
+        for meta in listed {
+            // _commits/<topic>/<partition>/<epoch>.json
+            let parts: Vec<&str> = meta.location.as_ref().split('/').collect();
+            let [_, topic, partition, name] = parts[..] else { continue };
+            let (Some(topic), Ok(partition), Some(Ok(epoch))) = (
+                schemas::InputTopic::parse(topic),
+                partition.parse::<u32>(),
+                name.strip_suffix(".json").map(str::parse::<u64>),
+            ) else {
+                continue;
+            };
+            tasks.entry(TaskId { topic, partition }).or_default().push((epoch, meta.location));
+        }
+        for epochs in tasks.values_mut() {
+            epochs.sort_by_key(|(epoch, _)| *epoch);
+        }
+        Ok(tasks)
     }
 
     /// Every commit record of every task, ordered by task and epoch.

@@ -19,6 +19,7 @@ pub mod alerts;
 pub mod assets;
 pub mod catalog;
 pub mod config;
+pub mod delta;
 pub mod error;
 mod interner;
 pub mod lake;

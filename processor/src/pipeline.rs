@@ -124,6 +124,11 @@ impl Pipeline {
         outbox: bool,
     ) -> Result<Pipeline> {
         let processor = Processor::new(config, partitions);
+        let runtime = runtime()?;
+        // The Delta tables exist from the start, so readers never take a lake
+        // being written for one of the earlier layout; and a lake of the
+        // earlier layout is published (migrated) before anything is added.
+        runtime.block_on(lake.publish())?;
         let (jobs, inbox) = sync_channel::<Job>(1);
         let (done_tx, done) = channel::<Written>();
         let writer_lake = lake.clone();
@@ -134,7 +139,7 @@ impl Pipeline {
         Ok(Pipeline {
             processor,
             lake,
-            runtime: runtime()?,
+            runtime,
             owned,
             outbox,
             committed: BTreeMap::new(),
@@ -389,10 +394,12 @@ impl Pipeline {
     }
 
     /// The end of the input: watermarks of the owned tasks move to their
-    /// largest event time, the last epoch is committed, and the writer drains.
+    /// largest event time, the last epoch is committed, the writer drains,
+    /// and every committed epoch is published to the Delta tables.
     pub fn finish(mut self) -> Result<Totals> {
         self.finish_input(None)?;
         self.join_writer()?;
+        self.runtime.block_on(self.lake.publish())?;
         Ok(self.totals.clone())
     }
 

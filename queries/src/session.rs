@@ -1,6 +1,6 @@
 //! [`LakeSession`]: a DataFusion session over one snapshot of the lake: the
-//! files named by its commit records (never a directory listing, so an
-//! uncommitted epoch is never seen), registered per table as
+//! files its Delta tables hold (never a directory listing, so an uncommitted
+//! epoch is never seen), registered per table as
 //! `<table>_history` with every revision, and a view `<table>` that keeps the
 //! latest revision of each row; then the metric views of `queries/sql/` and
 //! the `priorities` view. Sessions only read: DDL, DML and statements are
@@ -87,8 +87,15 @@ impl LakeSession {
         runtime: Option<Arc<RuntimeEnv>>,
         weights: &Weights,
     ) -> Result<LakeSession, QueryError> {
-        let records = lake.commit_records().await?;
-        let as_of = records.iter().filter_map(|record| record.watermark).max();
+        if lake.needs_migration().await? {
+            return Err(QueryError::Invalid(format!(
+                "the lake at {} was written before its tables were Delta tables: run `patchtrail lake migrate --lake {}` once",
+                lake.location(),
+                lake.location()
+            )));
+        }
+        let published = lake.published().await?;
+        let as_of = published.as_of;
         // A lake in a bucket is read through the bucket's own store, its
         // prefix in the path: object_store's PrefixStore answers a HEAD with
         // the full path, and DataFusion would drop every file as outside the
@@ -102,11 +109,12 @@ impl LakeSession {
         };
         let mut tables: Vec<(Table, Arc<dyn TableProvider>)> = Vec::with_capacity(Table::ALL.len());
         for table in Table::ALL {
-            let urls = records
-                .iter()
-                .flat_map(|record| &record.files)
-                .filter(|file| file.table == table.name())
-                .map(|file| ListingTableUrl::parse(format!("{base}/{}", file.path)))
+            let urls = published
+                .files
+                .get(table.name())
+                .into_iter()
+                .flatten()
+                .map(|path| ListingTableUrl::parse(format!("{base}/{path}")))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(classify)?;
             let provider: Arc<dyn TableProvider> = if urls.is_empty() {

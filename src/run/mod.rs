@@ -77,9 +77,14 @@ pub fn run(args: RunArgs, mut config: Config) -> anyhow::Result<ExitCode> {
     let brokers_down = Arc::new(AtomicBool::new(false));
     serve_probes(&supervisor, &p.metrics_listen, &metrics, &brokers_down)?;
     let cancel = supervisor.token();
+    let publisher = start_publisher(&supervisor, &settings.lake, &config.lake)?;
     let outcome =
         Instance::start(&settings, config.kafka_settings(), config.topic_names(), metrics, brokers_down, &cancel)
             .and_then(|instance| instance.run(&settings));
+    // What the last epochs committed becomes visible to readers.
+    if outcome.is_ok() {
+        publisher.publish_now();
+    }
     // The pipeline is done: the probe server goes with it.
     cancel.cancel();
     supervisor.join(Instant::now() + Duration::from_secs(5));
@@ -107,6 +112,83 @@ fn serve_probes(
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         runtime.block_on(queries::server::probe::serve(listener, router, cancel)).context("the metrics server failed")
     })
+}
+
+/// Publishes committed epochs to the lake's Delta tables on a thread of its
+/// own, every `lake.publish_interval_secs` and once more on request, and
+/// compacts and vacuums them every `lake.optimize_interval_secs`. A failed
+/// publication is retried at the next turn: the task commit log keeps the
+/// epochs meanwhile.
+struct Publisher {
+    lake: processor::lake::Lake,
+    runtime: Arc<tokio::runtime::Runtime>,
+}
+
+impl Publisher {
+    fn publish_now(&self) {
+        publish_logged(&self.runtime, &self.lake);
+    }
+}
+
+fn publish_logged(runtime: &tokio::runtime::Runtime, lake: &processor::lake::Lake) {
+    let started = Instant::now();
+    match runtime.block_on(lake.publish()) {
+        Ok(report) if report.epochs > 0 => tracing::debug!(
+            epochs = report.epochs,
+            files = report.files,
+            conflicts = report.conflicts,
+            pruned = report.pruned,
+            ms = started.elapsed().as_millis() as u64,
+            "published to the Delta tables"
+        ),
+        Ok(_) => {}
+        Err(error) => tracing::warn!(%error, "cannot publish to the Delta tables; retrying at the next turn"),
+    }
+}
+
+fn start_publisher(
+    supervisor: &Supervisor,
+    location: &str,
+    settings: &config::LakeConfig,
+) -> anyhow::Result<Publisher> {
+    let lake = processor::lake::Lake::open(location)?;
+    let runtime = Arc::new(tokio::runtime::Builder::new_current_thread().enable_all().build()?);
+    let publisher = Publisher { lake: lake.clone(), runtime: Arc::clone(&runtime) };
+    let cancel = supervisor.token();
+    let every = Duration::from_secs(settings.publish_interval_secs);
+    let optimize_every =
+        (settings.optimize_interval_secs > 0).then(|| Duration::from_secs(settings.optimize_interval_secs));
+    let retain = Duration::from_secs(settings.vacuum_retain_hours * 3600);
+    supervisor.spawn_thread("lake-publisher", move || {
+        let mut optimized = Instant::now();
+        while !kafka::sleep_unless_cancelled(every, &cancel) {
+            publish_logged(&runtime, &lake);
+            if optimize_every.is_some_and(|interval| optimized.elapsed() >= interval) {
+                optimized = Instant::now();
+                compact_logged(&runtime, &lake, retain);
+            }
+        }
+        Ok(())
+    })?;
+    Ok(publisher)
+}
+
+fn compact_logged(runtime: &tokio::runtime::Runtime, lake: &processor::lake::Lake, retain: Duration) {
+    let started = Instant::now();
+    match runtime.block_on(lake.optimize()) {
+        Ok(report) => tracing::info!(
+            files_removed = report.files_removed,
+            files_added = report.files_added,
+            ms = started.elapsed().as_millis() as u64,
+            "compacted the Delta tables"
+        ),
+        Err(error) => tracing::warn!(%error, "cannot compact the Delta tables; trying again later"),
+    }
+    match runtime.block_on(lake.vacuum(retain)) {
+        Ok(deleted) if deleted > 0 => tracing::info!(deleted, "vacuumed the Delta tables"),
+        Ok(_) => {}
+        Err(error) => tracing::warn!(%error, "cannot vacuum the Delta tables; trying again later"),
+    }
 }
 
 /// The effective settings of one instance: flags over the configuration.

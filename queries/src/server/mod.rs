@@ -61,8 +61,8 @@ pub struct Settings {
 pub struct Snapshot {
     /// Its priority queue.
     pub queue: Queue,
-    /// Commit records it was opened from (the change signal, and the
-    /// version the workers open).
+    /// The lake's publication stamp it was opened at (the change signal,
+    /// and the version the workers open).
     records: usize,
 }
 
@@ -188,11 +188,11 @@ impl Service {
             // Workers idle for a minute go (each holds a session); one stays ready.
             inner.workers.reap(Duration::from_secs(60));
             let seen = self.snapshot().records;
-            let count = match inner.lake.commit_count().await {
+            let count = match inner.lake.publication_stamp().await {
                 Ok(count) => count,
                 Err(error) => {
                     if inner.lake_readable.swap(false, Ordering::Relaxed) {
-                        tracing::warn!(%error, "cannot list the lake's commit log");
+                        tracing::warn!(%error, "cannot read the lake's publication stamp");
                     }
                     continue;
                 }
@@ -205,7 +205,7 @@ impl Service {
                 Ok(snapshot) => {
                     *inner.snapshot.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(snapshot);
                     inner.lake_readable.store(true, Ordering::Relaxed);
-                    tracing::debug!(records = count, "new commits visible");
+                    tracing::debug!("new publication visible");
                 }
                 Err(error) => {
                     // Not ready, and the previous snapshot keeps being served; a
@@ -262,7 +262,7 @@ async fn open_snapshot(
     metrics: &ServerMetrics,
     runtime: &Arc<RuntimeEnv>,
 ) -> Result<Snapshot, QueryError> {
-    let records = lake.commit_count().await?;
+    let records = lake.publication_stamp().await?;
     let session = LakeSession::open_with(lake, Some(Arc::clone(runtime)), &settings.weights).await?;
     let queue = Queue::compute(&session).await?;
     metrics.domain.update(&session).await?;

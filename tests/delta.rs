@@ -1,0 +1,172 @@
+//! The lake's tables are Delta Lake tables: another engine (the `deltalake`
+//! Python package, delta-rs, which also backs polars' `read_delta`) reads
+//! every table with no knowledge of patchtrail and finds the rows `patchtrail
+//! sql` finds; a lake of the earlier layout is refused with the command that
+//! converts it, and converted by it.
+
+use std::collections::BTreeSet;
+use std::process::Command;
+
+mod support;
+
+use serde_json::Value;
+use support::*;
+
+/// Per table: the columns that identify a row among all its revisions.
+const KEYS: [(&str, &[&str]); 9] = [
+    ("assets", &["asset_id", "revision"]),
+    ("cves", &["cve_id", "revision"]),
+    ("patches", &["patch_id", "revision"]),
+    ("exposures", &["asset_id", "cve_id", "revision"]),
+    ("patch_outcomes", &["asset_id", "patch_id", "revision"]),
+    ("canary_rollups", &["rollout_id", "revision"]),
+    ("segment_drift", &["src_segment", "dst_segment", "connections", "revision"]),
+    ("alerts", &["alert_id", "rule"]),
+    ("dead_letters", &["offset", "error"]),
+];
+
+fn has_python_deltalake() -> bool {
+    Command::new("python3").args(["-c", "import deltalake"]).status().is_ok_and(|status| status.success())
+}
+
+/// The key tuples of every row of `table` as the Python `deltalake` package reads it.
+fn read_with_python(lake: &std::path::Path, table: &str, keys: &[&str]) -> Vec<Vec<String>> {
+    let script = format!(
+        "import json, os, deltalake\n\
+         t = deltalake.DeltaTable('{}/{table}').to_pyarrow_table()\n\
+         rows = [[str(row[k]) for k in {keys:?}] for row in t.to_pylist()]\n\
+         print(json.dumps(sorted(rows)), flush=True)\n\
+         os._exit(0)",
+        path(lake)
+    );
+    let output = Command::new("python3").args(["-c", &script]).output().expect("python runs");
+    assert!(output.status.success(), "{table}: {}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).expect("JSON rows")
+}
+
+fn read_with_patchtrail(lake: &std::path::Path, table: &str, keys: &[&str]) -> Vec<Vec<String>> {
+    let columns: Vec<String> = keys.iter().map(|k| format!("\"{k}\"")).collect();
+    let rows = sql(lake, &format!("SELECT {} FROM {table}_history", columns.join(", ")));
+    let text = |value: &Value| match value {
+        Value::String(text) => text.clone(),
+        other => other.to_string(),
+    };
+    let mut rows: Vec<Vec<String>> = rows.iter().map(|row| keys.iter().map(|k| text(&row[*k])).collect()).collect();
+    rows.sort();
+    rows
+}
+
+#[test]
+fn python_deltalake_reads_every_table_as_patchtrail_does() {
+    if !has_python_deltalake() {
+        // .ci/run installs it; a developer machine without it skips.
+        eprintln!("skipped: the deltalake Python package is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (events, _) = simulate(dir.path(), 150, 10, 3, true);
+    let lake = dir.path().join("lake");
+    // Many small epochs, as `run` commits them.
+    replay(&events, &lake, &["--partitions", "3", "--epoch-lines", "1000"]);
+    for (table, keys) in KEYS {
+        let (theirs, ours) = (read_with_python(&lake, table, keys), read_with_patchtrail(&lake, table, keys));
+        assert_eq!(theirs.len(), ours.len(), "{table}: rows");
+        assert!(theirs == ours, "{table}: the same rows");
+        assert!(!ours.is_empty(), "{table} has rows");
+        // Both read the same log: a file published twice would fool the comparison, not this.
+        if table != "segment_drift" {
+            assert_eq!(ours.iter().collect::<BTreeSet<_>>().len(), ours.len(), "{table}: a row twice");
+        }
+    }
+}
+
+#[test]
+fn a_lake_of_the_earlier_layout_is_refused_then_migrated() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (events, _) = simulate(dir.path(), 40, 3, 5, false);
+    let lake = dir.path().join("lake");
+    replay(&events, &lake, &[]);
+    let count = |lake: &std::path::Path| sql(lake, "SELECT count(*) AS n FROM exposures_history")[0]["n"].as_u64();
+    let before = count(&lake);
+    assert!(before.is_some_and(|n| n > 0));
+    // What the earlier layout had: the commit log and the files, no Delta logs.
+    // (One epoch per task here, so publishing pruned no commit record.)
+    for entry in std::fs::read_dir(&lake).expect("lake") {
+        let table = entry.expect("entry").path();
+        let log = table.join("_delta_log");
+        if log.is_dir() {
+            std::fs::remove_dir_all(log).expect("removes the log");
+        }
+    }
+    std::fs::remove_file(lake.join("_published.json")).expect("removes the stamp");
+    let refused = patchtrail(&["sql", "--lake", path(&lake), "SELECT count(*) FROM exposures"]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && stderr.contains("patchtrail lake migrate"), "{stderr}");
+    let migrated = patchtrail(&["lake", "migrate", "--lake", path(&lake)]);
+    assert!(migrated.status.success(), "{}", String::from_utf8_lossy(&migrated.stderr));
+    assert_eq!(count(&lake), before);
+    // Idempotent: a second run adds nothing.
+    let again = patchtrail(&["lake", "migrate", "--lake", path(&lake)]);
+    assert!(String::from_utf8_lossy(&again.stdout).starts_with("published 0 epochs"));
+    assert_eq!(count(&lake), before);
+}
+
+/// How many data files of a table are on disk, and which its Delta log holds now
+/// (as the Python package lists them).
+fn files_of(lake: &std::path::Path, table: &str) -> (usize, BTreeSet<String>) {
+    let on_disk = std::fs::read_dir(lake.join(table))
+        .expect("table dir")
+        .filter_map(|entry| entry.ok())
+        .filter(|entry| entry.file_name().to_string_lossy().starts_with("date="))
+        .flat_map(|dir| std::fs::read_dir(dir.path()).expect("date dir").filter_map(|entry| entry.ok()))
+        .filter(|entry| entry.file_name().to_string_lossy().ends_with(".parquet"))
+        .count();
+    // os._exit: the package's threads abort the interpreter's normal exit (deltalake 1.6).
+    let script = format!(
+        "import deltalake, json, os; print(json.dumps(deltalake.DeltaTable('{}/{table}').file_uris()), flush=True); os._exit(0)",
+        path(lake)
+    );
+    let output = Command::new("python3").args(["-c", &script]).output().expect("python runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    (on_disk, serde_json::from_slice(&output.stdout).expect("a JSON list"))
+}
+
+#[test]
+fn optimize_and_vacuum_keep_every_row_and_leave_one_file_per_date() {
+    if !has_python_deltalake() {
+        eprintln!("skipped: the deltalake Python package is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (events, _) = simulate(dir.path(), 150, 10, 8, true);
+    let lake = dir.path().join("lake");
+    replay(&events, &lake, &["--partitions", "3", "--epoch-lines", "1000"]);
+    let rows = |lake: &std::path::Path| -> Vec<Vec<Vec<String>>> {
+        KEYS.iter().map(|(table, keys)| read_with_patchtrail(lake, table, keys)).collect()
+    };
+    let before = rows(&lake);
+    let (on_disk, in_log) = files_of(&lake, "exposures");
+    assert_eq!(on_disk, in_log.len(), "every file on disk is in the table");
+    let optimized = patchtrail(&["lake", "optimize", "--lake", path(&lake)]);
+    assert!(optimized.status.success(), "{}", String::from_utf8_lossy(&optimized.stderr));
+    let (after_disk, after_log) = files_of(&lake, "exposures");
+    let partitions = std::fs::read_dir(lake.join("exposures"))
+        .expect("table dir")
+        .filter(|entry| entry.as_ref().is_ok_and(|e| e.file_name().to_string_lossy().starts_with("date=")))
+        .count();
+    assert!(after_log.len() <= partitions, "{} files, then {} for {partitions} dates", in_log.len(), after_log.len());
+    assert!(after_log.len() < in_log.len(), "{} files, then {}", in_log.len(), after_log.len());
+    let added = after_log.difference(&in_log).count();
+    assert!(added > 0);
+    assert_eq!(after_disk, on_disk + added, "merged-away files stay until vacuumed");
+    assert!(rows(&lake) == before, "the same rows after optimize");
+    // Readers of the table (Python) see the same rows too.
+    for (table, keys) in KEYS {
+        assert!(read_with_python(&lake, table, keys) == read_with_patchtrail(&lake, table, keys), "{table}");
+    }
+    let vacuumed = patchtrail(&["lake", "vacuum", "--retain-hours", "0", "--lake", path(&lake)]);
+    assert!(vacuumed.status.success(), "{}", String::from_utf8_lossy(&vacuumed.stderr));
+    let (vacuumed_disk, vacuumed_log) = files_of(&lake, "exposures");
+    assert_eq!((vacuumed_disk, &vacuumed_log), (after_log.len(), &after_log), "only the table's files are left");
+    assert!(rows(&lake) == before, "the same rows after vacuum");
+}
