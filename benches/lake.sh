@@ -43,10 +43,14 @@ EOF
 
 open_and_count() {
   # Median of 5: patchtrail's own --timing (open = read the Delta logs and register the files).
+  local out="$work/timing"
   for _ in 1 2 3 4 5; do
     "$bin" sql --lake "$lake" --timing --format csv "SELECT count(*) FROM exposures" 2>&1 >/dev/null
-  done | awk '{ gsub("ms,", ""); open[NR] = $5; query[NR] = $9 }
-    END { n = asort(open); asort(query); printf "  open %.0f ms, count(*) %.0f ms (median of %d)\n", open[3], query[3], n }'
+  done >"$out"
+  local open query
+  open=$(sed -E 's/.*opened in ([0-9.]+) ms.*/\1/' "$out" | sort -n | sed -n 3p)
+  query=$(sed -E 's/.*ran in ([0-9.]+) ms.*/\1/' "$out" | sort -n | sed -n 3p)
+  echo "  open ${open} ms, SELECT count(*) FROM exposures ${query} ms (median of 5)"
 }
 
 echo

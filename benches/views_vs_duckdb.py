@@ -27,6 +27,18 @@ import duckdb
 
 VIEWS = ["ttp_matrix", "sla_compliance", "canary_summary", "drift_summary", "asset_risk", "priorities"]
 
+# The [prioritization] defaults (DOMAIN.md), as queries/src/priorities.rs fills them in.
+WEIGHTS = {
+    "epss_weight": "4.0",
+    "kev_weight": "2.0",
+    "internet_exposed_weight": "1.5",
+    "edge_weight": "1.2",
+    "criticality_low_weight": "1.0",
+    "criticality_moderate_weight": "1.5",
+    "criticality_high_weight": "2.0",
+    "max_urgency": "2.0",
+}
+
 # Both engines must agree before their times mean anything: per view, the row
 # count and sums of its figures.
 CHECKS = {
@@ -102,9 +114,12 @@ def duckdb_session(lake, sql_dir):
             )
         else:
             con.execute(f"CREATE VIEW {table} AS SELECT * FROM {source}")
-    for view in VIEWS:
+    # patch_severity is read by ttp_matrix: created first, as in queries/src/session.rs.
+    for view in ["patch_severity"] + VIEWS:
         with open(os.path.join(sql_dir, f"{view}.sql")) as f:
             sql = f.read()
+        for placeholder, weight in WEIGHTS.items():
+            sql = sql.replace("{" + placeholder + "}", weight)
         sql = (
             sql.replace("{now}", as_of.rstrip("Z"))
             .replace("approx_percentile_cont(", "approx_quantile(")
