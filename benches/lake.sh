@@ -6,7 +6,12 @@
 #
 #   bash benches/lake.sh [ASSETS] [DAYS] [EPOCH_LINES] [PARTITIONS]
 #     (default 2000 × 30 ≈ 520 k events, an epoch every 1000 lines, 4 partitions:
-#      3 keyed topics × 4 partitions + intel = 13 tasks, each committing every epoch)
+#      3 keyed topics × 4 partitions + intel = 13 tasks, each committing every epoch
+#      it has events in; EPOCH_LINES 45 makes ≈ 100,000 commits, half a day of `run`)
+#   PUBLISH_EVERY=N bash benches/lake.sh …   publishes every N epochs as `run`'s
+#     publisher does (default: once, at the end), and reports what that cost
+#   VIEWS_BEFORE=0 bash benches/lake.sh …    skips the views before compaction
+#     (over hundreds of thousands of small files they take minutes each)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 assets="${1:-2000}"
@@ -22,8 +27,11 @@ lake="$work/lake"
 "$bin" simulate --assets "$assets" --days "$days" --seed 13 --out "$work/events.jsonl" 2>/dev/null
 echo "scenario: $(wc -l <"$work/events.jsonl") events (simulate --assets $assets --days $days --seed 13)"
 started=$(date +%s.%N)
-"$bin" replay --input "$work/events.jsonl" --lake "$lake" --partitions "$partitions" --epoch-lines "$epoch_lines" | sed -n '1,2p'
-echo "replay with --epoch-lines $epoch_lines --partitions $partitions: $(echo "$(date +%s.%N) - $started" | bc) s"
+publish=()
+[ -n "${PUBLISH_EVERY:-}" ] && publish=(--publish-every "$PUBLISH_EVERY")
+"$bin" replay --input "$work/events.jsonl" --lake "$lake" --partitions "$partitions" --epoch-lines "$epoch_lines" \
+  "${publish[@]}" | grep -E "^replayed|events|publications"
+echo "replay with --epoch-lines $epoch_lines --partitions $partitions ${publish[*]}: $(echo "$(date +%s.%N) - $started" | bc) s"
 
 describe() {
   local files versions
@@ -57,10 +65,10 @@ echo
 echo "== as \`run\` leaves it (no compaction)"
 describe
 open_and_count
-python3 benches/views_vs_duckdb.py "$bin" "$lake" 3
+[ "${VIEWS_BEFORE:-1}" = 0 ] || python3 benches/views_vs_duckdb.py "$bin" "$lake" 3
 echo
 echo "== after \`patchtrail lake optimize\`"
-"$bin" lake optimize --lake "$lake"
+/usr/bin/time -f "  (optimize: %e s, peak %M KiB)" "$bin" lake optimize --lake "$lake"
 "$bin" lake vacuum --lake "$lake" --retain-hours 0
 describe
 open_and_count

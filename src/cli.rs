@@ -161,6 +161,11 @@ pub struct SimulateArgs {
     /// With --brokers: partitions of the input topics it creates when missing.
     #[arg(long, value_name = "N", default_value_t = 4)]
     pub partitions: i32,
+    /// With --brokers: produce at most this many messages per second, a
+    /// steady stream as a live fleet sends it (by default as fast as the
+    /// broker takes them).
+    #[arg(long, value_name = "PER_SEC", requires = "brokers")]
+    pub rate: Option<u32>,
     /// Also write the expected results, computed by the simulator from its own
     /// generation (format: docs/truth.md).
     #[arg(long, value_name = "FILE.json")]
@@ -221,8 +226,15 @@ pub struct ReplayArgs {
     pub partitions: u32,
     /// Lines per epoch: every task commits after each this many lines (a
     /// crash loses at most one epoch of work, which the next run redoes).
+    /// Small values write a lake the way `run` does over days, one small
+    /// commit per task every few seconds (benches/lake.sh).
     #[arg(long, default_value_t = 1_000_000)]
     pub epoch_lines: u64,
+    /// Also publish the committed epochs to the lake's Delta tables after
+    /// every this many epochs, as `run`'s publisher does every few seconds
+    /// (by default only at the end). The summary reports their cost.
+    #[arg(long, value_name = "EPOCHS")]
+    pub publish_every: Option<u64>,
 }
 
 /// Kafka connection flags shared by the commands that talk to a cluster.

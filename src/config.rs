@@ -62,7 +62,7 @@ impl Default for LakeConfig {
             location: "lake".to_owned(),
             publish_interval_secs: 10,
             optimize_interval_secs: 600,
-            vacuum_retain_hours: 24,
+            vacuum_retain_hours: 1,
         }
     }
 }
@@ -170,6 +170,14 @@ impl Config {
         }
         if self.lake.optimize_interval_secs != 0 && self.lake.optimize_interval_secs < 60 {
             problems.push("lake.optimize_interval_secs must be 0 (never) or at least 60".to_owned());
+        }
+        let tombstones = processor::delta::TOMBSTONE_RETENTION_HOURS;
+        if self.lake.vacuum_retain_hours >= tombstones {
+            problems.push(format!(
+                "lake.vacuum_retain_hours must be below {tombstones} (the tables remember files merged away for \
+                 {tombstones} h), got {}",
+                self.lake.vacuum_retain_hours
+            ));
         }
         if self.lake.location.trim().is_empty() {
             problems.push("lake.location (--lake) must not be empty".to_owned());

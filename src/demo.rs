@@ -139,7 +139,7 @@ fn produce(broker: &EmbeddedBroker, app: &Config, config: ScenarioConfig) -> any
     {
         producing.properties.insert(key.to_owned(), value.to_owned());
     }
-    let counts = kafka::produce_simulation(&producing, &topics, &mut simulator, |c, done| {
+    let counts = kafka::produce_simulation(&producing, &topics, &mut simulator, None, |c, done| {
         bar.set_position((done * 1_000.0) as u64);
         bar.set_message(format!("{} messages", c.total));
     })

@@ -22,8 +22,11 @@ pub fn run(args: ReplayArgs, mut config: Config) -> anyhow::Result<ExitCode> {
     if args.partitions == 0 || args.partitions > 1024 {
         problems.push(format!("--partitions must be between 1 and 1024, got {}", args.partitions));
     }
-    if args.epoch_lines < 1_000 {
-        problems.push(format!("--epoch-lines must be at least 1000, got {}", args.epoch_lines));
+    if args.epoch_lines == 0 {
+        problems.push("--epoch-lines must be at least 1".to_owned());
+    }
+    if args.publish_every == Some(0) {
+        problems.push("--publish-every must be at least 1".to_owned());
     }
     if !problems.is_empty() {
         for problem in problems {
@@ -46,6 +49,7 @@ pub fn run(args: ReplayArgs, mut config: Config) -> anyhow::Result<ExitCode> {
     }
     let show_progress = std::io::stderr().is_terminal();
     let mut last_progress = Instant::now();
+    let mut publications = Publications::default();
     let (mut offset, mut events, mut invalid, mut skipped, mut read_bytes) = (0u64, 0u64, 0u64, 0u64, 0u64);
     // Reading and decoding run on their own thread, a bounded number of
     // batches ahead of processing; spent batches go back to it (ingest::file).
@@ -88,6 +92,12 @@ pub fn run(args: ReplayArgs, mut config: Config) -> anyhow::Result<ExitCode> {
             offset += 1;
             if offset % args.epoch_lines == 0 {
                 pipeline.commit()?;
+                let epoch = offset / args.epoch_lines;
+                if args.publish_every.is_some_and(|every| epoch.is_multiple_of(every)) {
+                    let publishing = Instant::now();
+                    let report = pipeline.publish()?;
+                    publications.add(&report, publishing.elapsed());
+                }
             }
         }
         // If the decoder has enough batches to drop already, drop this one here.
@@ -121,9 +131,49 @@ pub fn run(args: ReplayArgs, mut config: Config) -> anyhow::Result<ExitCode> {
         "  rows written: {}",
         if rows.is_empty() { "none (already replayed)".to_owned() } else { rows.join(", ") }
     );
+    if publications.count > 0 {
+        println!("  {publications}");
+    }
     if !totals.alerts.is_empty() {
         let alerts: Vec<String> = totals.alerts.iter().map(|(rule, n)| format!("{rule} {n}")).collect();
         println!("  alerts: {}", alerts.join(", "));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The cost of the publications `--publish-every` asked for.
+#[derive(Default)]
+struct Publications {
+    count: u64,
+    epochs: u64,
+    files: u64,
+    conflicts: u64,
+    total: Duration,
+    slowest: Duration,
+}
+
+impl Publications {
+    fn add(&mut self, report: &processor::delta::Publication, took: Duration) {
+        self.count += 1;
+        self.epochs += report.epochs;
+        self.files += report.files;
+        self.conflicts += report.conflicts;
+        self.total += took;
+        self.slowest = self.slowest.max(took);
+    }
+}
+
+impl std::fmt::Display for Publications {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "publications {} ({} epochs, {} files, {} conflicts): {:.0} ms each on average, {:.0} ms at most",
+            self.count,
+            self.epochs,
+            self.files,
+            self.conflicts,
+            self.total.as_secs_f64() * 1e3 / self.count.max(1) as f64,
+            self.slowest.as_secs_f64() * 1e3
+        )
+    }
 }

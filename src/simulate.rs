@@ -32,6 +32,9 @@ pub fn run(args: SimulateArgs, mut app: Config) -> anyhow::Result<ExitCode> {
         drift_ratio: args.drift_ratio,
     };
     problems.extend(config.problems());
+    if args.rate == Some(0) {
+        problems.push("--rate must be at least 1".to_owned());
+    }
     if !(1..=1024).contains(&args.partitions) {
         problems.push(format!("--partitions must be between 1 and 1024, got {}", args.partitions));
     }
@@ -60,7 +63,7 @@ pub fn run(args: SimulateArgs, mut app: Config) -> anyhow::Result<ExitCode> {
         kafka::create_topics(&settings, &specs, Duration::from_secs(30))
             .with_context(|| format!("cannot create the input topics on {brokers}"))?;
         let show_progress = io::stderr().is_terminal();
-        let counts = kafka::produce_simulation(&settings, &topics, &mut simulator, |counts, done| {
+        let counts = kafka::produce_simulation(&settings, &topics, &mut simulator, args.rate, |counts, done| {
             if show_progress {
                 eprint!("\rproducing: {:>5.1} % of the window, {} messages", done * 100.0, counts.total);
             }

@@ -98,6 +98,10 @@ fn bad_flags_are_all_reported_with_exit_2() {
     {
         assert!(stderr.contains(expected), "{expected} in {stderr}");
     }
+    let output = patchtrail(&["lake", "vacuum", "--retain-hours", "6", "--lake", "/nonexistent/lake"]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("lake.vacuum_retain_hours must be below 6"), "{stderr}");
 }
 
 /// The subcommand names `--help` lists under "Commands:".

@@ -278,7 +278,10 @@ fn the_dashboard_and_the_metrics_reference_match_what_run_and_serve_expose() {
         let caught_up = sum("patchtrail_events_consumed_total") == total - invalid
             && sum("patchtrail_events_dead_lettered_total") == invalid
             && !lags.is_empty()
-            && lags.iter().all(|lag| *lag == 0.0);
+            && lags.iter().all(|lag| *lag == 0.0)
+            // The publisher thread has made what was committed visible.
+            && sum("patchtrail_lake_publications_total") >= 1.0
+            && sum("patchtrail_lake_publication_duration_seconds_count") >= 1.0;
         if caught_up {
             assert!(sum("patchtrail_commits_total") >= 1.0, "{values:?}");
             assert!(sum("patchtrail_watermark_lag_seconds") > 0.0, "{values:?}");

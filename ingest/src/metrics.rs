@@ -24,6 +24,16 @@ pub mod names {
     pub const CONSUMER_LAG: &str = "patchtrail_consumer_lag_messages";
     /// Wall clock minus the largest event time, by topic.
     pub const WATERMARK_LAG: &str = "patchtrail_watermark_lag_seconds";
+    /// Publications of committed epochs to the Delta tables that added any.
+    pub const LAKE_PUBLICATIONS: &str = "patchtrail_lake_publications_total";
+    /// Time a publication that added epochs took.
+    pub const LAKE_PUBLICATION_DURATION: &str = "patchtrail_lake_publication_duration_seconds";
+    /// Delta commits retried because another writer took the log version.
+    pub const LAKE_PUBLICATION_CONFLICTS: &str = "patchtrail_lake_publication_conflicts_total";
+    /// Publications, compactions and vacuums that failed (retried later).
+    pub const LAKE_FAILURES: &str = "patchtrail_lake_failures_total";
+    /// Small files merged away by compaction.
+    pub const LAKE_FILES_COMPACTED: &str = "patchtrail_lake_files_compacted_total";
 }
 
 /// The pipeline's metrics, cheap to clone (handles to one registry).
@@ -40,7 +50,25 @@ pub struct PipelineMetrics {
     pub consumer_lag: IntGaugeVec,
     /// Wall clock minus the largest event time, by topic.
     pub watermark_lag: GaugeVec,
+    /// The lake's Delta tables: publications, their time, conflicts,
+    /// failures and compaction (`run`'s publisher thread).
+    pub lake: LakeMetrics,
     ready: Arc<AtomicBool>,
+}
+
+/// What `run`'s publisher does to the lake's Delta tables.
+#[derive(Clone)]
+pub struct LakeMetrics {
+    /// Publications that added epochs.
+    pub publications: IntCounter,
+    /// Time each such publication took.
+    pub publication_seconds: Histogram,
+    /// Delta commits retried after losing a log version.
+    pub conflicts: IntCounter,
+    /// Failed publications, compactions and vacuums, by operation.
+    pub failures: IntCounterVec,
+    /// Small files merged away by compaction.
+    pub files_compacted: IntCounter,
 }
 
 impl Default for PipelineMetrics {
@@ -80,6 +108,49 @@ impl PipelineMetrics {
             &["topic"],
         )
         .expect("valid metric");
+        let lake = LakeMetrics {
+            publications: IntCounter::new(
+                names::LAKE_PUBLICATIONS,
+                "Publications of committed epochs to the lake's Delta tables that added any.",
+            )
+            .expect("valid metric"),
+            publication_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    names::LAKE_PUBLICATION_DURATION,
+                    "Time a publication to the Delta tables took (every table), seconds.",
+                )
+                .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+            )
+            .expect("valid metric"),
+            conflicts: IntCounter::new(
+                names::LAKE_PUBLICATION_CONFLICTS,
+                "Delta commits retried because another writer took the log version first.",
+            )
+            .expect("valid metric"),
+            failures: IntCounterVec::new(
+                Opts::new(
+                    names::LAKE_FAILURES,
+                    "Lake operations that failed and wait for the next turn, by operation.",
+                ),
+                &["operation"],
+            )
+            .expect("valid metric"),
+            files_compacted: IntCounter::new(names::LAKE_FILES_COMPACTED, "Small files merged away by compaction.")
+                .expect("valid metric"),
+        };
+        // Every operation's series exists from the start, at 0.
+        for operation in ["publish", "optimize", "vacuum"] {
+            lake.failures.with_label_values(&[operation]);
+        }
+        for metric in [
+            Box::new(lake.publications.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(lake.publication_seconds.clone()),
+            Box::new(lake.conflicts.clone()),
+            Box::new(lake.failures.clone()),
+            Box::new(lake.files_compacted.clone()),
+        ] {
+            registry.register(metric).expect("metric names are unique");
+        }
         for metric in [
             Box::new(consumed.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(dead_lettered.clone()),
@@ -98,6 +169,7 @@ impl PipelineMetrics {
             commit_seconds,
             consumer_lag,
             watermark_lag,
+            lake,
             ready: Arc::new(AtomicBool::new(false)),
         }
     }

@@ -49,12 +49,23 @@ use crate::lake::{CommitRecord, Lake};
 use crate::task::TaskId;
 
 /// Delta versions between checkpoints: a reader reads one checkpoint and at
-/// most this many commits after it.
-pub const CHECKPOINT_INTERVAL: u32 = 100;
+/// most this many commits after it. `run` publishes every 10 s: with 100, a
+/// reader replayed up to 100 JSON commits per table, 3 s to open the lake of
+/// a 15-minute run on a busy 2-core machine (benches/run_hours.sh).
+pub const CHECKPOINT_INTERVAL: u32 = 10;
 
 /// How long Delta log entries are kept before a checkpoint cleans them up
 /// (time travel reaches back this far).
 pub const LOG_RETENTION: &str = "interval 2 days";
+
+/// How long a file merged away by compaction stays in the tables' state (as
+/// a `remove` action, the tombstone vacuum finds it by): every checkpoint,
+/// which every reader reads, carries the tombstones of this long. `run`
+/// merges about 15,000 small files an hour (12 tasks committing every 5 s),
+/// so Delta's default of a week would put 2.5 million tombstones in each
+/// checkpoint; 6 hours keeps about 90,000. A vacuum must delete the files
+/// before their tombstones expire, so its retention must be shorter.
+pub const TOMBSTONE_RETENTION_HOURS: u64 = 6;
 
 /// The key of the task watermarks in each publication's `commitInfo`.
 const WATERMARKS_KEY: &str = "patchtrail.watermarks";
@@ -75,6 +86,12 @@ pub struct Published {
     /// Each table's Delta version (`None` before its first publication).
     pub versions: BTreeMap<String, Option<u64>>,
 }
+
+/// Per task, the latest epoch of the commit log when a publication last
+/// completed: what [`Lake::publish_after`] compares the log with to skip a
+/// publication that would find nothing new.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PublishedUpTo(BTreeMap<TaskId, u64>);
 
 /// Compacted files aim at this size.
 pub const COMPACT_TARGET_BYTES: u64 = 64 * 1024 * 1024;
@@ -186,6 +203,10 @@ impl Lake {
             .with_partition_columns(["date"])
             .with_configuration_property(TableProperty::CheckpointInterval, Some(CHECKPOINT_INTERVAL.to_string()))
             .with_configuration_property(TableProperty::LogRetentionDuration, Some(LOG_RETENTION))
+            .with_configuration_property(
+                TableProperty::DeletedFileRetentionDuration,
+                Some(format!("interval {TOMBSTONE_RETENTION_HOURS} hours")),
+            )
             .await;
         match created {
             Ok(delta) => Ok(delta),
@@ -201,8 +222,21 @@ impl Lake {
     /// then deletes the commit records every table holds (all but each
     /// task's latest). Safe to run from several processes at once.
     pub async fn publish(&self) -> Result<Publication> {
+        self.publish_after(&mut PublishedUpTo::default()).await
+    }
+
+    /// [`Lake::publish`], unless no task committed an epoch since `seen`
+    /// was last updated by a complete publication: then it lists the commit
+    /// log and nothing else (one LIST, where a publication reads each
+    /// table's log), which is what an idle pipeline's publisher does.
+    pub async fn publish_after(&self, seen: &mut PublishedUpTo) -> Result<Publication> {
         let mut report = Publication::default();
         let committed = self.committed_epochs_by_task().await?;
+        let latest: BTreeMap<TaskId, u64> =
+            committed.iter().filter_map(|(task, epochs)| Some((*task, epochs.last()?.0))).collect();
+        if !latest.is_empty() && latest == seen.0 {
+            return Ok(report);
+        }
         let mut records: BTreeMap<(TaskId, u64), CommitRecord> = BTreeMap::new();
         // Per task, the highest epoch every table holds.
         let mut covered: BTreeMap<TaskId, u64> = committed.keys().map(|task| (*task, u64::MAX)).collect();
@@ -221,6 +255,7 @@ impl Lake {
             self.write_stamp(&stamp).await?;
         }
         report.pruned = self.prune_records(&committed, &covered).await;
+        seen.0 = latest;
         Ok(report)
     }
 

@@ -403,6 +403,14 @@ impl Pipeline {
         Ok(self.totals.clone())
     }
 
+    /// Waits until every epoch handed to the writer is durable, then
+    /// publishes the committed epochs to the Delta tables (what `run`'s
+    /// publisher does on its own thread).
+    pub fn publish(&mut self) -> Result<crate::delta::Publication> {
+        self.sync()?;
+        self.runtime.block_on(self.lake.publish())
+    }
+
     /// [`Pipeline::finish`] without stopping: commits the end of the input
     /// (watermarks up to `max_time`, by default the owned tasks' largest
     /// event time) and waits until it is durable (`run --stop-at-end`).

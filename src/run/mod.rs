@@ -29,8 +29,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use ingest::kafka;
-use ingest::metrics::PipelineMetrics;
+use ingest::metrics::{LakeMetrics, PipelineMetrics};
 use processor::config::ProcessorConfig;
+use processor::delta::PublishedUpTo;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::RunArgs;
@@ -77,7 +78,7 @@ pub fn run(args: RunArgs, mut config: Config) -> anyhow::Result<ExitCode> {
     let brokers_down = Arc::new(AtomicBool::new(false));
     serve_probes(&supervisor, &p.metrics_listen, &metrics, &brokers_down)?;
     let cancel = supervisor.token();
-    let publisher = start_publisher(&supervisor, &settings.lake, &config.lake)?;
+    let publisher = start_publisher(&supervisor, &settings.lake, &config.lake, metrics.lake.clone())?;
     let outcome =
         Instance::start(&settings, config.kafka_settings(), config.topic_names(), metrics, brokers_down, &cancel)
             .and_then(|instance| instance.run(&settings));
@@ -122,27 +123,42 @@ fn serve_probes(
 struct Publisher {
     lake: processor::lake::Lake,
     runtime: Arc<tokio::runtime::Runtime>,
+    metrics: LakeMetrics,
 }
 
 impl Publisher {
     fn publish_now(&self) {
-        publish_logged(&self.runtime, &self.lake);
+        publish_logged(&self.runtime, &self.lake, &mut PublishedUpTo::default(), &self.metrics);
     }
 }
 
-fn publish_logged(runtime: &tokio::runtime::Runtime, lake: &processor::lake::Lake) {
+/// Publishes what was committed since `seen` (nothing when no task committed).
+fn publish_logged(
+    runtime: &tokio::runtime::Runtime,
+    lake: &processor::lake::Lake,
+    seen: &mut PublishedUpTo,
+    metrics: &LakeMetrics,
+) {
     let started = Instant::now();
-    match runtime.block_on(lake.publish()) {
-        Ok(report) if report.epochs > 0 => tracing::debug!(
-            epochs = report.epochs,
-            files = report.files,
-            conflicts = report.conflicts,
-            pruned = report.pruned,
-            ms = started.elapsed().as_millis() as u64,
-            "published to the Delta tables"
-        ),
+    match runtime.block_on(lake.publish_after(seen)) {
+        Ok(report) if report.epochs > 0 => {
+            metrics.publications.inc();
+            metrics.publication_seconds.observe(started.elapsed().as_secs_f64());
+            metrics.conflicts.inc_by(report.conflicts);
+            tracing::debug!(
+                epochs = report.epochs,
+                files = report.files,
+                conflicts = report.conflicts,
+                pruned = report.pruned,
+                ms = started.elapsed().as_millis() as u64,
+                "published to the Delta tables"
+            );
+        }
         Ok(_) => {}
-        Err(error) => tracing::warn!(%error, "cannot publish to the Delta tables; retrying at the next turn"),
+        Err(error) => {
+            metrics.failures.with_label_values(&["publish"]).inc();
+            tracing::warn!(%error, "cannot publish to the Delta tables; retrying at the next turn");
+        }
     }
 }
 
@@ -150,10 +166,11 @@ fn start_publisher(
     supervisor: &Supervisor,
     location: &str,
     settings: &config::LakeConfig,
+    metrics: LakeMetrics,
 ) -> anyhow::Result<Publisher> {
     let lake = processor::lake::Lake::open(location)?;
     let runtime = Arc::new(tokio::runtime::Builder::new_current_thread().enable_all().build()?);
-    let publisher = Publisher { lake: lake.clone(), runtime: Arc::clone(&runtime) };
+    let publisher = Publisher { lake: lake.clone(), runtime: Arc::clone(&runtime), metrics: metrics.clone() };
     let cancel = supervisor.token();
     let every = Duration::from_secs(settings.publish_interval_secs);
     let optimize_every =
@@ -161,11 +178,12 @@ fn start_publisher(
     let retain = Duration::from_secs(settings.vacuum_retain_hours * 3600);
     supervisor.spawn_thread("lake-publisher", move || {
         let mut optimized = Instant::now();
+        let mut seen = PublishedUpTo::default();
         while !kafka::sleep_unless_cancelled(every, &cancel) {
-            publish_logged(&runtime, &lake);
+            publish_logged(&runtime, &lake, &mut seen, &metrics);
             if optimize_every.is_some_and(|interval| optimized.elapsed() >= interval) {
                 optimized = Instant::now();
-                compact_logged(&runtime, &lake, retain);
+                compact_logged(&runtime, &lake, retain, &metrics);
             }
         }
         Ok(())
@@ -173,21 +191,35 @@ fn start_publisher(
     Ok(publisher)
 }
 
-fn compact_logged(runtime: &tokio::runtime::Runtime, lake: &processor::lake::Lake, retain: Duration) {
+fn compact_logged(
+    runtime: &tokio::runtime::Runtime,
+    lake: &processor::lake::Lake,
+    retain: Duration,
+    metrics: &LakeMetrics,
+) {
     let started = Instant::now();
     match runtime.block_on(lake.optimize()) {
-        Ok(report) => tracing::info!(
-            files_removed = report.files_removed,
-            files_added = report.files_added,
-            ms = started.elapsed().as_millis() as u64,
-            "compacted the Delta tables"
-        ),
-        Err(error) => tracing::warn!(%error, "cannot compact the Delta tables; trying again later"),
+        Ok(report) => {
+            metrics.files_compacted.inc_by(report.files_removed);
+            tracing::info!(
+                files_removed = report.files_removed,
+                files_added = report.files_added,
+                ms = started.elapsed().as_millis() as u64,
+                "compacted the Delta tables"
+            );
+        }
+        Err(error) => {
+            metrics.failures.with_label_values(&["optimize"]).inc();
+            tracing::warn!(%error, "cannot compact the Delta tables; trying again later");
+        }
     }
     match runtime.block_on(lake.vacuum(retain)) {
         Ok(deleted) if deleted > 0 => tracing::info!(deleted, "vacuumed the Delta tables"),
         Ok(_) => {}
-        Err(error) => tracing::warn!(%error, "cannot vacuum the Delta tables; trying again later"),
+        Err(error) => {
+            metrics.failures.with_label_values(&["vacuum"]).inc();
+            tracing::warn!(%error, "cannot vacuum the Delta tables; trying again later");
+        }
     }
 }
 

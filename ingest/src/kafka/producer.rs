@@ -192,18 +192,27 @@ impl Publisher {
 
 /// Produces a simulated scenario into the input topics (key = subject), the
 /// malformed lines as the raw bytes they are, so they reach the dead-letter
-/// path. `progress` is called now and then with the counts so far and the
-/// share of the window done.
+/// path, at most `rate` messages per second if given. `progress` is called
+/// now and then with the counts so far and the share of the window done.
 pub fn produce_simulation(
     settings: &KafkaSettings,
     topics: &TopicNames,
     simulator: &mut Simulator,
+    rate: Option<u32>,
     mut progress: impl FnMut(LineCounts, f64),
 ) -> Result<LineCounts> {
     let publisher = Publisher::new(settings)?;
-    let mut last = Instant::now();
+    let started = Instant::now();
+    let mut last = started;
+    let mut sent = 0u64;
     while let Some(line) = simulator.next_line() {
         publisher.send(topics.input(line.topic), Some(&line.key), &line.payload)?;
+        sent += 1;
+        // At most `rate` per second: the n-th message leaves n / rate seconds in.
+        if let Some(rate) = rate.filter(|&rate| rate > 0) {
+            let due = started + Duration::from_secs_f64(sent as f64 / f64::from(rate));
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        }
         if last.elapsed() > Duration::from_millis(250) {
             last = Instant::now();
             progress(simulator.counts(), simulator.progress());
