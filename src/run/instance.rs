@@ -11,7 +11,7 @@ use ingest::metrics::PipelineMetrics;
 use processor::lake::Lake;
 use processor::pipeline::{Committed, Pipeline};
 use processor::task::TaskId;
-use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use tokio_util::sync::CancellationToken;
 
 use super::owner::{INTEL, Owner, Patience};
@@ -23,6 +23,8 @@ pub(super) struct Instance {
     pub(super) owner: Arc<Mutex<Owner>>,
     pub(super) consumer: GroupConsumer<Owner>,
     pub(super) intel: IntelReader,
+    /// Asks the end offsets, on its own connection (see [`kafka::watermark_client`]).
+    pub(super) watermarks: BaseConsumer,
     pub(super) topics: TopicNames,
     /// Partitions of each keyed topic, and of the intel topic.
     pub(super) partitions: BTreeMap<String, i32>,
@@ -107,10 +109,11 @@ impl Instance {
             max_message_bytes: args.max_message_bytes,
             patience: Patience::UntilStopped(cancel.clone()),
         }));
+        let watermarks = kafka::watermark_client(&settings)?;
         let mut start_ends = BTreeMap::new();
         for name in &names {
             let ends = retry("read end offsets", cancel, || {
-                kafka::end_offsets(intel.consumer(), name, partitions[*name], METADATA_TIMEOUT)
+                kafka::end_offsets(&watermarks, name, partitions[*name], METADATA_TIMEOUT)
             })?;
             for (partition, end) in ends {
                 start_ends.insert((name.to_string(), partition), end);
@@ -129,6 +132,7 @@ impl Instance {
             consumer,
             owner,
             intel,
+            watermarks,
             topics,
             partitions,
             start_ends,
@@ -149,9 +153,11 @@ impl Instance {
 
     /// Reads the intel topic up to the end offsets it has now.
     pub(super) fn catch_up_intel(&self) -> anyhow::Result<()> {
-        let ends = retry("read intel end offsets", &self.cancel, || self.intel.end_offsets(METADATA_TIMEOUT))?;
+        let (topic, count) = (&self.topics.intel, self.partitions[&self.topics.intel]);
+        let ends = retry("read intel end offsets", &self.cancel, || {
+            kafka::end_offsets(&self.watermarks, topic, count, METADATA_TIMEOUT)
+        })?;
         lock(&self.owner).intel_reseek = false;
-        let topic = &self.topics.intel;
         self.intel.catch_up(
             &ends,
             &self.cancel,
@@ -216,8 +222,8 @@ impl Instance {
                 (last_commit, since_commit) = (Instant::now(), 0);
             }
             if last_progress.elapsed() > Duration::from_secs(5) {
-                last_progress = Instant::now();
                 self.report_lag();
+                last_progress = Instant::now();
             }
             if stall.due() {
                 self.check_stalled(&mut stall)?;
@@ -243,7 +249,7 @@ impl Instance {
 
     fn report_lag(&self) {
         let owner = lock(&self.owner);
-        kafka::offsets::report_lag(&self.consumer, &self.metrics, &owner.assigned, |topic, partition| {
+        kafka::offsets::report_lag(&self.watermarks, &self.metrics, &owner.assigned, |topic, partition| {
             self.owner_position(&owner, topic, partition)
         });
         for id in owner.pipeline.owned().into_iter().flatten() {

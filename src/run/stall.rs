@@ -61,8 +61,9 @@ impl Instance {
         let records = lock(&self.owner).pipeline.latest_records(&task_ids)?;
         let mut stalled = None;
         for (id, topic, partition) in &elsewhere {
-            let Ok((_, end)) = self.consumer.fetch_watermarks(topic, *partition, Duration::from_secs(5)) else {
-                continue;
+            // The brokers are slow or away: look again at the next check.
+            let Ok((_, end)) = self.watermarks.fetch_watermarks(topic, *partition, Duration::from_secs(5)) else {
+                return Ok(());
             };
             let record = records.iter().find(|r| r.task == *id);
             let position = record.and_then(|r| Source::new(topic, *partition).position(&r.positions)).unwrap_or(0);

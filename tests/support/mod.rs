@@ -160,7 +160,7 @@ impl Broker {
             .args(["--storage-engine", &self.storage])
             .current_dir("/")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(broker_log())
             .spawn()
             .expect("tansu starts (install it: cargo install --locked tansu --features libsql,dynostore)");
         self.child = Some(child);
@@ -176,6 +176,13 @@ impl Drop for Broker {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Where tansu's own log goes: the file `TANSU_LOG` names (appended to,
+/// for investigating a failure), or nowhere.
+fn broker_log() -> Stdio {
+    let Ok(path) = std::env::var("TANSU_LOG") else { return Stdio::null() };
+    std::fs::OpenOptions::new().create(true).append(true).open(&path).map_or_else(|_| Stdio::null(), Stdio::from)
 }
 
 fn tansu() -> PathBuf {

@@ -228,11 +228,6 @@ impl IntelReader {
         self.consumer.assign(&tpl).map_err(|e| Error::client("intel assign", e))
     }
 
-    /// The end offset of every partition now (partition → high watermark).
-    pub fn end_offsets(&self, timeout: Duration) -> Result<BTreeMap<i32, i64>> {
-        end_offsets(&self.consumer, &self.topic, self.partitions, timeout)
-    }
-
     /// The consumer, to poll.
     pub fn consumer(&self) -> &BaseConsumer {
         &self.consumer
@@ -339,9 +334,18 @@ pub fn start_offsets(
     partitions: i32,
     timeout: Duration,
 ) -> Result<BTreeMap<i32, i64>> {
-    let consumer: BaseConsumer = settings
+    watermarks(&watermark_client(settings)?, topic, partitions, timeout, |(low, _)| low)
+}
+
+/// A client that only asks for watermarks (it joins no group and fetches
+/// nothing). A broker answers one connection's requests in order, so a
+/// consumer's own ListOffsets request waits behind its long-polling fetch:
+/// under load that is longer than any short timeout (seen with tansu, where
+/// every lag query of a busy consumer timed out). This client's requests go
+/// on their own connection.
+pub fn watermark_client(settings: &KafkaSettings) -> Result<BaseConsumer> {
+    settings
         .client_config(&[("group.id", "patchtrail-watermarks"), ("enable.auto.commit", "false")])
         .create()
-        .map_err(|e| Error::client("create a consumer", e))?;
-    watermarks(&consumer, topic, partitions, timeout, |(low, _)| low)
+        .map_err(|e| Error::client("create a consumer", e))
 }

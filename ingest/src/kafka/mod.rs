@@ -18,7 +18,7 @@ mod source;
 pub use broker::EmbeddedBroker;
 pub use consumer::{
     GroupConsumer, GroupContext, IntelReader, PartitionOwner, StartAt, end_offsets, group_consumer, poll_batch,
-    probe_brokers, start_offsets,
+    probe_brokers, start_offsets, watermark_client,
 };
 pub use error::{Error, Result};
 pub use message::{Rejection, check_message, dead_letter};

@@ -37,15 +37,19 @@ pub fn store_committed<'a, C: ConsumerContext>(
 }
 
 /// Sets `patchtrail_consumer_lag_messages` of each held partition: its end
-/// offset minus the next offset the task will apply (`next`, by partition).
-pub fn report_lag<C: ConsumerContext>(
-    consumer: &BaseConsumer<C>,
+/// offset (asked of `watermarks`, a [`super::watermark_client`]) minus the
+/// next offset the task will apply (`next`, by partition). The first query
+/// that fails ends the round (the brokers are slow or away): the caller's
+/// loop is held up by one timeout at most, and the other gauges keep their
+/// last values.
+pub fn report_lag(
+    watermarks: &BaseConsumer,
     metrics: &PipelineMetrics,
     held: &BTreeSet<(String, i32)>,
     next: impl Fn(&str, i32) -> Option<i64>,
 ) {
     for (topic, partition) in held {
-        let Ok((_, high)) = consumer.fetch_watermarks(topic, *partition, Duration::from_secs(1)) else { continue };
+        let Ok((_, high)) = watermarks.fetch_watermarks(topic, *partition, Duration::from_secs(1)) else { return };
         let next = next(topic, *partition).unwrap_or(0);
         metrics.consumer_lag.with_label_values(&[topic.as_str(), &partition.to_string()]).set((high - next).max(0));
     }
