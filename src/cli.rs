@@ -43,6 +43,12 @@ pub enum Command {
     /// Check a file of CloudEvents (one per line) against the event contract;
     /// prints each problem with its line and JSON path, exits 1 if any line is invalid.
     Validate(ValidateArgs),
+    /// Convert what a real tool wrote (the CISA KEV catalog, FIRST EPSS scores,
+    /// NVD API 2.0 records, Trivy and Grype reports, an inventory CSV) into
+    /// patchtrail's events, to a JSONL file, standard output or the input
+    /// topics. Ids are derived from the records: importing twice adds nothing.
+    /// Reports each record it skips with its position; exits 1 if any failed.
+    Import(ImportArgs),
     /// See the whole system work on a simulated fleet, on this machine: an
     /// embedded Kafka broker, the simulated stream, the pipeline into a Parquet
     /// lake, the query server on 127.0.0.1:8080, and a summary of what the lake
@@ -209,6 +215,70 @@ pub struct ValidateArgs {
     pub input: PathBuf,
     /// Print the problems of at most this many invalid lines (the summary counts them all).
     #[arg(long, default_value_t = 50)]
+    pub max_errors: usize,
+}
+
+/// The formats `patchtrail import` reads (CONTRACT.md §7; docs/sources.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ImportFormat {
+    /// CISA Known Exploited Vulnerabilities catalog JSON → vuln.kev.v1.
+    Kev,
+    /// FIRST EPSS daily CSV, plain or gzip → vuln.epss.v1.
+    Epss,
+    /// NVD CVE API 2.0 JSON (pages or single records) → vuln.intel.v1.
+    Nvd,
+    /// `trivy … -f json` report → vuln.finding.v1 (needs --asset or --asset-from).
+    Trivy,
+    /// `grype -o json` report → vuln.finding.v1 (needs --asset or --asset-from).
+    Grype,
+    /// CSV whose header names asset.inventory.v1 fields → asset.inventory.v1.
+    Inventory,
+}
+
+/// Where a scan report's asset id comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum AssetFrom {
+    /// The scanned artifact as named on the command line of the scanner
+    /// (Trivy `ArtifactName`, Grype `source.target.userInput`).
+    Artifact,
+    /// The image id, `sha256:…` (Trivy `Metadata.ImageID`, Grype `source.target.imageID`).
+    ImageId,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// What wrote the input.
+    #[arg(value_enum)]
+    pub format: ImportFormat,
+    /// Input files, in order; `-` (the default) reads standard input.
+    #[arg(value_name = "FILE", default_value = "-")]
+    pub inputs: Vec<PathBuf>,
+    /// Write the events here as JSONL (default: standard output).
+    #[arg(long, value_name = "FILE.jsonl", conflicts_with = "brokers")]
+    pub out: Option<PathBuf>,
+    /// Produce the events to the input topics of this Kafka cluster instead,
+    /// with the contract's keys ([kafka] and [topics] configuration apply).
+    #[arg(long, value_name = "LIST")]
+    pub brokers: Option<String>,
+    /// With --brokers: partitions of the input topics it creates when missing.
+    #[arg(long, value_name = "N", default_value_t = 4, requires = "brokers")]
+    pub partitions: i32,
+    /// Scans: every finding is about this asset.
+    #[arg(long, value_name = "ID", conflicts_with = "asset_from")]
+    pub asset: Option<String>,
+    /// Scans: take the asset id from the report.
+    #[arg(long, value_enum, value_name = "FIELD")]
+    pub asset_from: Option<AssetFrom>,
+    /// Scans: remember each asset's last scan in this JSON file, so a CVE
+    /// missing from a later scan of the same asset becomes `fixed`.
+    #[arg(long, value_name = "FILE.json")]
+    pub state: Option<PathBuf>,
+    /// The event time of records that carry none (an inventory CSV without
+    /// a `time` column, a Grype report without `descriptor.timestamp`), RFC 3339.
+    #[arg(long, value_name = "TIME")]
+    pub time: Option<String>,
+    /// Print at most this many skipped records (the summary counts them all).
+    #[arg(long, default_value_t = 20)]
     pub max_errors: usize,
 }
 

@@ -4,6 +4,7 @@
 mod cli;
 mod config;
 mod demo;
+mod import;
 mod lake;
 mod replay;
 mod run;
@@ -54,6 +55,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Simulate(args) => simulate::run(args, config),
         Command::Validate(args) => validate::run(args),
+        Command::Import(args) => import::run(args, config),
         Command::Demo(args) => demo::run(args, config),
         Command::Run(args) => run::run(args, config),
         Command::Replay(args) => replay::run(args, config),

@@ -6,11 +6,10 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use std::time::Duration;
 
-use ingest::kafka::{self, TopicSpec};
+use ingest::kafka::{self};
 use ingest::simulate::{ScenarioConfig, Simulator};
-use schemas::{InputTopic, Timestamp};
+use schemas::Timestamp;
 
 use crate::cli::SimulateArgs;
 use crate::config::Config;
@@ -52,15 +51,7 @@ pub fn run(args: SimulateArgs, mut app: Config) -> anyhow::Result<ExitCode> {
         app.kafka.brokers = brokers.trim().to_owned();
         let settings = app.kafka_settings();
         let topics = app.topic_names();
-        let specs: Vec<TopicSpec<'_>> = InputTopic::ALL
-            .iter()
-            .map(|&topic| TopicSpec {
-                name: topics.input(topic),
-                partitions: args.partitions,
-                compacted: topic == InputTopic::Intel,
-            })
-            .collect();
-        kafka::create_topics(&settings, &specs, Duration::from_secs(30))
+        kafka::create_input_topics(&settings, &topics, args.partitions)
             .with_context(|| format!("cannot create the input topics on {brokers}"))?;
         let show_progress = io::stderr().is_terminal();
         let counts = kafka::produce_simulation(&settings, &topics, &mut simulator, args.rate, |counts, done| {

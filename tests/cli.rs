@@ -84,8 +84,8 @@ fn validate_reads_standard_input() {
     let output = child.wait_with_output().expect("finishes");
     let stdout = text(&output.stdout);
     assert_eq!(output.status.code(), Some(1), "{stdout}");
-    assert!(stdout.contains("line 12: id: is required"), "{stdout}");
-    assert!(stdout.contains("10 valid, 1 invalid"), "{stdout}");
+    assert!(stdout.contains("line 14: id: is required"), "{stdout}");
+    assert!(stdout.contains("12 valid, 1 invalid"), "{stdout}");
 }
 
 #[test]

@@ -420,3 +420,53 @@ fn http_get(address: &str, route: &str) -> String {
     stream.read_to_string(&mut response).expect("reads");
     response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default()
 }
+
+/// What `import` writes to the input topics (the intel keys of the one-feed
+/// types included) `run` reads into the lake `replay` makes of the same events.
+#[test]
+fn imported_records_reach_the_lake_through_kafka_as_replay_takes_them() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let formats = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/formats");
+    let sample = |name: &str| formats.join(name).to_str().expect("UTF-8").to_owned();
+    let imports: Vec<Vec<String>> = vec![
+        vec!["kev".into(), sample("kev/known_exploited_vulnerabilities.json")],
+        vec!["epss".into(), sample("epss/vunnel-example-1.csv")],
+        vec!["nvd".into(), sample("nvd/grype-cve-2022-0543-record.json")],
+        vec!["trivy".into(), sample("trivy/alpine-310.json"), "--asset".into(), "web-1".into()],
+        vec!["grype".into(), sample("grype/defectdojo-busybox-epss.json"), "--asset".into(), "edge-1".into()],
+    ];
+    let events = dir.path().join("events.jsonl");
+    let mut all = String::new();
+    for (n, import) in imports.iter().enumerate() {
+        let mut args: Vec<&str> = vec!["import"];
+        args.extend(import.iter().map(String::as_str));
+        let mut to_kafka = args.clone();
+        to_kafka.extend(["--brokers", &broker.address, "--partitions", "3"]);
+        let output = patchtrail(&to_kafka);
+        assert!(output.status.success(), "{to_kafka:?}: {}", String::from_utf8_lossy(&output.stderr));
+        let file = dir.path().join(format!("{n}.jsonl"));
+        args.extend(["--out", path(&file)]);
+        let output = patchtrail(&args);
+        assert!(output.status.success(), "{args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        all.push_str(&std::fs::read_to_string(&file).expect("events"));
+    }
+    std::fs::write(&events, &all).expect("writes");
+    let intel = read_topic(&broker, "patchtrail.intel");
+    let kev_keys = intel.iter().filter(|(key, value)| {
+        value["type"] == "vuln.kev.v1"
+            && key.as_deref() == Some(&*format!("kev/{}", value["subject"].as_str().unwrap_or("")))
+    });
+    assert_eq!(kev_keys.count(), 1404, "every KEV record keyed kev/<cve>");
+
+    let lake = dir.path().join("lake");
+    let metrics = format!("127.0.0.1:{}", free_port());
+    wait_success(spawn(&run_args(&broker, &lake, &metrics)), &lake, Duration::from_secs(120));
+    let dead = sql(&lake, "SELECT count(*) AS n FROM dead_letters");
+    assert_eq!(dead[0]["n"], 0, "{:?}", sql(&lake, "SELECT error FROM dead_letters LIMIT 3"));
+    let replayed = dir.path().join("replayed");
+    replay(&events, &replayed, &["--partitions", "3"]);
+    assert_same_tables(&lake, &replayed);
+    let kev = sql(&lake, "SELECT count(*) AS n FROM cves WHERE kev");
+    assert_eq!(kev[0]["n"], 1404);
+}

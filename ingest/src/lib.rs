@@ -14,6 +14,7 @@
 
 pub mod config;
 pub mod file;
+pub mod import;
 pub mod kafka;
 pub mod metrics;
 pub mod simulate;

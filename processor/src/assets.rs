@@ -14,10 +14,11 @@ use std::collections::BinaryHeap;
 
 use rustc_hash::{FxHashMap, FxHashSet};
 use schemas::ocsf::{self, Activity, FindingClass};
+use schemas::severity::Severity;
 use schemas::*;
 
 use crate::alerts::{self, Rule};
-use crate::catalog::{Catalog, CatalogChange, PatchInfo};
+use crate::catalog::{Catalog, CatalogChange, CveInfo, PatchInfo};
 use crate::config::ProcessorConfig;
 use crate::interner::{Interner, Sym};
 use crate::rows::{AlertRow, AssetRow, EpochRows, ExposureRow, OutcomeRow, Reevaluation, next_revision};
@@ -149,6 +150,10 @@ struct AssetEntry {
 #[derive(Default, Serialize, Deserialize)]
 struct ExposureEntry {
     findings: Vec<(Stamp, FindingStatus)>,
+    /// The highest CVSS and severity the scanners reported in its findings
+    /// (whatever their order): its severity where the catalog has no CVSS.
+    scanner_cvss: Option<f64>,
+    scanner_severity: Option<Severity>,
     /// The breach checks queued for it, so a change that keeps them queues nothing.
     checks: Vec<Timestamp>,
     committed: Option<u64>,
@@ -262,9 +267,13 @@ impl AssetsState {
                     self.by_cve.entry(cve).or_default().push(asset);
                 }
                 insert_sorted(&mut entry.findings, stamp, finding.status);
+                if let Some(cvss) = finding.scanner_cvss {
+                    entry.scanner_cvss = Some(entry.scanner_cvss.map_or(cvss, |known| known.max(cvss)));
+                }
+                entry.scanner_severity = entry.scanner_severity.max(finding.scanner_severity);
                 self.dirty_exposures.insert((asset, cve));
                 self.unscheduled.push((asset, cve));
-                if catalog.cve(&finding.cve_id).is_some_and(|info| info.kev) {
+                if catalog.cve(&finding.cve_id).is_some_and(CveInfo::kev) {
                     self.recheck_decisions(asset, stamp.0);
                 }
             }
@@ -395,7 +404,7 @@ impl AssetsState {
         // open at a decision since.
         let fixes_kev = catalog
             .patch(&deployment.patch_id)
-            .is_some_and(|release| release.fixes_cves.iter().any(|cve| catalog.cve(cve).is_some_and(|info| info.kev)));
+            .is_some_and(|release| release.fixes_cves.iter().any(|cve| catalog.cve(cve).is_some_and(CveInfo::kev)));
         if fixes_kev {
             self.recheck_decisions(asset, stamp.0);
         }
@@ -421,7 +430,7 @@ impl AssetsState {
                 if digest_differs { "artifact digest differs from the release" } else { "signature not verified" };
             let title = format!("Patch {patch_id} on {asset_id} failed integrity checks: {why}");
             let finding = alerts::finding(Rule::PatchIntegrity, deployment_id, "", stamp.0, title)
-                .with_device(asset_id, None)
+                .with_device(self.device(asset_id, stamp.0))
                 .with_unmapped(serde_json::json!({
                     "patch_id": patch_id,
                     "reported_sha256": event.artifact_sha256,
@@ -515,7 +524,7 @@ impl AssetsState {
         config: &ProcessorConfig,
     ) {
         let Some(facts) = self.exposure_facts(asset, cve, catalog, None) else { return };
-        let Some(due_at) = self.due_at(cve, facts.detected_at, catalog, config) else { return };
+        let Some(due_at) = self.due_at(asset, cve, facts.detected_at, catalog, config) else { return };
         let Some(entry) = self.exposures.get_mut(&(asset, cve)) else { return };
         for at in facts.breach_instants(due_at).filter(|at| *at >= from) {
             if !entry.checks.contains(&at) {
@@ -539,7 +548,7 @@ impl AssetsState {
         config: &ProcessorConfig,
     ) {
         if let Some(facts) = self.exposure_facts(asset, cve, catalog, Some(watermark))
-            && let Some(due_at) = self.due_at(cve, facts.detected_at, catalog, config)
+            && let Some(due_at) = self.due_at(asset, cve, facts.detected_at, catalog, config)
             && facts.breached(due_at, watermark)
             && let Some(at) = facts.breach_instants(due_at).next()
         {
@@ -609,24 +618,56 @@ impl AssetsState {
         }
     }
 
-    /// The deadline of an exposure detected at `detected_at`, if its CVE is known.
+    /// The OCSF device of an alert about `asset_id` at `at`: its id, and what
+    /// its latest inventory at that time says (hostname, OS, managed).
+    fn device(&self, asset_id: &str, at: Timestamp) -> ocsf::Device {
+        let inventory = self
+            .names
+            .get(asset_id)
+            .and_then(|asset| self.assets.get(&asset))
+            .and_then(|entry| entry.inventories.iter().rev().find(|(stamp, _)| stamp.0 <= at))
+            .map(|(_, inventory)| inventory);
+        ocsf::Device::new(
+            asset_id,
+            inventory.and_then(|i| i.hostname.as_deref()),
+            inventory.and_then(|i| i.os_family.as_deref()),
+            inventory.and_then(|i| i.os_version.as_deref()),
+            inventory.map(|i| i.managed),
+        )
+    }
+
+    /// The severity of an exposure and where it comes from: the catalog's
+    /// CVSS, else the highest CVSS its scanners reported, else their highest
+    /// severity (DOMAIN.md "One CVE, several feeds"); none if nobody knows.
+    fn severity_of(&self, asset: Sym, cve: Sym, catalog: &Catalog) -> Option<(Severity, &'static str)> {
+        if let Some(severity) = catalog.cve(self.names.name(cve)).and_then(CveInfo::severity) {
+            return Some((severity, "catalog"));
+        }
+        let entry = self.exposures.get(&(asset, cve))?;
+        entry.scanner_cvss.map(Severity::from_cvss).or(entry.scanner_severity).map(|severity| (severity, "scanner"))
+    }
+
+    /// The deadline of an exposure detected at `detected_at`: the day after
+    /// its CVE's KEV due date, else its severity's SLA; none when neither is known.
     fn due_at(
         &self,
+        asset: Sym,
         cve: Sym,
         detected_at: Timestamp,
         catalog: &Catalog,
         config: &ProcessorConfig,
     ) -> Option<Timestamp> {
-        catalog.cve(self.names.name(cve)).map(|info| match info.kev_due() {
-            Some(date) => date.succ().start(),
-            None => detected_at.add_micros(config.sla_us(info.severity())),
-        })
+        if let Some(date) = catalog.cve(self.names.name(cve)).and_then(CveInfo::kev_due) {
+            return Some(date.succ().start());
+        }
+        let (severity, _) = self.severity_of(asset, cve, catalog)?;
+        Some(detected_at.add_micros(config.sla_us(severity)))
     }
 
     /// Fires `SLA_BREACH` if, as of `at`, the exposure is open past its deadline.
     fn check_breach(&mut self, asset: Sym, cve: Sym, at: Timestamp, catalog: &Catalog, config: &ProcessorConfig) {
         let Some(facts) = self.exposure_facts(asset, cve, catalog, Some(at)) else { return };
-        let Some(due_at) = self.due_at(cve, facts.detected_at, catalog, config) else { return };
+        let Some(due_at) = self.due_at(asset, cve, facts.detected_at, catalog, config) else { return };
         if facts.status != Status::Open || at <= due_at {
             return;
         }
@@ -678,7 +719,7 @@ impl AssetsState {
             let entity = format!("{}/{}", row.asset_id, row.patch_id);
             let title = format!("Posture of {} regressed after patch {}", row.asset_id, row.patch_id);
             let finding = alerts::finding(Rule::PostureRegression, &entity, "", at, title)
-                .with_device(&row.asset_id, None)
+                .with_device(self.device(&row.asset_id, at))
                 .with_unmapped(
                     serde_json::json!({"posture_before": row.posture_before, "posture_after": row.posture_after}),
                 );
@@ -713,7 +754,7 @@ impl AssetsState {
         let title =
             format!("No posture re-evaluation of {asset_id} within {hours} h of patch deployment {deployment_id}");
         let finding = alerts::finding(Rule::PostureReevalOverdue, &deployment_id, "", window_end, title)
-            .with_device(&asset_id, None)
+            .with_device(self.device(&asset_id, window_end))
             .with_unmapped(serde_json::json!({ "succeeded_at": succeeded_at.to_string() }));
         self.fire(Rule::PostureReevalOverdue, &deployment_id, window_end, finding);
     }
@@ -736,11 +777,11 @@ impl AssetsState {
             .cves
             .iter()
             .filter(|&&cve| {
-                if !catalog.cve(self.names.name(cve)).is_some_and(|info| info.kev) {
+                if !catalog.cve(self.names.name(cve)).is_some_and(CveInfo::kev) {
                     return false;
                 }
                 let Some(facts) = self.exposure_facts(asset, cve, catalog, Some(at)) else { return false };
-                let due_at = self.due_at(cve, facts.detected_at, catalog, config);
+                let due_at = self.due_at(asset, cve, facts.detected_at, catalog, config);
                 facts.status == Status::Open && due_at.is_some_and(|due_at| at > due_at)
             })
             .map(|&cve| self.names.name(cve))
@@ -758,7 +799,7 @@ impl AssetsState {
         };
         let title = format!("Access allowed to {asset_id} although {reason}");
         let finding = alerts::finding(Rule::ZtAllowNoncompliant, decision_id, "", at, title)
-            .with_device(&asset_id, None)
+            .with_device(self.device(&asset_id, at))
             .with_unmapped(serde_json::json!({
                 "decision_id": decision_id,
                 "trust_score": posture.map(|p| p.1.0),
@@ -777,7 +818,8 @@ impl AssetsState {
         };
         let asset_id = self.names.name(asset).to_owned();
         let title = format!("Asset {asset_id} {reason} but takes part in patching or access decisions");
-        let finding = alerts::finding(Rule::UnmanagedAsset, &asset_id, "", at, title).with_device(&asset_id, None);
+        let finding =
+            alerts::finding(Rule::UnmanagedAsset, &asset_id, "", at, title).with_device(self.device(&asset_id, at));
         self.fire(Rule::UnmanagedAsset, &asset_id, at, finding);
     }
 
@@ -892,7 +934,8 @@ impl AssetsState {
         let facts = self.exposure_facts(asset, cve, catalog, None)?;
         let cve_id = self.names.name(cve);
         let info = catalog.cve(cve_id);
-        let due_at = self.due_at(cve, facts.detected_at, catalog, config);
+        let due_at = self.due_at(asset, cve, facts.detected_at, catalog, config);
+        let severity = self.severity_of(asset, cve, catalog);
         let breached = match (facts.status, due_at) {
             (Status::Suppressed, _) | (_, None) => false,
             (_, Some(due_at)) => facts.remediated_at.unwrap_or(now) > due_at,
@@ -905,13 +948,15 @@ impl AssetsState {
             asset_id: self.names.name(asset).to_owned(),
             cve_id: cve_id.to_owned(),
             status: facts.status.as_str(),
-            severity: info.map(|i| i.severity().as_str()),
-            kev: info.is_some_and(|i| i.kev),
+            severity: severity.map(|(severity, _)| severity.as_str()),
+            kev: info.is_some_and(CveInfo::kev),
             detected_at: facts.detected_at,
             remediated_at: facts.remediated_at,
             due_at,
             breached,
             remediated_by_patch_id: facts.remediated_by.map(|p| self.names.name(p).to_owned()),
+            scanner_cvss: self.exposures.get(&(asset, cve)).and_then(|entry| entry.scanner_cvss),
+            severity_source: severity.map(|(_, source)| source),
             updated_at,
             revision: 0,
         })
@@ -1093,9 +1138,11 @@ impl AssetsState {
             cve: ocsf::Cve {
                 uid: row.cve_id.clone(),
                 cvss: info
-                    .map(|i| ocsf::Cvss {
-                        base_score: i.cvss_base,
-                        version: i.cvss_version.clone().unwrap_or_else(|| "3.1".to_owned()),
+                    .and_then(|i| {
+                        Some(ocsf::Cvss {
+                            base_score: i.cvss_base()?,
+                            version: i.cvss_version().unwrap_or("3.1").to_owned(),
+                        })
                     })
                     .into_iter()
                     .collect(),
@@ -1115,7 +1162,7 @@ impl AssetsState {
             Rule::SlaBreach.name(),
             title,
         )
-        .with_device(&row.asset_id, None)
+        .with_device(self.device(&row.asset_id, at))
         .with_vulnerability(vulnerability)
         .with_unmapped(serde_json::json!({"due_at": row.due_at.map(|d| d.to_string()), "status": row.status}))
     }

@@ -1,22 +1,47 @@
-//! The intel catalog: the latest `vuln.intel.v1` per CVE and `patch.release.v1`
-//! per patch, which every task consults. "Latest" is by event time, arrival
-//! order breaking ties, so the catalog does not depend on delivery order.
+//! The intel catalog: per CVE, what each feed (`vuln.intel.v1`,
+//! `vuln.kev.v1`, `vuln.epss.v1`) last said of it, merged; per patch, its
+//! latest `patch.release.v1`. Every task consults it. "Latest" is by event
+//! time, arrival order breaking ties (EPSS: by score date first), so the
+//! catalog does not depend on delivery order.
 
 use rustc_hash::FxHashMap;
 use schemas::severity::Severity;
-use schemas::{Date, Exploitation, PatchRelease, Timestamp, VulnIntel};
+use schemas::{Date, Exploitation, PatchRelease, Timestamp, VulnEpss, VulnIntel, VulnKev};
 use serde::{Deserialize, Serialize};
 
 use crate::Stamp;
 use crate::rows::{CveRow, PatchRow};
 
-/// What the catalog knows of a CVE: its latest intel.
+/// What the catalog knows of a CVE: what each feed last said of it, merged
+/// by the accessors below (DOMAIN.md "One CVE, several feeds"). Each feed
+/// replaces only its own record, so a KEV or EPSS record never erases
+/// NVD's CVSS, and NVD never erases KEV's due date.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CveInfo {
+    /// The CVE.
+    pub cve_id: String,
+    /// The latest `vuln.intel.v1` (NVD, or an organisation's own catalog).
+    pub intel: Option<IntelRecord>,
+    /// The latest `vuln.kev.v1`.
+    pub kev_entry: Option<KevRecord>,
+    /// The `vuln.epss.v1` with the latest score date.
+    pub epss_score: Option<EpssRecord>,
+    /// Times the `cves` row of this CVE was emitted.
+    pub revision: i64,
+    /// (time, epss, percentile) of every EPSS score reported (by either
+    /// feed), sorted by time, so an alert can carry the score that was
+    /// current at its own time.
+    epss_history: Vec<(Timestamp, Option<f64>, Option<f64>)>,
+}
+
+/// A `vuln.intel.v1` as the catalog keeps it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[allow(missing_docs)]
-pub struct CveInfo {
-    /// When this intel was reported, for "latest wins".
+pub struct IntelRecord {
+    /// When it was reported, for "latest wins".
     pub stamp: Stamp,
-    pub cve_id: String,
+    /// The event's `source`: who scored the CVE.
+    pub source: String,
     pub published_at: Timestamp,
     pub cvss_base: f64,
     pub cvss_version: Option<String>,
@@ -26,64 +51,175 @@ pub struct CveInfo {
     pub kev_date_added: Option<Date>,
     pub kev_due_date: Option<Date>,
     pub exploitation: Option<Exploitation>,
-    /// Times the `cves` row of this CVE was emitted.
-    pub revision: i64,
-    /// (time, epss, percentile) of every intel report, sorted by time, so an
-    /// alert can carry the score that was current at its own time.
-    epss_history: Vec<(Timestamp, Option<f64>, Option<f64>)>,
 }
 
+/// A `vuln.kev.v1` as the catalog keeps it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[allow(missing_docs)]
+pub struct KevRecord {
+    pub stamp: Stamp,
+    pub source: String,
+    pub date_added: Date,
+    pub due_date: Option<Date>,
+}
+
+/// A `vuln.epss.v1` as the catalog keeps it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[allow(missing_docs)]
+pub struct EpssRecord {
+    pub stamp: Stamp,
+    pub source: String,
+    pub score_date: Date,
+    pub epss: f64,
+    pub percentile: Option<f64>,
+}
+
+/// What a `cves` row shows of a CVE, compared to skip rows that would not change.
+type Content = (
+    Option<Timestamp>,
+    Option<u64>,
+    Option<String>,
+    Option<u64>,
+    Option<u64>,
+    bool,
+    Option<Date>,
+    Option<Date>,
+    Option<Exploitation>,
+    (Option<String>, Option<String>, Option<String>),
+    Option<Date>,
+);
+
 impl CveInfo {
-    fn new(stamp: Stamp, intel: &VulnIntel) -> Self {
+    fn new(cve_id: &str) -> Self {
         CveInfo {
-            stamp,
-            cve_id: intel.cve_id.clone(),
-            published_at: intel.published_at,
-            cvss_base: intel.cvss_base,
-            cvss_version: intel.cvss_version.clone(),
-            epss: intel.epss,
-            epss_percentile: intel.epss_percentile,
-            kev: intel.kev,
-            kev_date_added: intel.kev_date_added,
-            kev_due_date: intel.kev_due_date,
-            exploitation: intel.exploitation,
+            cve_id: cve_id.to_owned(),
+            intel: None,
+            kev_entry: None,
+            epss_score: None,
             revision: 0,
             epss_history: Vec::new(),
         }
     }
 
-    /// Severity band of the CVSS score.
-    pub fn severity(&self) -> Severity {
-        Severity::from_cvss(self.cvss_base)
+    /// The CVSS base score: the latest intel's; none without intel.
+    pub fn cvss_base(&self) -> Option<f64> {
+        self.intel.as_ref().map(|intel| intel.cvss_base)
+    }
+
+    /// The CVSS version of [`CveInfo::cvss_base`].
+    pub fn cvss_version(&self) -> Option<&str> {
+        self.intel.as_ref().and_then(|intel| intel.cvss_version.as_deref())
+    }
+
+    /// Severity band of the CVSS score; none without one.
+    pub fn severity(&self) -> Option<Severity> {
+        self.cvss_base().map(Severity::from_cvss)
+    }
+
+    /// Publication time, from the latest intel.
+    pub fn published_at(&self) -> Option<Timestamp> {
+        self.intel.as_ref().map(|intel| intel.published_at)
+    }
+
+    /// In KEV: by the KEV feed, else as the latest intel says.
+    pub fn kev(&self) -> bool {
+        self.kev_entry.is_some() || self.intel.as_ref().is_some_and(|intel| intel.kev)
+    }
+
+    /// The KEV dates (added, due): the KEV feed's, else the latest intel's.
+    pub fn kev_dates(&self) -> (Option<Date>, Option<Date>) {
+        match (&self.kev_entry, &self.intel) {
+            (Some(kev), _) => (Some(kev.date_added), kev.due_date),
+            (None, Some(intel)) if intel.kev => (intel.kev_date_added, intel.kev_due_date),
+            _ => (None, None),
+        }
     }
 
     /// The KEV due date, when the CVE is in KEV and has one.
     pub fn kev_due(&self) -> Option<Date> {
-        self.kev.then_some(self.kev_due_date).flatten()
+        self.kev_dates().1
+    }
+
+    /// EPSS score and percentile: the EPSS feed's latest score, else the latest intel's.
+    pub fn epss(&self) -> (Option<f64>, Option<f64>) {
+        match (&self.epss_score, &self.intel) {
+            (Some(epss), _) => (Some(epss.epss), epss.percentile),
+            (None, Some(intel)) => (intel.epss, intel.epss_percentile),
+            (None, None) => (None, None),
+        }
+    }
+
+    /// Known exploitation, from the latest intel.
+    pub fn exploitation(&self) -> Option<Exploitation> {
+        self.intel.as_ref().and_then(|intel| intel.exploitation)
+    }
+
+    /// The `source` of the event each merged value came from: (CVSS, KEV, EPSS).
+    pub fn sources(&self) -> (Option<&str>, Option<&str>, Option<&str>) {
+        let intel = self.intel.as_ref().map(|intel| intel.source.as_str());
+        let kev = match (&self.kev_entry, &self.intel) {
+            (Some(kev), _) => Some(kev.source.as_str()),
+            (None, Some(i)) if i.kev => intel,
+            _ => None,
+        };
+        let epss = match (&self.epss_score, &self.intel) {
+            (Some(epss), _) => Some(epss.source.as_str()),
+            (None, Some(i)) if i.epss.is_some() => intel,
+            _ => None,
+        };
+        (intel, kev, epss)
+    }
+
+    /// When the catalog last heard of the CVE, from any feed.
+    pub fn updated_at(&self) -> Timestamp {
+        [
+            self.intel.as_ref().map(|r| r.stamp.0),
+            self.kev_entry.as_ref().map(|r| r.stamp.0),
+            self.epss_score.as_ref().map(|r| r.stamp.0),
+        ]
+        .into_iter()
+        .flatten()
+        .max()
+        .unwrap_or(Timestamp(i64::MIN))
     }
 
     /// EPSS score and percentile as reported at or before `at` (the first
-    /// report's if none was earlier).
+    /// report's if none was earlier; the merged score if none was reported).
     pub fn epss_at(&self, at: Timestamp) -> (Option<f64>, Option<f64>) {
         let idx = self.epss_history.partition_point(|(time, ..)| *time <= at).saturating_sub(1);
-        self.epss_history.get(idx).map_or((self.epss, self.epss_percentile), |&(_, epss, pct)| (epss, pct))
+        self.epss_history.get(idx).map_or_else(|| self.epss(), |&(_, epss, pct)| (epss, pct))
     }
 
-    fn same_content(&self, other: &CveInfo) -> bool {
-        let key = |c: &CveInfo| {
-            (
-                c.published_at,
-                c.cvss_base.to_bits(),
-                c.cvss_version.clone(),
-                c.epss.map(f64::to_bits),
-                c.epss_percentile.map(f64::to_bits),
-                c.kev,
-                c.kev_date_added,
-                c.kev_due_date,
-                c.exploitation,
-            )
-        };
-        key(self) == key(other)
+    fn record_epss(&mut self, at: Timestamp, epss: Option<f64>, percentile: Option<f64>) {
+        if epss.is_some() {
+            let idx = self.epss_history.partition_point(|(time, ..)| *time <= at);
+            self.epss_history.insert(idx, (at, epss, percentile));
+        }
+    }
+
+    /// What derived rows depend on: a change rewrites the CVE's exposures.
+    fn relevant(&self) -> (Option<Severity>, Option<Date>, bool) {
+        (self.severity(), self.kev_due(), self.kev())
+    }
+
+    /// What the `cves` row shows: a change writes a new revision.
+    fn content(&self) -> Content {
+        let (kev_added, kev_due) = self.kev_dates();
+        let (epss, percentile) = self.epss();
+        let (cvss_source, kev_source, epss_source) = self.sources();
+        (
+            self.published_at(),
+            self.cvss_base().map(f64::to_bits),
+            self.cvss_version().map(str::to_owned),
+            epss.map(f64::to_bits),
+            percentile.map(f64::to_bits),
+            self.kev(),
+            kev_added,
+            kev_due,
+            self.exploitation(),
+            (cvss_source.map(str::to_owned), kev_source.map(str::to_owned), epss_source.map(str::to_owned)),
+            self.epss_score.as_ref().map(|e| e.score_date),
+        )
     }
 }
 
@@ -181,30 +317,88 @@ impl Catalog {
         self.max_time
     }
 
-    /// Applies a `vuln.intel.v1`; returns the change if derived rows may be affected.
-    pub fn apply_intel(&mut self, stamp: Stamp, intel: &VulnIntel) -> Option<CatalogChange> {
-        self.max_time = self.max_time.max(Some(stamp.0));
-        let report = (stamp.0, intel.epss, intel.epss_percentile);
-        let mut info = CveInfo::new(stamp, intel);
-        if let Some(known) = self.cves.get_mut(&intel.cve_id) {
-            let idx = known.epss_history.partition_point(|(time, ..)| *time <= stamp.0);
-            known.epss_history.insert(idx, report);
-            if known.stamp > stamp {
-                return None;
+    /// Applies a `vuln.intel.v1` from `source`; returns the change if derived rows may be affected.
+    pub fn apply_intel(&mut self, stamp: Stamp, source: &str, intel: &VulnIntel) -> Option<CatalogChange> {
+        let record = IntelRecord {
+            stamp,
+            source: source.to_owned(),
+            published_at: intel.published_at,
+            cvss_base: intel.cvss_base,
+            cvss_version: intel.cvss_version.clone(),
+            epss: intel.epss,
+            epss_percentile: intel.epss_percentile,
+            kev: intel.kev,
+            kev_date_added: intel.kev_date_added,
+            kev_due_date: intel.kev_due_date,
+            exploitation: intel.exploitation,
+        };
+        self.update(stamp, &intel.cve_id, |info| {
+            info.record_epss(stamp.0, intel.epss, intel.epss_percentile);
+            let newer = info.intel.as_ref().is_none_or(|known| known.stamp <= stamp);
+            if newer {
+                info.intel = Some(record);
             }
-            info.revision = known.revision;
-            info.epss_history = std::mem::take(&mut known.epss_history);
-        } else {
-            info.epss_history.push(report);
+            newer
+        })
+    }
+
+    /// Applies a `vuln.kev.v1` from `source`: only the CVE's KEV fields.
+    pub fn apply_kev(&mut self, stamp: Stamp, source: &str, kev: &VulnKev) -> Option<CatalogChange> {
+        let record = KevRecord { stamp, source: source.to_owned(), date_added: kev.date_added, due_date: kev.due_date };
+        self.update(stamp, &kev.cve_id, |info| {
+            let newer = info.kev_entry.as_ref().is_none_or(|known| known.stamp <= stamp);
+            if newer {
+                info.kev_entry = Some(record);
+            }
+            newer
+        })
+    }
+
+    /// Applies a `vuln.epss.v1` from `source`: only the CVE's EPSS fields;
+    /// the score with the latest score date wins (then the latest event).
+    pub fn apply_epss(&mut self, stamp: Stamp, source: &str, epss: &VulnEpss) -> Option<CatalogChange> {
+        let record = EpssRecord {
+            stamp,
+            source: source.to_owned(),
+            score_date: epss.score_date,
+            epss: epss.epss,
+            percentile: epss.percentile,
+        };
+        self.update(stamp, &epss.cve_id, |info| {
+            // Known from the event's time on, as an intel record's score is (an alert
+            // at an earlier time must not see it, whatever order the events arrived in).
+            info.record_epss(stamp.0, Some(epss.epss), epss.percentile);
+            let newer = info
+                .epss_score
+                .as_ref()
+                .is_none_or(|known| (known.score_date, known.stamp) <= (epss.score_date, stamp));
+            if newer {
+                info.epss_score = Some(record);
+            }
+            newer
+        })
+    }
+
+    /// Lets `apply` update one CVE's feed records (it returns whether it
+    /// replaced one); marks the `cves` row dirty when its content changed,
+    /// and returns the change when derived rows may be affected.
+    fn update(
+        &mut self,
+        stamp: Stamp,
+        cve_id: &str,
+        apply: impl FnOnce(&mut CveInfo) -> bool,
+    ) -> Option<CatalogChange> {
+        self.max_time = self.max_time.max(Some(stamp.0));
+        let info = self.cves.entry(cve_id.to_owned()).or_insert_with(|| CveInfo::new(cve_id));
+        let known = info.intel.is_some() || info.kev_entry.is_some() || info.epss_score.is_some();
+        let (relevant, content) = (info.relevant(), info.content());
+        if !apply(info) {
+            return None;
         }
-        let previous = self.cves.get(&intel.cve_id);
-        let relevant = |info: &CveInfo| (info.severity(), info.kev_due(), info.kev);
-        let changed = previous.is_none_or(|known| relevant(known) != relevant(&info));
-        if previous.is_none_or(|known| !known.same_content(&info)) {
-            self.dirty_cves.push(intel.cve_id.clone());
+        if !known || info.content() != content {
+            self.dirty_cves.push(cve_id.to_owned());
         }
-        self.cves.insert(intel.cve_id.clone(), info);
-        changed.then(|| CatalogChange::Cve(intel.cve_id.clone()))
+        (!known || info.relevant() != relevant).then(|| CatalogChange::Cve(cve_id.to_owned()))
     }
 
     /// Applies a `patch.release.v1`; returns the change if derived rows may be affected.

@@ -670,22 +670,28 @@ impl LakeRow for AssetRow {
 
 impl LakeRow for CveRow {
     const TABLE: Table = Table::Cves;
+    /// The publication date; a CVE only KEV or EPSS knows yet goes by the
+    /// day KEV added it, else the day the catalog heard of it.
     fn date(&self) -> Date {
-        self.published_at.date()
+        self.published_at.map(Timestamp::date).or(self.kev_date_added).unwrap_or_else(|| self.updated_at.date())
     }
     fn columns(rows: &[Self]) -> Vec<ArrayRef> {
         vec![
             text(rows.iter().map(|r| r.cve_id.as_str())),
-            float(rows.iter().map(|r| r.cvss_base)),
-            text(rows.iter().map(|r| r.severity)),
+            opt_float(rows.iter().map(|r| r.cvss_base)),
+            opt_text(rows.iter().map(|r| r.severity)),
             opt_float(rows.iter().map(|r| r.epss)),
             flag(rows.iter().map(|r| r.kev)),
             opt_date(rows.iter().map(|r| r.kev_due_date)),
-            time(rows.iter().map(|r| r.published_at)),
+            opt_time(rows.iter().map(|r| r.published_at)),
             opt_text(rows.iter().map(|r| r.cvss_version.as_deref())),
             opt_float(rows.iter().map(|r| r.epss_percentile)),
             opt_date(rows.iter().map(|r| r.kev_date_added)),
             opt_text(rows.iter().map(|r| r.exploitation)),
+            opt_text(rows.iter().map(|r| r.cvss_source.as_deref())),
+            opt_text(rows.iter().map(|r| r.kev_source.as_deref())),
+            opt_text(rows.iter().map(|r| r.epss_source.as_deref())),
+            opt_date(rows.iter().map(|r| r.epss_date)),
             time(rows.iter().map(|r| r.updated_at)),
             int(rows.iter().map(|r| r.revision)),
         ]
@@ -736,6 +742,8 @@ impl LakeRow for ExposureRow {
             opt_time(rows.iter().map(|r| r.due_at)),
             flag(rows.iter().map(|r| r.breached)),
             opt_text(rows.iter().map(|r| r.remediated_by_patch_id.as_deref())),
+            opt_float(rows.iter().map(|r| r.scanner_cvss)),
+            opt_text(rows.iter().map(|r| r.severity_source)),
             time(rows.iter().map(|r| r.updated_at)),
             int(rows.iter().map(|r| r.revision)),
         ]

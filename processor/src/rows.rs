@@ -26,40 +26,53 @@ pub struct AssetRow {
     pub revision: i64,
 }
 
-/// `cves`: the latest intel of a CVE.
+/// `cves`: what the feeds say of a CVE, merged (DOMAIN.md "One CVE, several feeds").
 #[derive(Clone, Debug, PartialEq)]
 #[allow(missing_docs)]
 pub struct CveRow {
     pub cve_id: String,
-    pub cvss_base: f64,
-    pub severity: &'static str,
+    pub cvss_base: Option<f64>,
+    pub severity: Option<&'static str>,
     pub epss: Option<f64>,
     pub kev: bool,
     pub kev_due_date: Option<Date>,
-    pub published_at: Timestamp,
+    pub published_at: Option<Timestamp>,
     pub cvss_version: Option<String>,
     pub epss_percentile: Option<f64>,
     pub kev_date_added: Option<Date>,
     pub exploitation: Option<&'static str>,
+    /// The `source` of the events the CVSS, KEV and EPSS values came from.
+    pub cvss_source: Option<String>,
+    pub kev_source: Option<String>,
+    pub epss_source: Option<String>,
+    /// The day the EPSS feed's score is for.
+    pub epss_date: Option<Date>,
     pub updated_at: Timestamp,
     pub revision: i64,
 }
 
 impl From<&CveInfo> for CveRow {
     fn from(info: &CveInfo) -> Self {
+        let (kev_date_added, kev_due_date) = info.kev_dates();
+        let (epss, epss_percentile) = info.epss();
+        let (cvss_source, kev_source, epss_source) = info.sources();
         CveRow {
             cve_id: info.cve_id.clone(),
-            cvss_base: info.cvss_base,
-            severity: info.severity().as_str(),
-            epss: info.epss,
-            kev: info.kev,
-            kev_due_date: info.kev_due_date,
-            published_at: info.published_at,
-            cvss_version: info.cvss_version.clone(),
-            epss_percentile: info.epss_percentile,
-            kev_date_added: info.kev_date_added,
-            exploitation: info.exploitation.map(|e| e.as_str()),
-            updated_at: info.stamp.0,
+            cvss_base: info.cvss_base(),
+            severity: info.severity().map(|s| s.as_str()),
+            epss,
+            kev: info.kev(),
+            kev_due_date,
+            published_at: info.published_at(),
+            cvss_version: info.cvss_version().map(str::to_owned),
+            epss_percentile,
+            kev_date_added,
+            exploitation: info.exploitation().map(|e| e.as_str()),
+            cvss_source: cvss_source.map(str::to_owned),
+            kev_source: kev_source.map(str::to_owned),
+            epss_source: epss_source.map(str::to_owned),
+            epss_date: info.epss_score.as_ref().map(|e| e.score_date),
+            updated_at: info.updated_at(),
             revision: info.revision,
         }
     }
@@ -110,6 +123,10 @@ pub struct ExposureRow {
     pub due_at: Option<Timestamp>,
     pub breached: bool,
     pub remediated_by_patch_id: Option<String>,
+    /// The highest CVSS the exposure's scanners reported.
+    pub scanner_cvss: Option<f64>,
+    /// Where `severity` comes from: `catalog` (its CVSS) or `scanner`.
+    pub severity_source: Option<&'static str>,
     pub updated_at: Timestamp,
     pub revision: i64,
 }

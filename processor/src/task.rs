@@ -224,7 +224,9 @@ impl Task {
         }
         let stamp = self.stamp(event.time);
         let change = match (&self.state, &event.data) {
-            (State::Intel, EventData::VulnIntel(intel)) => catalog.apply_intel(stamp, intel),
+            (State::Intel, EventData::VulnIntel(intel)) => catalog.apply_intel(stamp, &event.source, intel),
+            (State::Intel, EventData::VulnKev(kev)) => catalog.apply_kev(stamp, &event.source, kev),
+            (State::Intel, EventData::VulnEpss(epss)) => catalog.apply_epss(stamp, &event.source, epss),
             (State::Intel, EventData::PatchRelease(release)) => catalog.apply_release(stamp, release),
             _ => {
                 self.apply_admitted(stamp, event, catalog, config);

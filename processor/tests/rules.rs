@@ -16,13 +16,16 @@ const DEPLOY: &str = "patch.deployment.v1";
 const CANARY: &str = "canary.stage.v1";
 const POSTURE: &str = "posture.assessment.v1";
 const FLOW: &str = "flow.observation.v1";
+const KEV: &str = "vuln.kev.v1";
+const EPSS: &str = "vuln.epss.v1";
 
 type Step = (&'static str, u32, Value);
 
 /// An event of `event_type` at `hour` hours after 2026-11-01T00:00Z.
 fn event(n: usize, event_type: &str, hour: u32, data: Value) -> CloudEvent {
     let subject = EventType::parse(event_type).map(|t| data[t.subject_field()].as_str().unwrap_or_default().to_owned());
-    let time = format!("2026-11-{:02}T{:02}:00:00Z", 1 + hour / 24, hour % 24);
+    let start = schemas::Timestamp::parse_rfc3339("2026-11-01T00:00:00Z").expect("a time");
+    let time = start.add_micros(i64::from(hour) * 3_600_000_000).to_string();
     let line = json!({"specversion": "1.0", "id": format!("e{n}"), "source": "test", "type": event_type,
         "time": time, "subject": subject, "data": data});
     schemas::decode(line.to_string().as_bytes()).unwrap_or_else(|e| panic!("{line}: {e}"))
@@ -68,7 +71,7 @@ fn processor_row(events: &[CloudEvent], table: &str) -> Value {
         match table {
             "exposures" => rows.extend(epoch.exposures.iter().map(|r| {
                 json!({
-                "status": r.status, "due_at": ts(r.due_at), "breached": r.breached,
+                "status": r.status, "due_at": ts(r.due_at), "breached": r.breached, "severity": r.severity,
                 "remediated_at": ts(r.remediated_at), "detected_at": r.detected_at.to_string()})
             })),
             "patch_outcomes" => rows.extend(epoch.patch_outcomes.iter().map(|r| {
@@ -485,4 +488,56 @@ fn a_condition_at_an_instant_sees_every_event_at_that_instant_whatever_the_arriv
     let due = 2 + 24 * 15;
     let steps = exposure(vec![(POSTURE, due + 1, posture(80.0, true)), (FINDING, due, finding("fixed"))]);
     assert!(alerts_of("SLA_BREACH", steps).is_empty());
+}
+
+fn kev(due: Option<&str>) -> Value {
+    json!({"cve_id": "CVE-2026-0001", "date_added": "2026-11-01", "due_date": due})
+}
+
+fn epss(score: f64) -> Value {
+    json!({"cve_id": "CVE-2026-0001", "epss": score, "percentile": 0.5, "score_date": "2026-11-01"})
+}
+
+fn scanned(cvss: Option<f64>, severity: Option<&str>) -> Value {
+    json!({"asset_id": "a1", "cve_id": "CVE-2026-0001", "status": "open", "scanner_cvss": cvss,
+        "scanner_severity": severity, "scanner": "trivy"})
+}
+
+#[test]
+fn each_feed_replaces_only_its_own_fields() {
+    // NVD after KEV: KEV's due date stays (intel says nothing of KEV here).
+    let kev_then_nvd =
+        vec![(KEV, 0, kev(Some("2026-11-03"))), (INTEL, 1, intel(5.0, None)), (FINDING, 2, finding("open"))];
+    check(kev_then_nvd.clone(), "exposures", "due_at", json!("2026-11-04T00:00:00Z"));
+    check(kev_then_nvd, "exposures", "severity", json!("medium"));
+    // EPSS after NVD: the CVSS stays.
+    let nvd_then_epss = vec![(INTEL, 0, intel(9.8, None)), (EPSS, 1, epss(0.9)), (FINDING, 2, finding("open"))];
+    check(nvd_then_epss, "exposures", "due_at", json!("2026-11-16T02:00:00Z"));
+    // KEV alone: the KEV due date, and no severity.
+    let kev_only = vec![(KEV, 0, kev(Some("2026-11-03"))), (FINDING, 2, finding("open"))];
+    check(kev_only.clone(), "exposures", "due_at", json!("2026-11-04T00:00:00Z"));
+    check(kev_only, "exposures", "severity", Value::Null);
+}
+
+#[test]
+fn without_catalog_cvss_the_exposures_scanners_decide_the_severity() {
+    // The highest scanner CVSS among the exposure's findings, in any order.
+    let two_scans = vec![(FINDING, 2, scanned(Some(9.1), None)), (FINDING, 1, scanned(Some(5.0), Some("low")))];
+    check(two_scans.clone(), "exposures", "severity", json!("critical"));
+    check(two_scans, "exposures", "due_at", json!("2026-11-16T01:00:00Z"));
+    // Else the highest scanner severity.
+    let words = vec![(FINDING, 1, scanned(None, Some("medium"))), (FINDING, 2, scanned(None, Some("low")))];
+    check(words, "exposures", "severity", json!("medium"));
+    // The catalog's CVSS wins over any scanner's.
+    let catalog = vec![(INTEL, 0, intel(5.0, None)), (FINDING, 1, scanned(Some(9.8), Some("critical")))];
+    check(catalog, "exposures", "severity", json!("medium"));
+    // Nobody knows: no severity, no due date, never breached.
+    let unknown = vec![(FINDING, 1, finding("open")), (FINDING, 24 * 400, finding("open"))];
+    check(unknown.clone(), "exposures", "severity", Value::Null);
+    check(unknown.clone(), "exposures", "due_at", Value::Null);
+    check(unknown, "exposures", "breached", json!(false));
+    // Unknown severity, but in KEV: KEV's due date.
+    let kev_due =
+        vec![(KEV, 0, kev(Some("2026-11-03"))), (FINDING, 1, scanned(None, None)), (FINDING, 24 * 5, finding("open"))];
+    check(kev_due, "exposures", "breached", json!(true));
 }

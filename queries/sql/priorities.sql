@@ -30,8 +30,10 @@ scored AS (
         e.kev,
         c.epss,
         coalesce(lr.gate IN ('rollback', 'hold'), false) AS blocked_by_canary,
-        -- No CVSS, no score: null, ranked after every scored row.
-        c.cvss_base / 10.0
+        -- The exposure's CVSS: the catalog's, else the highest its scanners
+        -- reported (DOMAIN.md "One CVE, several feeds"). None: a null score,
+        -- ranked after every scored row.
+        coalesce(c.cvss_base, e.scanner_cvss) / 10.0
           * (1 + {epss_weight} * coalesce(c.epss, 0))
           * CASE WHEN e.kev THEN {kev_weight} ELSE 1 END
           -- An asset without inventory has neutral weights: not exposed, not edge, criticality 1.

@@ -268,8 +268,8 @@ impl Checker {
         parsed
     }
 
-    fn date(&mut self, obj: Obj<'_, '_>, key: &str) -> Option<Date> {
-        let text = self.str(obj, key, Optional)?;
+    fn date(&mut self, obj: Obj<'_, '_>, key: &str, presence: Presence) -> Option<Date> {
+        let text = self.str(obj, key, presence)?;
         let parsed = Date::parse(text);
         if parsed.is_none() {
             self.fail(obj, key, format!("must be a calendar date YYYY-MM-DD, got {}", quote(text)));
@@ -400,6 +400,15 @@ impl Checker {
                 let package = self.text(d, "package", Optional);
                 let installed_version = self.text(d, "installed_version", Optional);
                 let fixed_version = self.text(d, "fixed_version", Optional);
+                let scanner_cvss = self.number(d, "scanner_cvss", Optional, 0.0, 10.0);
+                let scanner_severity = self.enumeration(
+                    d,
+                    "scanner_severity",
+                    Optional,
+                    crate::severity::Severity::parse,
+                    crate::severity::Severity::NAMES,
+                );
+                let scanner = self.text(d, "scanner", Optional);
                 EventData::VulnFinding(VulnFinding {
                     asset_id: asset_id?,
                     cve_id: cve_id?,
@@ -407,6 +416,9 @@ impl Checker {
                     package,
                     installed_version,
                     fixed_version,
+                    scanner_cvss,
+                    scanner_severity,
+                    scanner,
                 })
             }
             EventType::PatchDeployment => {
@@ -520,8 +532,8 @@ impl Checker {
                 let epss = self.number(d, "epss", Optional, 0.0, 1.0);
                 let epss_percentile = self.number(d, "epss_percentile", Optional, 0.0, 1.0);
                 let kev = self.bool(d, "kev", Optional).unwrap_or(false);
-                let kev_date_added = self.date(d, "kev_date_added");
-                let kev_due_date = self.date(d, "kev_due_date");
+                let kev_date_added = self.date(d, "kev_date_added", Optional);
+                let kev_due_date = self.date(d, "kev_due_date", Optional);
                 let exploitation =
                     self.enumeration(d, "exploitation", Optional, Exploitation::parse, Exploitation::NAMES);
                 let automatable = self.bool(d, "automatable", Optional);
@@ -560,6 +572,37 @@ impl Checker {
                     fixes_cves: fixes_cves?,
                     artifact_sha256,
                     signed,
+                })
+            }
+            EventType::VulnKev => {
+                let cve_id = self.cve_id(d, "cve_id");
+                let date_added = self.date(d, "date_added", Required);
+                let due_date = self.date(d, "due_date", Optional);
+                let vendor = self.text(d, "vendor", Optional);
+                let product = self.text(d, "product", Optional);
+                let ransomware_use =
+                    self.enumeration(d, "ransomware_use", Optional, RansomwareUse::parse, RansomwareUse::NAMES);
+                EventData::VulnKev(VulnKev {
+                    cve_id: cve_id?,
+                    date_added: date_added?,
+                    due_date,
+                    vendor,
+                    product,
+                    ransomware_use,
+                })
+            }
+            EventType::VulnEpss => {
+                let cve_id = self.cve_id(d, "cve_id");
+                let epss = self.number(d, "epss", Required, 0.0, 1.0);
+                let percentile = self.number(d, "percentile", Optional, 0.0, 1.0);
+                let score_date = self.date(d, "score_date", Required);
+                let model_version = self.text(d, "model_version", Optional);
+                EventData::VulnEpss(VulnEpss {
+                    cve_id: cve_id?,
+                    epss: epss?,
+                    percentile,
+                    score_date: score_date?,
+                    model_version,
                 })
             }
         })

@@ -89,6 +89,8 @@ wire_enum!(
         FlowObservation = "flow.observation.v1",
         VulnIntel = "vuln.intel.v1",
         PatchRelease = "patch.release.v1",
+        VulnKev = "vuln.kev.v1",
+        VulnEpss = "vuln.epss.v1",
     }
 );
 
@@ -103,7 +105,21 @@ impl EventType {
             | EventType::PolicyDecision => InputTopic::Assets,
             EventType::CanaryStage => InputTopic::Rollouts,
             EventType::FlowObservation => InputTopic::Network,
-            EventType::VulnIntel | EventType::PatchRelease => InputTopic::Intel,
+            EventType::VulnIntel | EventType::PatchRelease | EventType::VulnKev | EventType::VulnEpss => {
+                InputTopic::Intel
+            }
+        }
+    }
+
+    /// The Kafka message key of an event of this type with `subject`: the
+    /// subject itself, except for the one-feed intel types, keyed
+    /// `kev/<cve_id>` and `epss/<cve_id>` so that a compacted intel topic
+    /// keeps the latest record of each feed for each CVE (CONTRACT.md §1).
+    pub fn key(self, subject: &str) -> std::borrow::Cow<'_, str> {
+        match self {
+            EventType::VulnKev => format!("kev/{subject}").into(),
+            EventType::VulnEpss => format!("epss/{subject}").into(),
+            _ => subject.into(),
         }
     }
 
@@ -117,7 +133,7 @@ impl EventType {
             | EventType::PolicyDecision => "asset_id",
             EventType::CanaryStage => "rollout_id",
             EventType::FlowObservation => "src_segment",
-            EventType::VulnIntel => "cve_id",
+            EventType::VulnIntel | EventType::VulnKev | EventType::VulnEpss => "cve_id",
             EventType::PatchRelease => "patch_id",
         }
     }
@@ -243,6 +259,8 @@ pub enum EventData {
     FlowObservation(FlowObservation),
     VulnIntel(VulnIntel),
     PatchRelease(PatchRelease),
+    VulnKev(VulnKev),
+    VulnEpss(VulnEpss),
 }
 
 impl EventData {
@@ -258,6 +276,8 @@ impl EventData {
             EventData::FlowObservation(_) => EventType::FlowObservation,
             EventData::VulnIntel(_) => EventType::VulnIntel,
             EventData::PatchRelease(_) => EventType::PatchRelease,
+            EventData::VulnKev(_) => EventType::VulnKev,
+            EventData::VulnEpss(_) => EventType::VulnEpss,
         }
     }
 
@@ -273,6 +293,8 @@ impl EventData {
             EventData::FlowObservation(d) => &d.src_segment,
             EventData::VulnIntel(d) => &d.cve_id,
             EventData::PatchRelease(d) => &d.patch_id,
+            EventData::VulnKev(d) => &d.cve_id,
+            EventData::VulnEpss(d) => &d.cve_id,
         }
     }
 }
@@ -333,6 +355,16 @@ pub struct VulnFinding {
     /// The first version that fixes the CVE.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fixed_version: Option<String>,
+    /// The CVSS base score the scanner reported (used only where the
+    /// catalog knows no CVSS for the CVE).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scanner_cvss: Option<f64>,
+    /// The severity the scanner reported (likewise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scanner_severity: Option<crate::severity::Severity>,
+    /// The scanner's name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scanner: Option<String>,
 }
 
 /// `patch.deployment.v1`: one lifecycle step of installing a patch on an asset.
@@ -516,4 +548,50 @@ pub struct PatchRelease {
     /// Whether the vendor signed it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub signed: Option<bool>,
+}
+
+wire_enum!(
+    /// Whether a KEV entry is known to be used in ransomware campaigns.
+    RansomwareUse { Known = "known", Unknown = "unknown" }
+);
+
+/// `vuln.kev.v1`: one entry of CISA's Known Exploited Vulnerabilities
+/// catalog; updates only the CVE's KEV fields (DOMAIN.md "One CVE, several
+/// feeds").
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct VulnKev {
+    /// The CVE.
+    pub cve_id: String,
+    /// KEV `dateAdded`.
+    pub date_added: Date,
+    /// KEV `dueDate`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub due_date: Option<Date>,
+    /// KEV `vendorProject`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vendor: Option<String>,
+    /// KEV `product`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub product: Option<String>,
+    /// KEV `knownRansomwareCampaignUse`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ransomware_use: Option<RansomwareUse>,
+}
+
+/// `vuln.epss.v1`: one CVE's row of a FIRST EPSS daily file; updates only
+/// the CVE's EPSS fields.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct VulnEpss {
+    /// The CVE.
+    pub cve_id: String,
+    /// Probability of exploitation in the next 30 days, 0 to 1.
+    pub epss: f64,
+    /// Percentile among all scored CVEs, 0 to 1.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub percentile: Option<f64>,
+    /// The day the scores are for.
+    pub score_date: Date,
+    /// The EPSS model version.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model_version: Option<String>,
 }

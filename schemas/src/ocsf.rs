@@ -188,9 +188,9 @@ impl Finding {
         }
     }
 
-    /// Names the asset involved.
-    pub fn with_device(mut self, asset_id: &str, hostname: Option<&str>) -> Self {
-        self.device = Some(Device { uid: asset_id.to_owned(), hostname: hostname.map(str::to_owned), type_id: 0 });
+    /// The asset involved.
+    pub fn with_device(mut self, device: Device) -> Self {
+        self.device = Some(device);
         self
     }
 
@@ -307,16 +307,77 @@ pub struct Compliance {
     pub control: String,
 }
 
-/// `device`.
+/// `device`: the asset, as its inventory describes it at the alert's time
+/// (a SIEM joins on hostname). Nothing the inventory does not say is filled
+/// in: no IP address, no region.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Device {
     /// The asset id.
     pub uid: String,
-    /// Host name, when known.
+    /// The name an administrator gave it: the asset id.
+    pub name: String,
+    /// Host name, when the inventory has one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
+    /// Its operating system, when the inventory names one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub os: Option<Os>,
+    /// Whether the inventory says it is managed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub is_managed: Option<bool>,
     /// 0: Unknown (the inventory has no OCSF device type).
     pub type_id: u8,
+}
+
+/// `device.os`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Os {
+    /// The inventory's `os_family`.
+    pub name: String,
+    /// OCSF's type of that family: 100 Windows, 200 Linux (and the common
+    /// distributions), 201 Android, 300 macOS, 301 iOS; 0 Unknown otherwise.
+    pub type_id: u16,
+    /// The inventory's `os_version`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
+impl Device {
+    /// The device of `asset_id`, with what its inventory says, if anything.
+    pub fn new(
+        asset_id: &str,
+        hostname: Option<&str>,
+        os_family: Option<&str>,
+        os_version: Option<&str>,
+        managed: Option<bool>,
+    ) -> Device {
+        Device {
+            uid: asset_id.to_owned(),
+            name: asset_id.to_owned(),
+            hostname: hostname.map(str::to_owned),
+            os: os_family.map(|family| Os {
+                name: family.to_owned(),
+                type_id: os_type_id(family),
+                version: os_version.map(str::to_owned),
+            }),
+            is_managed: managed,
+            type_id: 0,
+        }
+    }
+}
+
+/// OCSF's operating system `type_id` for an OS family name.
+fn os_type_id(family: &str) -> u16 {
+    match family.to_ascii_lowercase().as_str() {
+        "windows" => 100,
+        "linux" | "ubuntu" | "debian" | "rhel" | "redhat" | "centos" | "alpine" | "amazon" | "amzn" | "suse"
+        | "sles" | "opensuse" | "fedora" | "rocky" | "alma" | "almalinux" | "oracle" | "ol" | "photon" | "wolfi"
+        | "chainguard" | "busybox" | "mariner" | "azurelinux" => 200,
+        "android" => 201,
+        "macos" | "darwin" | "osx" => 300,
+        "ios" => 301,
+        _ => 0,
+    }
 }
 
 #[cfg(test)]
@@ -344,7 +405,7 @@ mod tests {
             "SLA_BREACH",
             "CVE-2026-31337 on gw-07 is past its remediation deadline".to_owned(),
         )
-        .with_device("gw-07", Some("gw-07.branch.example"))
+        .with_device(Device::new("gw-07", Some("gw-07.branch.example"), Some("linux"), Some("6.1"), Some(true)))
         .with_vulnerability(Vulnerability {
             cve: Cve {
                 uid: "CVE-2026-31337".to_owned(),
@@ -369,7 +430,7 @@ mod tests {
             "POSTURE_REGRESSION",
             "Posture of gw-07 regressed after KB-5051234".to_owned(),
         )
-        .with_device("gw-07", None)
+        .with_device(Device::new("gw-07", None, None, None, None))
         .with_failed_control("POSTURE_REGRESSION");
         insta::assert_json_snapshot!(compliance);
         let id = alert_id("CANARY_FAILED", "ro-118", "");

@@ -2,6 +2,7 @@
 //! contract's example events, round trips and arbitrary input.
 
 use proptest::prelude::*;
+use schemas::severity::Severity;
 use schemas::*;
 
 const EXAMPLES: &str = include_str!("data/examples.jsonl");
@@ -247,16 +248,21 @@ fn data() -> impl Strategy<Value = EventData> {
                     })
                 }
             ),
-        (text(), cve(), pick(FindingStatus::ALL), opt(text())).prop_map(|(asset_id, cve_id, status, package)| {
-            EventData::VulnFinding(VulnFinding {
-                asset_id,
-                cve_id,
-                status,
-                package,
-                installed_version: None,
-                fixed_version: None,
-            })
-        }),
+        (text(), cve(), pick(FindingStatus::ALL), opt(text()), opt(score(10.0)), opt(pick(Severity::ALL))).prop_map(
+            |(asset_id, cve_id, status, package, scanner_cvss, scanner_severity)| {
+                EventData::VulnFinding(VulnFinding {
+                    asset_id,
+                    cve_id,
+                    status,
+                    scanner: package.clone(),
+                    package,
+                    installed_version: None,
+                    fixed_version: None,
+                    scanner_cvss,
+                    scanner_severity,
+                })
+            }
+        ),
         (
             text(),
             text(),
@@ -390,6 +396,28 @@ fn data() -> impl Strategy<Value = EventData> {
                     signed,
                 })
             }),
+        (
+            cve(),
+            (0i32..40_000).prop_map(Date),
+            opt((0i32..40_000).prop_map(Date)),
+            opt(text()),
+            opt(pick(RansomwareUse::ALL))
+        )
+            .prop_map(|(cve_id, date_added, due_date, vendor, ransomware_use)| {
+                EventData::VulnKev(VulnKev {
+                    cve_id,
+                    date_added,
+                    due_date,
+                    product: vendor.clone(),
+                    vendor,
+                    ransomware_use,
+                })
+            }),
+        (cve(), score(1.0), opt(score(1.0)), (0i32..40_000).prop_map(Date), opt(text())).prop_map(
+            |(cve_id, epss, percentile, score_date, model_version)| {
+                EventData::VulnEpss(VulnEpss { cve_id, epss, percentile, score_date, model_version })
+            }
+        ),
     ]
 }
 

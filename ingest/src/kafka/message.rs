@@ -52,12 +52,18 @@ pub fn check_message(
         ));
     }
     let key = key.map(String::from_utf8_lossy);
-    if key.as_deref() != Some(event.subject.as_str()) {
+    let expected = event.event_type().key(&event.subject);
+    if key.as_deref() != Some(expected.as_ref()) {
+        let expected = if expected == event.subject.as_str() {
+            format!("the event's subject {:?}", event.subject)
+        } else {
+            format!("{expected:?} (a {} event's key is its feed and subject)", event.event_type())
+        };
         return Err(Rejection::new(
             "wrong_key",
             match key {
-                Some(key) => format!("key {key:?} is not the event's subject {:?}", event.subject),
-                None => format!("the message has no key; expected the event's subject {:?}", event.subject),
+                Some(key) => format!("key {key:?} is not {expected}"),
+                None => format!("the message has no key; expected {expected}"),
             },
         ));
     }
@@ -101,5 +107,17 @@ mod tests {
         assert_eq!(check(InputTopic::Assets, Some("a-1"), Some(&[0xff, 0xfe])), Err("not_utf8"));
         assert_eq!(check(InputTopic::Assets, Some("a-1"), Some(b"{}")), Err("invalid"));
         assert_eq!(check(InputTopic::Assets, Some("a-1"), Some(&[b' '; 2048])), Err("too_large"));
+    }
+
+    const KEV: &str = r#"{"specversion":"1.0","id":"kev-1","source":"urn:cisa:kev","type":"vuln.kev.v1","time":"2025-08-25T00:00:00Z","subject":"CVE-2025-0001","data":{"cve_id":"CVE-2025-0001","date_added":"2025-08-25","due_date":"2025-09-15"}}"#;
+
+    #[test]
+    fn a_feed_record_is_keyed_by_its_feed_and_cve() {
+        let valid = Some(KEV.as_bytes());
+        assert_eq!(check(InputTopic::Intel, Some("kev/CVE-2025-0001"), valid), Ok(()));
+        assert_eq!(check(InputTopic::Intel, Some("CVE-2025-0001"), valid), Err("wrong_key"));
+        assert_eq!(check(InputTopic::Intel, Some("epss/CVE-2025-0001"), valid), Err("wrong_key"));
+        let rejection = check_message(InputTopic::Intel, Some(b"CVE-2025-0001"), valid, 1024).expect_err("wrong key");
+        assert!(rejection.error.contains("\"kev/CVE-2025-0001\""), "{}", rejection.error);
     }
 }

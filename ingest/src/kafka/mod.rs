@@ -154,6 +154,16 @@ pub(crate) fn client_error(client: &str, brokers_down: &AtomicBool, error: &Kafk
     }
 }
 
+/// Creates the input topics that do not exist yet, `partitions` each (the
+/// intel topic compacted), as producers (`simulate`, `import`) need them.
+pub fn create_input_topics(settings: &KafkaSettings, topics: &TopicNames, partitions: i32) -> Result<()> {
+    let specs: Vec<TopicSpec<'_>> = InputTopic::ALL
+        .iter()
+        .map(|&topic| TopicSpec { name: topics.input(topic), partitions, compacted: topic == InputTopic::Intel })
+        .collect();
+    create_topics(settings, &specs, Duration::from_secs(30))
+}
+
 /// Creates the topics that do not exist yet; existing ones are left as they are.
 pub fn create_topics(settings: &KafkaSettings, topics: &[TopicSpec<'_>], timeout: Duration) -> Result<()> {
     // Topics that exist are left alone, and with none missing no admin

@@ -567,6 +567,9 @@ impl Fleet {
                 package: Some(product.package.to_owned()),
                 installed_version: None,
                 fixed_version: Some(cve.fixed_version.clone()),
+                scanner_cvss: None,
+                scanner_severity: None,
+                scanner: None,
             });
             self.emit_for_asset(asset_idx, "scan", source, at, data);
         }
@@ -729,14 +732,14 @@ impl Fleet {
     }
 
     fn intel(&self, cve: &Cve) -> EventData {
-        let percentile = ((cve.epss.ln() + 9.21) / 9.21).clamp(0.0, 1.0).powf(0.35);
+        let percentile = epss_percentile(cve.epss);
         EventData::VulnIntel(VulnIntel {
             cve_id: cve.id.clone(),
             published_at: Timestamp::from_millis(cve.published),
             cvss_base: cve.cvss,
             cvss_version: Some(cve.cvss_version.to_owned()),
             epss: Some(cve.epss),
-            epss_percentile: Some(round(percentile, 4)),
+            epss_percentile: Some(percentile),
             kev: cve.kev,
             kev_date_added: cve.kev_added,
             kev_due_date: cve.kev_due,
@@ -749,6 +752,19 @@ impl Fleet {
     fn publish_cve(&mut self, at: i64, cve_idx: u32) {
         let data = self.intel(&self.cves[cve_idx as usize]);
         self.emit("intel", "urn:feeds:nvd-kev-epss", at, data);
+        let cve = &self.cves[cve_idx as usize];
+        if let (true, Some(date_added)) = (cve.kev, cve.kev_added) {
+            // The KEV catalog lists it too, as CISA's feed says it (the same dates).
+            let data = EventData::VulnKev(VulnKev {
+                cve_id: cve.id.clone(),
+                date_added,
+                due_date: cve.kev_due,
+                vendor: None,
+                product: None,
+                ransomware_use: Some(RansomwareUse::Unknown),
+            });
+            self.emit("intel", "urn:feeds:cisa-kev", at, data);
+        }
         let cve = &self.cves[cve_idx as usize];
         let (product, share, backlog) = (cve.product, cve.vulnerable_share, cve.backlog);
         for position in 0..self.product_assets[product as usize].len() {
@@ -817,8 +833,15 @@ impl Fleet {
         let factor = self.between(-0.5, 0.6).exp();
         let cve = &mut self.cves[cve_idx as usize];
         cve.epss = round((cve.epss * factor).clamp(0.0001, 0.99), 5);
-        let data = self.intel(&self.cves[cve_idx as usize]);
-        self.emit("intel", "urn:feeds:nvd-kev-epss", at, data);
+        // A new score comes from the EPSS feed alone: it replaces only the EPSS fields.
+        let data = EventData::VulnEpss(VulnEpss {
+            cve_id: cve.id.clone(),
+            epss: cve.epss,
+            percentile: Some(epss_percentile(cve.epss)),
+            score_date: Timestamp::from_millis(at).date(),
+            model_version: Some(EPSS_MODEL.to_owned()),
+        });
+        self.emit("intel", "urn:feeds:first-epss", at, data);
         let next = at + self.ms(2 * DAY, 6 * DAY);
         self.schedule(next, Action::EpssUpdate(cve_idx));
     }
@@ -1120,4 +1143,12 @@ impl Iterator for Fleet {
 fn round(value: f64, digits: i32) -> f64 {
     let scale = 10f64.powi(digits);
     (value * scale).round() / scale
+}
+
+/// The EPSS model version the simulated scores claim.
+const EPSS_MODEL: &str = "v2025.03.14";
+
+/// A simulated EPSS percentile, rising with the score.
+fn epss_percentile(epss: f64) -> f64 {
+    round(((epss.ln() + 9.21) / 9.21).clamp(0.0, 1.0).powf(0.35), 4)
 }

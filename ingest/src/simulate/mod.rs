@@ -103,7 +103,7 @@ pub enum LineKind {
 pub struct SimLine {
     /// The input topic its event type belongs to.
     pub topic: InputTopic,
-    /// The message key: the event's subject.
+    /// The message key: the event's subject (`kev/<cve>`, `epss/<cve>` for the one-feed intel types).
     pub key: String,
     /// The message value: one JSON line, without the newline.
     pub payload: Vec<u8>,
@@ -226,7 +226,8 @@ impl Simulator {
         // Serializing our own event types cannot fail.
         let mut payload = Vec::with_capacity(768);
         let _ = serde_json::to_writer(&mut payload, &event);
-        let line = SimLine { topic, key: event.subject.clone(), payload, kind: LineKind::Event };
+        let key = event.event_type().key(&event.subject).into_owned();
+        let line = SimLine { topic, key: key.clone(), payload, kind: LineKind::Event };
         if self.faults.random::<f64>() < self.config.duplicate_ratio {
             let delay = self.faults.random_range(1_000_000..10 * MINUTE_MICROS);
             let copy = SimLine { kind: LineKind::Duplicate, ..line.clone() };
@@ -234,7 +235,7 @@ impl Simulator {
         }
         if self.faults.random::<f64>() < self.malformed_chance {
             let payload = self.malformed(&event);
-            self.ready.push_back(SimLine { topic, key: event.subject.clone(), payload, kind: LineKind::Malformed });
+            self.ready.push_back(SimLine { topic, key, payload, kind: LineKind::Malformed });
         }
         // Intel is a global catalog read before tasks process (DESIGN.md), so it is never late.
         if topic != InputTopic::Intel && self.faults.random::<f64>() < self.config.late_ratio {
@@ -297,6 +298,8 @@ impl Simulator {
                     schemas::EventType::PostureAssessment => ("trust_score", Value::from(140)),
                     schemas::EventType::FlowObservation => ("dst_port", Value::from(70_000)),
                     schemas::EventType::VulnIntel => ("cvss_base", Value::from(11.2)),
+                    schemas::EventType::VulnKev => ("date_added", Value::from("last week")),
+                    schemas::EventType::VulnEpss => ("epss", Value::from(1.5)),
                     schemas::EventType::CanaryStage => ("stage", Value::from(-1)),
                     schemas::EventType::VulnFinding => ("status", Value::from("resolved")),
                     schemas::EventType::PatchDeployment => ("phase", Value::from("done")),

@@ -28,7 +28,12 @@ pub const fn sla_days(severity: Severity) -> i64 {
 #[derive(Default)]
 pub struct TruthBuilder {
     now: Option<Timestamp>,
+    /// Per CVE, what the latest `vuln.intel.v1` said: (severity, KEV due date if in KEV).
     cves: HashMap<String, (Severity, Option<Date>)>,
+    /// Per CVE, the latest `vuln.kev.v1`'s due date (the KEV feed wins over intel).
+    kev: HashMap<String, Option<Date>>,
+    /// Per (asset, CVE), the highest CVSS and severity its findings reported.
+    scanner: HashMap<(String, String), (Option<f64>, Option<Severity>)>,
     patches: HashMap<String, (Timestamp, Vec<String>, Option<String>)>,
     exposures: BTreeMap<(String, String), ExposureFold>,
     outcomes: BTreeMap<(String, String), OutcomeFold>,
@@ -78,6 +83,10 @@ impl TruthBuilder {
                 let kev_due = intel.kev.then_some(intel.kev_due_date).flatten();
                 self.cves.insert(intel.cve_id.clone(), (Severity::from_cvss(intel.cvss_base), kev_due));
             }
+            EventData::VulnKev(kev) => {
+                self.kev.insert(kev.cve_id.clone(), kev.due_date);
+            }
+            EventData::VulnEpss(_) => {}
             EventData::PatchRelease(release) => {
                 let entry = (release.released_at, release.fixes_cves.clone(), release.artifact_sha256.clone());
                 self.patches.insert(release.patch_id.clone(), entry);
@@ -110,6 +119,11 @@ impl TruthBuilder {
 
     fn finding(&mut self, at: Timestamp, finding: &VulnFinding) {
         let key = (finding.asset_id.clone(), finding.cve_id.clone());
+        let scanner = self.scanner.entry(key.clone()).or_default();
+        if let Some(cvss) = finding.scanner_cvss {
+            scanner.0 = Some(scanner.0.map_or(cvss, |known: f64| known.max(cvss)));
+        }
+        scanner.1 = scanner.1.max(finding.scanner_severity);
         match (self.exposures.get_mut(&key), finding.status) {
             (None, FindingStatus::Open) => {
                 let fold = ExposureFold {
@@ -186,11 +200,22 @@ impl TruthBuilder {
             .exposures
             .into_iter()
             .map(|((asset_id, cve_id), fold)| {
-                let catalog = self.cves.get(&cve_id);
-                let due_at = catalog.map(|&(severity, kev_due)| match kev_due {
-                    Some(date) => date.succ().start(),
-                    None => fold.detected_at.add_micros(sla_days(severity) * MICROS_PER_DAY),
-                });
+                // DOMAIN.md "One CVE, several feeds": KEV's due date from the
+                // KEV feed, else the intel; severity from the intel's CVSS,
+                // else the exposure's scanners.
+                let intel = self.cves.get(&cve_id);
+                let kev_due = match self.kev.get(&cve_id) {
+                    Some(due) => *due,
+                    None => intel.and_then(|c| c.1),
+                };
+                let scanner = self.scanner.get(&(asset_id.clone(), cve_id.clone()));
+                let severity =
+                    intel.map(|c| c.0).or_else(|| scanner.and_then(|s| s.0.map(Severity::from_cvss).or(s.1)));
+                let due_at = match (kev_due, severity) {
+                    (Some(date), _) => Some(date.succ().start()),
+                    (None, Some(severity)) => Some(fold.detected_at.add_micros(sla_days(severity) * MICROS_PER_DAY)),
+                    (None, None) => None,
+                };
                 let breached = match (fold.status, due_at) {
                     (ExposureStatus::Suppressed, _) | (_, None) => false,
                     (_, Some(due_at)) => fold.remediated_at.unwrap_or(now) > due_at,
@@ -203,7 +228,7 @@ impl TruthBuilder {
                         ExposureStatus::Remediated => "remediated",
                         ExposureStatus::Suppressed => "suppressed",
                     },
-                    severity: catalog.map(|c| c.0.as_str()),
+                    severity: severity.map(Severity::as_str),
                     detected_at: fold.detected_at,
                     remediated_at: fold.remediated_at,
                     due_at,
