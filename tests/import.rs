@@ -302,6 +302,77 @@ fn imported_feeds_and_scans_give_the_lake_what_the_files_say() {
     let distinct: BTreeSet<String> =
         all.lines().map(|l| serde_json::from_str::<Value>(l).expect("JSON")["id"].to_string()).collect();
     assert_eq!(distinct.len(), all.lines().count(), "every imported event has its own id");
+
+    // Later feeds, dated the day of the latest event (so the lake's "as of" stays).
+    let day = all
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok()?["time"].as_str().map(|t| t[..10].to_owned()))
+        .max()
+        .expect("a time");
+    let row = |query: String| sql(&lake, &query).into_iter().next().expect("a row");
+    // A CVE the feeds never named has no row: every field null.
+    let cve_of = |cve: &str| {
+        let row = |query: String| sql(&lake, &query).into_iter().next().unwrap_or(Value::Null);
+        row(format!(
+            "SELECT cvss_base, cvss_source, kev, kev_due_date, kev_source, epss FROM cves WHERE cve_id = '{cve}'"
+        ))
+    };
+    let queued = |cve: &str| {
+        row(format!("SELECT score, epss FROM priorities WHERE asset_id = '{busybox}' AND cve_id = '{cve}'"))
+    };
+    let import_and_replay = |format: &str, input: &Path| {
+        let out = d(&format!("later-{format}.jsonl"));
+        let (code, summary) = import(&out, &[format, path(input)]);
+        assert_eq!(code, Some(0), "{summary}");
+        replay(&out, &lake, &["--partitions", "2"]);
+    };
+
+    // A later EPSS file changes the top CVE's EPSS and its score in the queue by
+    // exactly the EPSS factor (1 + 4 × EPSS); its CVSS and KEV fields stay.
+    let cve = top.1.as_str();
+    let (before, queued_before) = (cve_of(cve), queued(cve));
+    let old = before["epss"].as_f64().unwrap_or(0.0);
+    let new = if old > 0.5 { 0.01 } else { 0.97 };
+    let epss_file = d("epss-later.csv");
+    let header = format!("#model_version:v2025.03.14,score_date:{day}T00:00:00+0000\ncve,epss,percentile\n");
+    std::fs::write(&epss_file, format!("{header}{cve},{new},0.99\n")).expect("writes");
+    import_and_replay("epss", &epss_file);
+    let after = cve_of(cve);
+    assert_eq!(after["epss"].as_f64(), Some(new), "{after}");
+    for field in ["cvss_base", "cvss_source", "kev_due_date", "kev_source"] {
+        assert_eq!(after[field], before[field], "{field}");
+    }
+    assert_eq!(after["kev"].as_bool().unwrap_or(false), before["kev"].as_bool().unwrap_or(false));
+    let (score_before, score_after) = (queued_before["score"].as_f64(), queued(cve)["score"].as_f64());
+    let factor = (1.0 + 4.0 * new) / (1.0 + 4.0 * old);
+    let (Some(b), Some(a)) = (score_before, score_after) else { panic!("scores {score_before:?} {score_after:?}") };
+    assert!((a / b - factor).abs() < 1e-6, "score {b} → {a}, EPSS factor {factor}");
+
+    // A KEV catalog listing a CVE of busybox's that KEV did not list:
+    // it becomes KEV, and its open exposure is due the day after KEV's due date.
+    let listed = row(format!(
+        "SELECT p.cve_id FROM priorities p LEFT JOIN cves c USING (cve_id) WHERE p.asset_id = '{busybox}' \
+         AND NOT coalesce(c.kev, false) AND p.cve_id <> '{cve}' ORDER BY p.rank LIMIT 1"
+    ));
+    let listed = listed["cve_id"].as_str().expect("a CVE").to_owned();
+    let mut catalog = json("kev/known_exploited_vulnerabilities.json");
+    let mut entry = catalog["vulnerabilities"][0].clone();
+    entry["cveID"] = Value::from(listed.as_str());
+    entry["dateAdded"] = Value::from(day.as_str());
+    entry["dueDate"] = Value::from(day.as_str());
+    catalog["vulnerabilities"] = Value::from(vec![entry]);
+    catalog["count"] = Value::from(1);
+    let kev_file = d("kev-later.json");
+    std::fs::write(&kev_file, catalog.to_string()).expect("writes");
+    let cvss = cve_of(&listed)["cvss_base"].clone();
+    import_and_replay("kev", &kev_file);
+    let now = cve_of(&listed);
+    assert_eq!((now["kev"].as_bool(), now["cvss_base"].clone()), (Some(true), cvss), "{now}");
+    let due = row(format!(
+        "SELECT CAST(due_at AS VARCHAR) AS due_at FROM exposures WHERE asset_id = '{busybox}' AND cve_id = '{listed}'"
+    ));
+    let next_day = schemas::Date::parse(&day).expect("a date").succ();
+    assert_eq!(due["due_at"].as_str().map(|t| t[..10].to_owned()), Some(next_day.to_string()), "{due}");
 }
 
 fn band_name(text: &str) -> &'static str {
