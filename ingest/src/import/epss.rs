@@ -15,7 +15,7 @@ use schemas::{EventData, VulnEpss};
 pub const SOURCE: &str = "https://www.first.org/epss";
 
 /// The input, decompressed when it starts with gzip's magic bytes.
-pub fn maybe_gunzip<'a>(input: impl Read + 'a) -> std::io::Result<Box<dyn BufRead + 'a>> {
+pub fn maybe_gunzip<'a>(input: impl Read + Send + 'a) -> std::io::Result<Box<dyn BufRead + Send + 'a>> {
     let mut reader = BufReader::with_capacity(1 << 16, input);
     let head = reader.fill_buf()?;
     if head.starts_with(&[0x1f, 0x8b]) {

@@ -8,11 +8,20 @@
 //!
 //! The mapping of every format, field by field, is in `docs/sources.md`.
 
+pub mod argo;
 pub mod epss;
+pub mod flows;
+pub mod hubble;
 pub mod inventory;
+pub mod k8s;
 pub mod kev;
 pub mod nvd;
+pub mod opa;
+pub mod policy_report;
 pub mod scan;
+pub mod segments;
+pub mod stream;
+pub mod vpc;
 
 use schemas::CloudEvent;
 use uuid::Uuid;
@@ -32,6 +41,12 @@ pub enum Record {
         /// Where it is in the input.
         position: String,
         /// Why there is nothing to import (a bounded phrase, for the summary).
+        reason: &'static str,
+    },
+    /// A record folded into an event written later (a flow sighting into
+    /// its window), counted by what became of it.
+    Merged {
+        /// What became of it (a bounded phrase, for the summary).
         reason: &'static str,
     },
     /// A record that could not be converted (an error: the exit status is 1).
