@@ -233,6 +233,35 @@ pub enum ImportFormat {
     Grype,
     /// CSV whose header names asset.inventory.v1 fields → asset.inventory.v1.
     Inventory,
+    /// Cilium Hubble flows (`hubble observe -o json`, exporter files), one per
+    /// line → flow.observation.v1 per window (needs --segment-from or --segments).
+    Hubble,
+    /// AWS VPC Flow Logs, version 2 default format → flow.observation.v1 per
+    /// window (needs --segments).
+    VpcFlow,
+    /// OPA decision logs: console lines or the upload format's JSON arrays
+    /// (plain or gzip) → policy.decision.v1 (needs --asset-pointer).
+    Opa,
+    /// Argo Rollouts AnalysisRuns, JSON or YAML, one, a list or a stream →
+    /// canary.stage.v1 (needs --patch-from).
+    ArgoRollouts,
+    /// Kubernetes PolicyReport / ClusterPolicyReport, JSON or YAML →
+    /// posture.assessment.v1 per resource (needs --asset or --asset-from).
+    PolicyReport,
+}
+
+impl ImportFormat {
+    /// Whether `--from-topic` can read it: a message is one line or object.
+    pub fn streams(self) -> bool {
+        matches!(
+            self,
+            ImportFormat::Hubble
+                | ImportFormat::VpcFlow
+                | ImportFormat::Opa
+                | ImportFormat::ArgoRollouts
+                | ImportFormat::PolicyReport
+        )
+    }
 }
 
 /// Where a scan report's asset id comes from.
@@ -243,6 +272,12 @@ pub enum AssetFrom {
     Artifact,
     /// The image id, `sha256:…` (Trivy `Metadata.ImageID`, Grype `source.target.imageID`).
     ImageId,
+    /// Policy reports: the resource's name.
+    Name,
+    /// Policy reports: the resource's uid.
+    Uid,
+    /// Policy reports: the resource's `namespace/name`.
+    NamespacedName,
 }
 
 #[derive(Debug, Args)]
@@ -250,7 +285,9 @@ pub struct ImportArgs {
     /// What wrote the input.
     #[arg(value_enum)]
     pub format: ImportFormat,
-    /// Input files, in order; `-` (the default) reads standard input.
+    /// Input files, in order; `-` (the default) reads standard input (hubble,
+    /// vpc-flow and opa: line by line as it arrives, each event written as
+    /// soon as it is complete; SIGTERM drains and exits).
     #[arg(value_name = "FILE", default_value = "-")]
     pub inputs: Vec<PathBuf>,
     /// Write the events here as JSONL (default: standard output).
@@ -263,12 +300,51 @@ pub struct ImportArgs {
     /// With --brokers: partitions of the input topics it creates when missing.
     #[arg(long, value_name = "N", default_value_t = 4, requires = "brokers")]
     pub partitions: i32,
-    /// Scans: every finding is about this asset.
+    /// Scans, policy reports: every record is about this asset.
     #[arg(long, value_name = "ID", conflicts_with = "asset_from")]
     pub asset: Option<String>,
-    /// Scans: take the asset id from the report.
+    /// Scans, policy reports: take the asset id from the report
+    /// (scans: artifact, image-id; policy reports: name, uid, namespaced-name).
     #[arg(long, value_enum, value_name = "FIELD")]
     pub asset_from: Option<AssetFrom>,
+    /// hubble: an endpoint's segment is its Kubernetes `namespace`, or the
+    /// value of one of its labels (`label:app` reads `k8s:app=reviews`).
+    #[arg(long, value_name = "namespace|label:KEY")]
+    pub segment_from: Option<String>,
+    /// vpc-flow (required), hubble (endpoints the --segment-from rule does
+    /// not name): a file of `CIDR SEGMENT` lines; the longest prefix holding
+    /// an address names its segment (`0.0.0.0/0 internet` names the rest).
+    #[arg(long, value_name = "FILE")]
+    pub segments: Option<PathBuf>,
+    /// hubble, vpc-flow: connections are counted per window of this width
+    /// (`90s`, `10m`, `1h`).
+    #[arg(long, value_name = "DURATION", default_value = "10m")]
+    pub window: String,
+    /// hubble, vpc-flow: a window closes when a sighting this much later
+    /// than its end arrives (or at the end of the input); later sightings
+    /// of it are counted as late and not imported.
+    #[arg(long, value_name = "DURATION", default_value = "1m")]
+    pub grace: String,
+    /// opa (required): JSON pointer to the asset id in each decision, e.g.
+    /// `/input/attributes/source/address/socketAddress/address` (Envoy).
+    #[arg(long, value_name = "POINTER")]
+    pub asset_pointer: Option<String>,
+    /// opa: JSON pointer into an object `result` to the decision
+    /// (boolean, or `allow`/`deny`/`step_up`), e.g. `/allowed`.
+    #[arg(long, value_name = "POINTER")]
+    pub result_pointer: Option<String>,
+    /// argo-rollouts (required): the annotation or label of the AnalysisRun
+    /// that names the patch the rollout installs.
+    #[arg(long, value_name = "annotation:KEY|label:KEY")]
+    pub patch_from: Option<String>,
+    /// Read raw records from this Kafka topic instead of files, one line or
+    /// object per message, in a consumer group, until SIGTERM; offsets are
+    /// committed only once the events they produced are acknowledged.
+    #[arg(long, value_name = "TOPIC", requires = "brokers")]
+    pub from_topic: Option<String>,
+    /// With --from-topic: the consumer group.
+    #[arg(long, value_name = "GROUP", default_value = "patchtrail-import", requires = "from_topic")]
+    pub group: String,
     /// Scans: remember each asset's last scan in this JSON file, so a CVE
     /// missing from a later scan of the same asset becomes `fixed`.
     #[arg(long, value_name = "FILE.json")]

@@ -5,13 +5,22 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{self, BufWriter, IsTerminal, Read, Write};
+use std::io::{self, BufRead, BufWriter, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use clap::ValueEnum;
+use ingest::import::flows::parse_duration;
+use ingest::import::hubble::SegmentRule;
+use ingest::import::k8s::MetaField;
+use ingest::import::policy_report::ResourceAsset;
 use ingest::import::scan::{AssetRule, ScanOptions, ScanState};
+use ingest::import::segments::Segments;
+use ingest::import::stream::{Converter, StreamFormat};
 use ingest::import::{Record, epss, inventory, kev, nvd, scan};
 use ingest::kafka::{self, Publisher, TopicNames};
 use schemas::{CloudEvent, Timestamp};
@@ -43,6 +52,15 @@ impl Output {
         Ok(())
     }
 
+    /// Pushes written events out now (standard output, a file); the Kafka
+    /// producer sends on its own.
+    fn flush_now(&mut self) -> anyhow::Result<()> {
+        match self {
+            Output::Jsonl(out) => out.flush().context("cannot write the events"),
+            Output::Kafka { .. } => Ok(()),
+        }
+    }
+
     fn finish(self) -> anyhow::Result<()> {
         match self {
             Output::Jsonl(mut out) => out.flush().context("cannot write the events"),
@@ -60,7 +78,55 @@ struct Summary {
     records: u64,
     by_type: BTreeMap<&'static str, u64>,
     ignored: BTreeMap<&'static str, u64>,
+    merged: BTreeMap<&'static str, u64>,
     failed: u64,
+}
+
+/// Where every record goes: the output, the summary, the error report and
+/// the progress line.
+struct Taker<'a> {
+    output: &'a mut Output,
+    summary: Summary,
+    shown: usize,
+    max_errors: usize,
+    show_progress: bool,
+    last_progress: Instant,
+    failure: Option<anyhow::Error>,
+    /// False for flow sources: their events are windows, not records.
+    events_are_records: bool,
+}
+
+impl Taker<'_> {
+    fn take(&mut self, name: &str, record: Record) {
+        if self.failure.is_some() {
+            return;
+        }
+        match record {
+            Record::Event(event) => {
+                *self.summary.by_type.entry(event.event_type().as_str()).or_default() += 1;
+                if let Err(error) = self.output.write(&event) {
+                    self.failure = Some(error);
+                }
+                if !self.events_are_records {
+                    return;
+                }
+            }
+            Record::Merged { reason } => *self.summary.merged.entry(reason).or_default() += 1,
+            Record::Ignored { reason, .. } => *self.summary.ignored.entry(reason).or_default() += 1,
+            Record::Failed { position, reason } => {
+                self.summary.failed += 1;
+                if self.shown < self.max_errors {
+                    self.shown += 1;
+                    eprintln!("{name}: {position}: {reason}");
+                }
+            }
+        }
+        self.summary.records += 1;
+        if self.show_progress && self.last_progress.elapsed() > Duration::from_millis(250) {
+            self.last_progress = Instant::now();
+            eprint!("\rimporting {name}: {} records", self.summary.records);
+        }
+    }
 }
 
 pub fn run(args: ImportArgs, mut app: Config) -> anyhow::Result<ExitCode> {
@@ -84,7 +150,7 @@ pub fn run(args: ImportArgs, mut app: Config) -> anyhow::Result<ExitCode> {
         (Some(id), _) => Some(AssetRule::Fixed(id.trim().to_owned())),
         (None, Some(AssetFrom::Artifact)) => Some(AssetRule::Artifact),
         (None, Some(AssetFrom::ImageId)) => Some(AssetRule::ImageId),
-        (None, None) => None,
+        (None, Some(_)) | (None, None) => None,
     };
     if is_scan && asset.is_none() {
         problems.push(
@@ -92,8 +158,19 @@ pub fn run(args: ImportArgs, mut app: Config) -> anyhow::Result<ExitCode> {
                 .to_owned(),
         );
     }
-    if !is_scan && (asset.is_some() || args.state.is_some()) {
-        problems.push("--asset, --asset-from and --state apply to scans (trivy, grype) only".to_owned());
+    let is_report = args.format == ImportFormat::PolicyReport;
+    if !is_scan && !is_report && (args.asset.is_some() || args.asset_from.is_some()) {
+        problems.push("--asset and --asset-from apply to scans (trivy, grype) and policy reports only".to_owned());
+    }
+    if !is_scan && args.state.is_some() {
+        problems.push("--state applies to scans (trivy, grype) only".to_owned());
+    }
+    let stream_format = stream_format(&args, time, &mut problems);
+    if args.from_topic.is_some() && !args.format.streams() {
+        problems.push(format!(
+            "--from-topic reads hubble, vpc-flow, opa, argo-rollouts and policy-report records; {} files are imported as files",
+            args.format.to_possible_value().map(|v| v.get_name().to_owned()).unwrap_or_default()
+        ));
     }
     if !(1..=1024).contains(&args.partitions) {
         problems.push(format!("--partitions must be between 1 and 1024, got {}", args.partitions));
@@ -127,73 +204,314 @@ pub fn run(args: ImportArgs, mut app: Config) -> anyhow::Result<ExitCode> {
         }
         (None, _) => Output::Jsonl(BufWriter::with_capacity(1 << 16, Box::new(io::stdout()))),
     };
-    let options = ScanOptions { asset: asset.unwrap_or(AssetRule::Artifact), scanned_at: time };
-    let show_progress = io::stderr().is_terminal();
     let started = Instant::now();
-    let mut summary = Summary::default();
-    let mut shown = 0usize;
+    let mut taker = Taker {
+        output: &mut output,
+        summary: Summary::default(),
+        shown: 0,
+        max_errors: args.max_errors,
+        show_progress: io::stderr().is_terminal(),
+        last_progress: Instant::now(),
+        failure: None,
+        events_are_records: !matches!(args.format, ImportFormat::Hubble | ImportFormat::VpcFlow),
+    };
+    if let (Some(topic), Some(format)) = (&args.from_topic, &stream_format) {
+        let settings = app.kafka_settings();
+        topic::consume(&settings, topic, &args.group, format.clone(), &mut taker)?;
+        return finish(taker, &args, started, None);
+    }
+    let signals = crate::signals::install()?;
+    let stop = signals.token();
+    let options = ScanOptions { asset: asset.unwrap_or(AssetRule::Artifact), scanned_at: time };
     for input in &args.inputs {
+        if stop.is_cancelled() {
+            break;
+        }
         let name = if input.as_os_str() == "-" { "standard input".to_owned() } else { input.display().to_string() };
         let reader = open(input).with_context(|| format!("cannot open {name}"))?;
-        let mut last_progress = Instant::now();
-        let mut failure: Option<anyhow::Error> = None;
-        let mut take = |record: Record| {
-            if failure.is_some() {
-                return;
-            }
-            summary.records += 1;
-            match record {
-                Record::Event(event) => {
-                    *summary.by_type.entry(event.event_type().as_str()).or_default() += 1;
-                    if let Err(error) = output.write(&event) {
-                        failure = Some(error);
-                    }
-                }
-                Record::Ignored { reason, .. } => *summary.ignored.entry(reason).or_default() += 1,
-                Record::Failed { position, reason } => {
-                    summary.failed += 1;
-                    if shown < args.max_errors {
-                        shown += 1;
-                        eprintln!("{name}: {position}: {reason}");
-                    }
-                }
-            }
-            if show_progress && last_progress.elapsed() > Duration::from_millis(250) {
-                last_progress = Instant::now();
-                eprint!("\rimporting {name}: {} records", summary.records);
-            }
-        };
-        match args.format {
-            ImportFormat::Epss => epss::convert(epss::maybe_gunzip(reader)?, &mut take),
-            ImportFormat::Inventory => inventory::convert(reader, time, &mut take),
-            document_format => {
+        taker.last_progress = Instant::now();
+        if let Some(format) = &stream_format {
+            let mut reader = epss::maybe_gunzip(reader).with_context(|| format!("cannot read {name}"))?;
+            let mut converter = Converter::new(format.clone(), String::new(), None);
+            let array = matches!(**format, StreamFormat::Opa { .. })
+                && reader.fill_buf().map(|head| head.trim_ascii_start().starts_with(b"[")).unwrap_or(false);
+            if format.reads_lines() && !array {
+                read_lines(reader, &name, &mut converter, &mut taker, &stop)?;
+            } else {
                 let document = read_all(reader).with_context(|| format!("cannot read {name}"))?;
-                let records = match document_format {
-                    ImportFormat::Kev => kev::convert(&document),
-                    ImportFormat::Nvd => nvd::convert(&document),
-                    ImportFormat::Trivy => scan::convert_trivy(&document, &options, state.as_mut()),
-                    _ => scan::convert_grype(&document, &options, state.as_mut()),
-                };
-                records.into_iter().for_each(&mut take);
+                converter.record(&|| "".to_owned(), &document, 0, &mut |record| taker.take(&name, record));
+            }
+            converter.finish(&mut |record| taker.take(&name, record));
+        } else {
+            match args.format {
+                ImportFormat::Epss => {
+                    epss::convert(epss::maybe_gunzip(reader)?, |record| taker.take(&name, record));
+                }
+                ImportFormat::Inventory => inventory::convert(reader, time, |record| taker.take(&name, record)),
+                document_format => {
+                    let document = read_all(reader).with_context(|| format!("cannot read {name}"))?;
+                    let records = match document_format {
+                        ImportFormat::Kev => kev::convert(&document),
+                        ImportFormat::Nvd => nvd::convert(&document),
+                        ImportFormat::Trivy => scan::convert_trivy(&document, &options, state.as_mut()),
+                        _ => scan::convert_grype(&document, &options, state.as_mut()),
+                    };
+                    records.into_iter().for_each(|record| taker.take(&name, record));
+                }
             }
         }
-        if let Some(error) = failure {
+        if let Some(error) = taker.failure.take() {
             return Err(error.context(format!("while importing {name}")));
         }
     }
-    if show_progress {
+    finish(taker, &args, started, state.as_ref())
+}
+
+/// Delivers what is queued, saves the scan state, prints the summary.
+fn finish(
+    taker: Taker<'_>,
+    args: &ImportArgs,
+    started: Instant,
+    state: Option<&ScanState>,
+) -> anyhow::Result<ExitCode> {
+    if let Some(error) = taker.failure {
+        return Err(error);
+    }
+    if taker.show_progress {
         eprint!("\r\x1b[2K");
     }
+    let (summary, shown) = (taker.summary, taker.shown);
+    let output = std::mem::replace(taker.output, Output::Jsonl(BufWriter::new(Box::new(io::sink()))));
     output.finish()?;
-    if let (Some(path), Some(state)) = (&args.state, &state) {
+    if let (Some(path), Some(state)) = (&args.state, state) {
         save_state(path, state)?;
     }
-    print_summary(&summary, &args, shown, started.elapsed());
+    print_summary(&summary, args, shown, started.elapsed());
     Ok(if summary.failed > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
-fn open(input: &Path) -> io::Result<Box<dyn Read>> {
-    if input.as_os_str() == "-" { Ok(Box::new(io::stdin().lock())) } else { Ok(Box::new(File::open(input)?)) }
+/// The mapping of a runtime format, from its flags (problems are collected).
+fn stream_format(args: &ImportArgs, time: Option<Timestamp>, problems: &mut Vec<String>) -> Option<Arc<StreamFormat>> {
+    let flows = matches!(args.format, ImportFormat::Hubble | ImportFormat::VpcFlow);
+    let mut only = |flag: &str, given: bool, formats: &str, applies: bool| {
+        if given && !applies {
+            problems.push(format!("{flag} applies to {formats} only"));
+        }
+    };
+    only("--segment-from", args.segment_from.is_some(), "hubble", args.format == ImportFormat::Hubble);
+    only("--segments", args.segments.is_some(), "hubble and vpc-flow", flows);
+    only("--window and --grace", args.window != "10m" || args.grace != "1m", "hubble and vpc-flow", flows);
+    only(
+        "--asset-pointer and --result-pointer",
+        args.asset_pointer.is_some() || args.result_pointer.is_some(),
+        "opa",
+        args.format == ImportFormat::Opa,
+    );
+    only("--patch-from", args.patch_from.is_some(), "argo-rollouts", args.format == ImportFormat::ArgoRollouts);
+    let duration = |flag: &str, text: &str, problems: &mut Vec<String>| match parse_duration(text) {
+        Some(us) if us > 0 || flag == "--grace" => us,
+        _ => {
+            problems.push(format!("{flag} must be a duration such as 90s, 10m or 1h, got {text:?}"));
+            0
+        }
+    };
+    let segments = match &args.segments {
+        None => None,
+        Some(path) => match std::fs::read_to_string(path) {
+            Ok(text) => match Segments::parse(&text) {
+                Ok(segments) => Some(segments),
+                Err(error) => {
+                    problems.push(format!("--segments {}: {error}", path.display()));
+                    None
+                }
+            },
+            Err(error) => {
+                problems.push(format!("--segments: cannot read {}: {error}", path.display()));
+                None
+            }
+        },
+    };
+    let pointer = |flag: &str, text: &Option<String>, problems: &mut Vec<String>| match text {
+        Some(text) if !text.starts_with('/') => {
+            problems.push(format!("{flag} must be a JSON pointer starting with /, got {text:?}"));
+            None
+        }
+        other => other.clone(),
+    };
+    let format = match args.format {
+        ImportFormat::Hubble => {
+            let segment = match &args.segment_from {
+                None => None,
+                Some(text) => {
+                    let rule = SegmentRule::parse(text);
+                    if rule.is_none() {
+                        problems.push(format!("--segment-from must be namespace or label:KEY, got {text:?}"));
+                    }
+                    rule
+                }
+            };
+            if args.segment_from.is_none() && args.segments.is_none() {
+                problems.push(
+                    "a Hubble flow names no segment: say how with --segment-from namespace|label:KEY, and/or --segments FILE"
+                        .to_owned(),
+                );
+            }
+            StreamFormat::Hubble {
+                segment,
+                segments,
+                window_us: duration("--window", &args.window, problems),
+                grace_us: duration("--grace", &args.grace, problems),
+            }
+        }
+        ImportFormat::VpcFlow => {
+            if args.segments.is_none() {
+                problems.push(
+                    "VPC flow records name addresses, not segments: give --segments FILE (CIDR SEGMENT lines)"
+                        .to_owned(),
+                );
+            }
+            StreamFormat::VpcFlow {
+                segments: segments.unwrap_or_default(),
+                window_us: duration("--window", &args.window, problems),
+                grace_us: duration("--grace", &args.grace, problems),
+            }
+        }
+        ImportFormat::Opa => {
+            let asset_pointer = pointer("--asset-pointer", &args.asset_pointer, problems);
+            let result_pointer = pointer("--result-pointer", &args.result_pointer, problems);
+            if args.asset_pointer.is_none() {
+                problems.push(
+                    "an OPA decision names no device: give --asset-pointer, a JSON pointer into the decision (e.g. /input/attributes/source/address/socketAddress/address)"
+                        .to_owned(),
+                );
+            }
+            StreamFormat::Opa { asset_pointer: asset_pointer.unwrap_or_default(), result_pointer }
+        }
+        ImportFormat::ArgoRollouts => {
+            let patch_from = args.patch_from.as_deref().and_then(MetaField::parse);
+            if patch_from.is_none() {
+                problems.push(
+                    "an AnalysisRun names no patch: give --patch-from annotation:KEY or label:KEY (e.g. label:rollouts-pod-template-hash)"
+                        .to_owned(),
+                );
+            }
+            StreamFormat::ArgoRollouts { patch_from: patch_from.unwrap_or(MetaField::Label(String::new())) }
+        }
+        ImportFormat::PolicyReport => {
+            let asset = match (&args.asset, args.asset_from) {
+                (Some(id), _) => Some(ResourceAsset::Fixed(id.trim().to_owned())),
+                (None, Some(AssetFrom::Name)) => Some(ResourceAsset::Name),
+                (None, Some(AssetFrom::Uid)) => Some(ResourceAsset::Uid),
+                (None, Some(AssetFrom::NamespacedName)) => Some(ResourceAsset::NamespacedName),
+                (None, Some(other)) => {
+                    problems.push(format!(
+                        "--asset-from {other:?} applies to scans; policy reports take name, uid or namespaced-name"
+                    ));
+                    None
+                }
+                (None, None) => None,
+            };
+            if args.asset.is_none() && args.asset_from.is_none() {
+                problems.push(
+                    "a policy report's resource is not an asset id: say which with --asset ID or --asset-from name|uid|namespaced-name"
+                        .to_owned(),
+                );
+            }
+            StreamFormat::PolicyReport { asset: asset.unwrap_or(ResourceAsset::Name), time }
+        }
+        _ => return None,
+    };
+    Some(Arc::new(format))
+}
+
+/// Reads whole lines in blocks of up to about 64 KiB, on a thread of its
+/// own, so that a quiet pipe never keeps the importer from seeing a stop
+/// signal or from flushing what it wrote. A block ends early when the
+/// input has nothing more right now.
+fn spawn_reader(reader: Box<dyn BufRead + Send>) -> anyhow::Result<Receiver<io::Result<Vec<u8>>>> {
+    // A buffer of our own, to see when the input has nothing more right now.
+    let mut reader = io::BufReader::with_capacity(1 << 16, reader);
+    let (blocks, received): (SyncSender<io::Result<Vec<u8>>>, _) = std::sync::mpsc::sync_channel(16);
+    // Never joined: after a stop it may stay blocked on a quiet pipe until the process exits.
+    std::thread::Builder::new()
+        .name("import-reader".to_owned())
+        .spawn(move || {
+            loop {
+                let mut block = Vec::with_capacity(1 << 16);
+                loop {
+                    match reader.read_until(b'\n', &mut block) {
+                        Ok(0) => {
+                            if !block.is_empty() {
+                                let _ = blocks.send(Ok(block));
+                            }
+                            return;
+                        }
+                        Ok(_) if block.len() >= 1 << 16 || reader.buffer().is_empty() => break,
+                        Ok(_) => {}
+                        Err(error) => {
+                            let _ = blocks.send(Err(error));
+                            return;
+                        }
+                    }
+                }
+                if blocks.send(Ok(block)).is_err() {
+                    return;
+                }
+            }
+        })
+        .context("cannot start the reader thread")?;
+    Ok(received)
+}
+
+/// Converts a line input as it arrives, flushing the output whenever the
+/// input has nothing more right now, until its end or a stop signal (a
+/// drain: the caller then writes the open windows).
+fn read_lines(
+    reader: Box<dyn BufRead + Send>,
+    name: &str,
+    converter: &mut Converter,
+    taker: &mut Taker<'_>,
+    stop: &CancellationToken,
+) -> anyhow::Result<()> {
+    let blocks = spawn_reader(reader)?;
+    let mut line_number = 0u64;
+    loop {
+        let block = match blocks.try_recv() {
+            Ok(block) => block,
+            Err(TryRecvError::Disconnected) => return Ok(()),
+            Err(TryRecvError::Empty) => {
+                taker.output.flush_now()?;
+                match blocks.recv_timeout(Duration::from_millis(200)) {
+                    Ok(block) => block,
+                    Err(RecvTimeoutError::Timeout) if stop.is_cancelled() => break,
+                    Err(RecvTimeoutError::Timeout) => continue,
+                    Err(RecvTimeoutError::Disconnected) => return Ok(()),
+                }
+            }
+        };
+        let block = block.with_context(|| format!("cannot read {name} after line {line_number}"))?;
+        for line in block.split(|b| *b == b'\n') {
+            line_number += 1;
+            let at = line_number;
+            converter.record(&|| format!("line {at}"), line, 0, &mut |record| taker.take(name, record));
+        }
+        // The split counts one empty piece after the block's last newline.
+        if block.ends_with(b"\n") {
+            line_number -= 1;
+        }
+        if let Some(error) = taker.failure.take() {
+            return Err(error);
+        }
+        if stop.is_cancelled() {
+            break;
+        }
+    }
+    eprintln!("stop requested: writing the open windows and exiting");
+    Ok(())
+}
+
+fn open(input: &Path) -> io::Result<Box<dyn Read + Send>> {
+    if input.as_os_str() == "-" { Ok(Box::new(io::stdin())) } else { Ok(Box::new(File::open(input)?)) }
 }
 
 fn read_all(mut reader: impl Read) -> io::Result<Vec<u8>> {
@@ -243,7 +561,191 @@ fn print_summary(summary: &Summary, args: &ImportArgs, shown: usize, elapsed: Du
     for (event_type, count) in &summary.by_type {
         eprintln!("  {event_type:<24} {count:>10}");
     }
+    for (reason, count) in &summary.merged {
+        eprintln!("  {reason}: {count}");
+    }
     for (reason, count) in &summary.ignored {
         eprintln!("  nothing to import: {reason}: {count}");
+    }
+}
+
+/// `import FORMAT --from-topic TOPIC`: raw records from a Kafka topic.
+mod topic {
+    use std::collections::BTreeMap;
+    use std::sync::{Arc, Mutex, PoisonError};
+    use std::time::{Duration, Instant};
+
+    use anyhow::Context;
+    use ingest::import::stream::{Converter, StreamFormat};
+    use ingest::kafka::KafkaSettings;
+    use rdkafka::ClientContext;
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+    use rdkafka::message::Message;
+    use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+    use schemas::Timestamp;
+    use tokio_util::sync::CancellationToken;
+
+    use super::{Output, Taker};
+
+    /// How often offsets are committed (after the events are acknowledged).
+    const COMMIT_EVERY: Duration = Duration::from_secs(2);
+
+    /// Notes the partitions a rebalance takes away: their windows are
+    /// dropped, and their next owner rebuilds them from the committed offset.
+    #[derive(Default)]
+    struct ImportContext {
+        revoked: Mutex<Vec<i32>>,
+    }
+
+    impl ClientContext for ImportContext {}
+
+    impl ConsumerContext for ImportContext {
+        fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+            if let Rebalance::Revoke(partitions) = rebalance {
+                let mut revoked = self.revoked.lock().unwrap_or_else(PoisonError::into_inner);
+                revoked.extend(partitions.elements().iter().map(|element| element.partition()));
+            }
+        }
+    }
+
+    struct Partition {
+        converter: Converter,
+        /// The offset after the last message taken.
+        next: i64,
+    }
+
+    /// Consumes `topic` in `group` until a stop signal, converting each
+    /// message and committing, every few seconds and at the stop, the
+    /// offsets whose events the brokers acknowledged. A flow source's
+    /// offset stops at the first message an open window holds, with the
+    /// window watermark as the offset's metadata: the next owner of the
+    /// partition rebuilds the open windows exactly and skips the closed ones.
+    pub(super) fn consume(
+        settings: &KafkaSettings,
+        topic: &str,
+        group: &str,
+        format: Arc<StreamFormat>,
+        taker: &mut Taker<'_>,
+    ) -> anyhow::Result<()> {
+        let stop = crate::signals::install()?.token();
+        let consumer: BaseConsumer<ImportContext> = settings
+            .client_config(&[
+                ("group.id", group),
+                ("enable.auto.commit", "false"),
+                ("auto.offset.reset", "earliest"),
+                ("enable.partition.eof", "false"),
+                ("session.timeout.ms", "10000"),
+                ("heartbeat.interval.ms", "1000"),
+            ])
+            .create_with_context(ImportContext::default())
+            .context("cannot create the consumer")?;
+        consumer.subscribe(&[topic]).with_context(|| format!("cannot subscribe to {topic}"))?;
+        tracing::info!(topic, group, "importing from the topic until SIGTERM");
+        let mut partitions: BTreeMap<i32, Partition> = BTreeMap::new();
+        let mut last_commit = Instant::now();
+        let mut reported = (0, 0);
+        let name = format!("topic {topic}");
+        while !stop.is_cancelled() {
+            match consumer.poll(Duration::from_millis(200)) {
+                Some(Ok(message)) => {
+                    let (partition, offset) = (message.partition(), message.offset());
+                    let state = match partitions.entry(partition) {
+                        std::collections::btree_map::Entry::Occupied(entry) => entry.into_mut(),
+                        std::collections::btree_map::Entry::Vacant(entry) => {
+                            let watermark = committed_watermark(&consumer, topic, partition);
+                            let tag = format!("{topic}/{partition}");
+                            entry.insert(Partition {
+                                converter: Converter::new(format.clone(), tag, watermark),
+                                next: offset,
+                            })
+                        }
+                    };
+                    let payload = message.payload().unwrap_or_default();
+                    state.converter.record(
+                        &|| format!("partition {partition} offset {offset}"),
+                        payload,
+                        offset,
+                        &mut |record| taker.take(&name, record),
+                    );
+                    state.next = offset + 1;
+                    if let Some(error) = taker.failure.take() {
+                        return Err(error);
+                    }
+                }
+                Some(Err(error)) => tracing::warn!(%error, "consumer error (librdkafka retries)"),
+                None => {}
+            }
+            let revoked =
+                std::mem::take(&mut *consumer.context().revoked.lock().unwrap_or_else(PoisonError::into_inner));
+            for partition in revoked {
+                partitions.remove(&partition);
+            }
+            if last_commit.elapsed() >= COMMIT_EVERY {
+                commit(&consumer, topic, &partitions, taker.output, &stop)?;
+                last_commit = Instant::now();
+                let events: u64 = taker.summary.by_type.values().sum();
+                if (taker.summary.records, events) != reported {
+                    reported = (taker.summary.records, events);
+                    tracing::info!(
+                        records = reported.0,
+                        events,
+                        failed = taker.summary.failed,
+                        "delivered and committed"
+                    );
+                }
+            }
+        }
+        tracing::info!("stop requested: committing what was delivered");
+        commit(&consumer, topic, &partitions, taker.output, &CancellationToken::new())
+    }
+
+    /// The window watermark stored with the partition's committed offset.
+    fn committed_watermark(consumer: &BaseConsumer<ImportContext>, topic: &str, partition: i32) -> Option<Timestamp> {
+        let mut wanted = TopicPartitionList::new();
+        wanted.add_partition(topic, partition);
+        let committed = consumer.committed_offsets(wanted, Duration::from_secs(10)).ok()?;
+        let element = committed.find_partition(topic, partition)?;
+        element.metadata().strip_prefix("watermark=")?.parse::<i64>().ok().map(Timestamp::from_micros)
+    }
+
+    /// Waits for every event to be acknowledged, then commits each
+    /// partition's offset: past its last message, or, for a flow source,
+    /// at the first message its open windows hold.
+    fn commit(
+        consumer: &BaseConsumer<ImportContext>,
+        topic: &str,
+        partitions: &BTreeMap<i32, Partition>,
+        output: &mut Output,
+        cancel: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        if partitions.is_empty() {
+            return Ok(());
+        }
+        match output {
+            Output::Kafka { publisher, .. } => {
+                publisher
+                    .flush(Some(Instant::now() + Duration::from_secs(300)), cancel)
+                    .context("cannot deliver the events")?;
+            }
+            Output::Jsonl(_) => output.flush_now()?,
+        }
+        let mut offsets = TopicPartitionList::new();
+        for (partition, state) in partitions {
+            let windows = state.converter.windows();
+            let offset = windows.and_then(|w| w.held_from()).unwrap_or(state.next);
+            offsets
+                .add_partition_offset(topic, *partition, Offset::Offset(offset))
+                .context("cannot list an offset to commit")?;
+            if let (Some(watermark), Some(mut element)) =
+                (windows.and_then(|w| w.watermark()), offsets.find_partition(topic, *partition))
+            {
+                element.set_metadata(format!("watermark={}", watermark.micros()));
+            }
+        }
+        if let Err(error) = consumer.commit(&offsets, CommitMode::Sync) {
+            // Not fatal: the next commit covers these offsets; a restart repeats a little.
+            tracing::warn!(%error, "cannot commit the offsets now");
+        }
+        Ok(())
     }
 }

@@ -6,6 +6,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use std::time::Duration;
+
 use serde_json::Value;
 
 mod support;
@@ -383,4 +385,369 @@ fn band_name(text: &str) -> &'static str {
         "low" => "low",
         _ => "none",
     }
+}
+
+/// The events of a JSONL file.
+fn events_of(file: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(file).expect("output");
+    text.lines().map(|line| serde_json::from_str(line).expect("an event")).collect()
+}
+
+#[test]
+fn runtime_samples_import_or_report_every_record() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("out.jsonl");
+
+    // Hubble: 10 real flows, 5 of them replies; 5 connections, each its own segment pair and port.
+    let flows = sample("hubble/hubble-otel-basic-sample-10-flows.jsonl");
+    let (code, summary) = import(&out, &["hubble", &flows, "--segment-from", "namespace"]);
+    assert_eq!(code, Some(0), "{summary}");
+    assert!(summary.contains("replies (counted with their request): 5"), "{summary}");
+    assert!(summary.contains("sightings counted as connections: 5"), "{summary}");
+    validate(&out);
+    let mut seen: Vec<(String, String, u64, u64, String)> = events_of(&out)
+        .iter()
+        .map(|event| {
+            let d = &event["data"];
+            let text = |key: &str| d[key].as_str().expect(key).to_owned();
+            (
+                text("src_segment"),
+                text("dst_segment"),
+                d["dst_port"].as_u64().expect("port"),
+                d["connections"].as_u64().expect("connections"),
+                format!("{}/{}", text("enforced_action"), text("intended_action")),
+            )
+        })
+        .collect();
+    seen.sort();
+    let expected = [
+        ("istio-system", "bookinfo", 15090),
+        ("istio-system", "istio-system", 9901),
+        ("kube-system", "reserved:world", 443),
+        ("reserved:host", "bookinfo", 15020),
+        ("reserved:host", "kube-system", 10054),
+    ];
+    let expected: Vec<(String, String, u64, u64, String)> = expected
+        .iter()
+        .map(|(src, dst, port)| (src.to_string(), dst.to_string(), *port, 1, "allow/unknown".to_owned()))
+        .collect();
+    assert_eq!(seen, expected);
+    // By label instead of namespace: kube-system's pods carry `k8s-app`, not `app`, so
+    // their lines are reported; again, the same bytes.
+    let (code, summary) = import(&out, &["hubble", &flows, "--segment-from", "label:app"]);
+    assert_eq!(code, Some(1), "{summary}");
+    assert!(summary.contains("line 8: source: cannot name the segment of 10.0.2.13"), "{summary}");
+    assert!(summary.contains("line 9: destination: cannot name the segment of 10.0.2.12"), "{summary}");
+    let first = std::fs::read(&out).expect("output");
+    assert!(String::from_utf8_lossy(&first).contains(r#""src_segment":"prometheus","dst_segment":"reviews""#));
+    import(&out, &["hubble", &flows, "--segment-from", "label:app"]);
+    assert_eq!(std::fs::read(&out).expect("output"), first);
+
+    // The exporter's field-masked drops: a POLICY_DENIED drop is intended deny; an
+    // ICMPv6 drop between unnamed endpoints is reported with its line.
+    let dropped = sample("hubble/cilium-docs-export-dropped.jsonl");
+    let (code, summary) = import(&out, &["hubble", &dropped, "--segment-from", "namespace"]);
+    assert_eq!(code, Some(1), "{summary}");
+    assert!(summary.contains("line 1: source: cannot name the segment of fe80::64d8:8aff:fe72:fc14"), "{summary}");
+    let events = events_of(&out);
+    assert_eq!(events.len(), 1, "{summary}");
+    let d = &events[0]["data"];
+    assert_eq!((d["enforced_action"].as_str(), d["intended_action"].as_str()), (Some("deny"), Some("deny")));
+    assert_eq!((d["src_segment"].as_str(), d["dst_port"].as_u64()), (Some("default"), Some(80)));
+    // With a CIDR file for what namespaces do not name, the ICMPv6 drop converts too.
+    let segments = dir.path().join("segments.txt");
+    std::fs::write(&segments, "fe80::/10 link-local\nff00::/8 multicast\n").expect("writes");
+    let (code, summary) =
+        import(&out, &["hubble", &dropped, "--segment-from", "namespace", "--segments", path(&segments)]);
+    assert_eq!(code, Some(0), "{summary}");
+    assert_eq!(lines(&out), 2);
+    validate(&out);
+
+    // OPA: the Envoy plugin's console line (result false), the upload format's array (result "true").
+    let envoy = sample("opa/osm-opa-envoy-decision-deny.jsonl");
+    let pointer = "/input/attributes/source/address/socketAddress/address";
+    let (code, summary) = import(&out, &["opa", &envoy, "--asset-pointer", pointer]);
+    assert_eq!(code, Some(0), "{summary}");
+    validate(&out);
+    let d = events_of(&out)[0]["data"].clone();
+    assert_eq!(d["decision"], "deny");
+    assert_eq!((d["asset_id"].as_str(), d["policy_id"].as_str()), (Some("10.244.2.10"), Some("envoy/authz/allow")));
+    assert_eq!(d["decision_id"], "1df154b5-658a-47bf-ac18-be52998605da");
+    let upload = sample("opa/opa-docs-decision-log-upload-example.json");
+    let (code, summary) = import(&out, &["opa", &upload, "--asset-pointer", pointer]);
+    assert_eq!(code, Some(1), "{summary}");
+    assert!(summary.contains("item 1: decision 4ca636c1-55e4-417a-b1d8-4aceb67960d1: no asset id at"), "{summary}");
+    let (code, summary) = import(&out, &["opa", &upload, "--asset-pointer", "/requested_by"]);
+    assert_eq!(code, Some(0), "{summary}");
+    validate(&out);
+    let d = events_of(&out)[0]["data"].clone();
+    assert_eq!((d["decision"].as_str(), d["asset_id"].as_str()), (Some("allow"), Some("[::1]:59943")));
+    assert_eq!(d["policy_version"], "authz:W3sibCI6InN5cy9jYXRhbG9nIiwicyI6NDA3MX1d");
+    let (code, summary) = import(&out, &["opa", &upload]);
+    assert_eq!(code, Some(2), "{summary}");
+    assert!(summary.contains("--asset-pointer"), "{summary}");
+
+    // Argo Rollouts: a failed and an inconclusive run convert; the argo-cd fixture has no
+    // Rollout owner (reported), the Rollout object is not an AnalysisRun (counted).
+    let runs: Vec<String> = ["failed", "inconclusive", "successful"]
+        .iter()
+        .map(|name| sample(&format!("argo-rollouts/analysisrun-{name}.yaml")))
+        .chain([sample("argo-rollouts/rollout-aborted-canary.yaml")])
+        .collect();
+    let mut args = vec!["argo-rollouts", "--patch-from", "label:rollouts-pod-template-hash"];
+    args.extend(runs.iter().map(String::as_str));
+    let (code, summary) = import(&out, &args);
+    assert_eq!(code, Some(1), "{summary}");
+    assert!(
+        summary.contains("document 1 (AnalysisRun canary-demo-analysis-template-6c6bb7cf6f-zvcmx): no Rollout owner"),
+        "{summary}"
+    );
+    assert!(summary.contains("objects that are not AnalysisRuns: 1"), "{summary}");
+    validate(&out);
+    let stages: Vec<Value> = events_of(&out).iter().map(|event| event["data"].clone()).collect();
+    assert_eq!(
+        stages,
+        vec![
+            serde_json::json!({"rollout_id": "default/rollout-background-analysis@2", "patch_id": "db976bc44",
+                "stage": 0, "verdict": "failed", "failed_checks": 1}),
+            serde_json::json!({"rollout_id": "jesse-test/rollout-experiment-analysis@2", "patch_id": "6f646bf7b7",
+                "stage": 0, "verdict": "inconclusive", "failed_checks": 4}),
+        ]
+    );
+    let (code, summary) = import(&out, &["argo-rollouts", &runs[0]]);
+    assert_eq!(code, Some(2), "{summary}");
+    assert!(summary.contains("--patch-from"), "{summary}");
+
+    // Policy reports: Kyverno's passing report; the Trivy adapter's, whose results carry no
+    // `result` (only the summary says 7 fail, 2 error, 4 warn, 0 pass), with negative nanos.
+    let kyverno = sample("posture/wgpolicy-sample-v1beta2-kyverno.yaml");
+    let trivy = sample("posture/wgpolicy-trivy-adapter-policyreport.yaml");
+    let (code, summary) = import(&out, &["policy-report", &kyverno, &trivy, "--asset-from", "namespaced-name"]);
+    assert_eq!(code, Some(0), "{summary}");
+    validate(&out);
+    let assessments: Vec<(String, String, Value)> = events_of(&out)
+        .iter()
+        .map(|event| {
+            (
+                event["time"].as_str().expect("time").to_owned(),
+                event["subject"].as_str().expect("subject").to_owned(),
+                event["data"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        assessments,
+        vec![
+            (
+                "2023-03-23T10:04:54Z".to_owned(),
+                "nirmata/kyverno-6d88f6dcdd-k6bc5".to_owned(),
+                serde_json::json!({"asset_id": "nirmata/kyverno-6d88f6dcdd-k6bc5", "trust_score": 100.0, "compliant": true}),
+            ),
+            (
+                "2021-08-09T22:40:13.120956Z".to_owned(),
+                "default/zipkin-6b59cc5ddb-bp9h8".to_owned(),
+                serde_json::json!({"asset_id": "default/zipkin-6b59cc5ddb-bp9h8", "trust_score": 0.0, "compliant": false}),
+            ),
+        ]
+    );
+    let (code, summary) = import(&out, &["policy-report", &kyverno]);
+    assert_eq!(code, Some(2), "{summary}");
+}
+
+/// Sets a JSON line's fields (a test-written variant of a real record).
+fn variant(line: &str, changes: &[(&str, Value)]) -> String {
+    let mut value: Value = serde_json::from_str(line.trim()).expect("JSON");
+    for (pointer, new) in changes {
+        *value.pointer_mut(pointer).unwrap_or_else(|| panic!("{pointer}")) = new.clone();
+    }
+    value.to_string()
+}
+
+#[test]
+fn runtime_sources_give_the_lake_drift_gates_and_zero_trust_alerts() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // Hubble: the real POLICY_DENIED drop, and the same connection seen by a policy in
+    // audit mode an hour later (no open-licence AUDIT sample exists: written from it).
+    let dropped = std::fs::read_to_string(formats().join("hubble/cilium-docs-export-dropped.jsonl")).expect("sample");
+    let denied = dropped.lines().nth(1).expect("the POLICY_DENIED line");
+    let audit = variant(
+        denied,
+        &[
+            ("/flow/verdict", "AUDIT".into()),
+            ("/flow/time", "2023-08-21T13:20:00.000000001Z".into()),
+            ("/time", "2023-08-21T13:20:00.000000001Z".into()),
+        ],
+    );
+    // Forwarded traffic later still moves the network task's watermark past the audit's window.
+    let later = variant(
+        denied,
+        &[
+            ("/flow/verdict", "FORWARDED".into()),
+            ("/flow/time", "2023-08-21T15:30:00Z".into()),
+            ("/time", "2023-08-21T15:30:00Z".into()),
+        ],
+    );
+    let flows = dir.path().join("flows.jsonl");
+    std::fs::write(&flows, format!("{denied}\n{audit}\n{later}\n")).expect("writes");
+    // OPA: the asset is non-compliant from the Trivy adapter's report (2021-08-09) on;
+    // the real deny decision, moved after it, and the same request allowed.
+    let envoy = std::fs::read_to_string(formats().join("opa/osm-opa-envoy-decision-deny.jsonl")).expect("sample");
+    let later_deny = variant(&envoy, &[("/timestamp", "2021-08-10T08:00:00.1971808Z".into())]);
+    let allow = variant(
+        &envoy,
+        &[
+            ("/timestamp", "2021-08-10T09:00:00Z".into()),
+            ("/decision_id", "7f0c33a8-34a7-4a63-9d4d-5d1b2b1f0e77".into()),
+            ("/result", true.into()),
+        ],
+    );
+    let decisions = dir.path().join("decisions.jsonl");
+    std::fs::write(&decisions, format!("{later_deny}\n{allow}\n")).expect("writes");
+
+    let imports: Vec<Vec<String>> = vec![
+        vec!["hubble".into(), path(&flows).into(), "--segment-from".into(), "namespace".into()],
+        vec![
+            "opa".into(),
+            path(&decisions).into(),
+            "--asset-pointer".into(),
+            "/input/attributes/source/address/socketAddress/address".into(),
+        ],
+        vec![
+            "policy-report".into(),
+            sample("posture/wgpolicy-trivy-adapter-policyreport.yaml"),
+            "--asset".into(),
+            "10.244.2.10".into(),
+        ],
+        vec![
+            "argo-rollouts".into(),
+            sample("argo-rollouts/analysisrun-failed.yaml"),
+            sample("argo-rollouts/analysisrun-inconclusive.yaml"),
+            "--patch-from".into(),
+            "label:rollouts-pod-template-hash".into(),
+        ],
+    ];
+    let mut events = Vec::new();
+    for (n, args) in imports.iter().enumerate() {
+        let out = dir.path().join(format!("{n}.jsonl"));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (code, summary) = import(&out, &args);
+        assert_eq!(code, Some(0), "{args:?}: {summary}");
+        events.extend(events_of(&out));
+    }
+    // In event time, as a producer would have sent them.
+    events.sort_by(|a, b| a["time"].as_str().cmp(&b["time"].as_str()));
+    let all = dir.path().join("all.jsonl");
+    let text: String = events.iter().map(|event| format!("{event}\n")).collect();
+    std::fs::write(&all, text).expect("writes");
+    let lake = dir.path().join("lake");
+    replay(&all, &lake, &[]);
+
+    let drift = sql(
+        &lake,
+        "SELECT src_segment, dst_segment, connections, drift_connections FROM segment_drift ORDER BY window_start",
+    );
+    assert_eq!(
+        drift,
+        vec![
+            serde_json::json!({"src_segment": "default", "dst_segment": "default", "connections": 1, "drift_connections": 0}),
+            serde_json::json!({"src_segment": "default", "dst_segment": "default", "connections": 1, "drift_connections": 1}),
+            serde_json::json!({"src_segment": "default", "dst_segment": "default", "connections": 1, "drift_connections": 0}),
+        ]
+    );
+    let alerts = sql(
+        &lake,
+        "SELECT rule, entity_id AS entity FROM alerts WHERE rule IN ('SEGMENTATION_DRIFT', 'ZT_ALLOW_NONCOMPLIANT', 'CANARY_FAILED') ORDER BY rule",
+    );
+    assert_eq!(
+        alerts,
+        vec![
+            serde_json::json!({"rule": "CANARY_FAILED", "entity": "default/rollout-background-analysis@2"}),
+            serde_json::json!({"rule": "SEGMENTATION_DRIFT", "entity": "default->default:80"}),
+            serde_json::json!({"rule": "ZT_ALLOW_NONCOMPLIANT", "entity": "7f0c33a8-34a7-4a63-9d4d-5d1b2b1f0e77"}),
+        ]
+    );
+    let gates = sql(&lake, "SELECT rollout_id, gate FROM canary_rollups ORDER BY rollout_id");
+    assert_eq!(
+        gates,
+        vec![
+            serde_json::json!({"rollout_id": "default/rollout-background-analysis@2", "gate": "rollback"}),
+            serde_json::json!({"rollout_id": "jesse-test/rollout-experiment-analysis@2", "gate": "hold"}),
+        ]
+    );
+}
+
+/// `import vpc-flow -` on a pipe: a window's event is written as soon as a later
+/// sighting closes it, while the input stays open; SIGTERM drains the open one.
+#[test]
+fn a_piped_flow_log_is_converted_as_it_arrives_and_sigterm_drains_it() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let segments = dir.path().join("segments.txt");
+    std::fs::write(&segments, "10.0.1.0/24 web\n10.0.2.0/24 db\n0.0.0.0/0 internet\n").expect("writes");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_patchtrail"))
+        .args(["import", "vpc-flow", "-", "--segments", path(&segments), "--window", "60s", "--grace", "0"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starts");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let (sender, received) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if sender.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    // AWS's documented example records, as written by the service (version 2 default format).
+    let header = "version account-id interface-id srcaddr dstaddr srcport dstport protocol packets bytes start end action log-status";
+    let record = |src: &str, sport: u16, dst: &str, dport: u16, start: i64, action: &str| {
+        format!(
+            "2 123456789010 eni-1235b8ca123456789 {src} {dst} {sport} {dport} 6 20 4249 {start} {} {action} OK",
+            start + 60
+        )
+    };
+    let lines = [
+        header.to_owned(),
+        record("10.0.1.5", 49761, "10.0.2.7", 5432, 1_418_530_010, "ACCEPT"),
+        // The reply, and the same connection logged by the destination's interface.
+        record("10.0.2.7", 5432, "10.0.1.5", 49761, 1_418_530_010, "ACCEPT"),
+        record("10.0.1.5", 49761, "10.0.2.7", 5432, 1_418_530_012, "ACCEPT"),
+        record("10.0.1.5", 49762, "10.0.2.7", 5432, 1_418_530_015, "ACCEPT"),
+        "2 123456789010 eni-1235b8ca123456789 - - - - - - - 1431280876 1431280934 - NODATA".to_owned(),
+        // A minute later: closes the first window.
+        record("203.0.113.12", 39812, "10.0.1.5", 22, 1_418_530_080, "REJECT"),
+    ];
+    for line in &lines {
+        writeln!(stdin, "{line}").expect("writes");
+    }
+    stdin.flush().expect("flushes");
+    let first = received.recv_timeout(Duration::from_secs(30)).expect("the closed window's event, input still open");
+    let event: Value = serde_json::from_str(&first).expect("an event");
+    assert_eq!(event["data"]["connections"], 2, "{event}");
+    assert_eq!(
+        (event["data"]["src_segment"].as_str(), event["data"]["dst_segment"].as_str()),
+        (Some("web"), Some("db"))
+    );
+    assert_eq!(event["time"], "2014-12-14T04:06:50Z");
+    assert!(received.recv_timeout(Duration::from_millis(500)).is_err(), "the open window waits");
+    // SIGTERM, the pipe still open: the open window is written, exit 0.
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    assert!(status.success());
+    let drained = received.recv_timeout(Duration::from_secs(30)).expect("the drained window");
+    let event: Value = serde_json::from_str(&drained).expect("an event");
+    assert_eq!(
+        (event["data"]["src_segment"].as_str(), event["data"]["enforced_action"].as_str()),
+        (Some("internet"), Some("deny"))
+    );
+    let output = child.wait_with_output().expect("exits");
+    let summary = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{summary}");
+    assert!(summary.contains("NODATA and SKIPDATA records (no traffic): 1"), "{summary}");
+    assert!(summary.contains("sightings of a connection already counted: 2"), "{summary}");
+    drop(stdin);
 }
