@@ -4,7 +4,10 @@
 # samples in tests/data/formats (same shapes, new CVE ids): a KEV catalog of
 # 140,400 entries, an EPSS file of 300,000 rows (plain and gzip, the size of
 # FIRST's daily file), 50,000 NVD records in one API page, and a Trivy
-# report of 100,000 findings. Each line: records, seconds, records/s, peak RSS.
+# report of 100,000 findings; and the runtime sources, a million lines each:
+# Hubble flows (the real GKE sample's lines, with new times and ports, about
+# 1.4 KB a line) and VPC Flow Log records (AWS's documented format) over two
+# hours of event time. Each line: records, seconds, records/s, peak RSS.
 #
 #   bash benches/import.sh
 #   PATCHTRAIL_BIN=path/to/patchtrail bash benches/import.sh   (skips the build)
@@ -50,6 +53,34 @@ report = json.load(open(f"{formats}/trivy/debian-buster.json"))
 found = [v for result in report["Results"] for v in result.get("Vulnerabilities") or []]
 result = dict(report["Results"][0], Vulnerabilities=[dict(found[n % len(found)], VulnerabilityID=cve(n)) for n in range(100_000)])
 json.dump(dict(report, Results=[result]), open(f"{work}/trivy-big.json", "w"))
+
+# A million flow lines over two hours: 3,000 client ports per template line, so
+# windows hold tens of thousands of distinct connections, as a busy node's do.
+templates = []
+for line in open(f"{formats}/hubble/hubble-otel-basic-sample-10-flows.jsonl"):
+    flow = json.loads(line)
+    time = flow["time"]
+    ports = flow["flow"]["l4"]["TCP"]
+    reply = flow["flow"].get("reply", False)
+    key = "destination_port" if reply else "source_port"
+    text = line.strip().replace(time, "{t}").replace(f'"{key}":{ports[key]}', '"' + key + '":{p}')
+    templates.append(text.replace("{", "{{").replace("}", "}}").replace("{{t}}", "{t}").replace("{{p}}", "{p}"))
+import datetime
+start = 1_700_000_000
+stamps = [datetime.datetime.fromtimestamp(start + s, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S") for s in range(7201)]
+with open(f"{work}/hubble.jsonl", "w") as out:
+    for n in range(1_000_000):
+        t = f"{stamps[n * 7200 // 1_000_000]}.{n % 1000:03d}000000Z"
+        out.write(templates[n % 10].format(t=t, p=20000 + (n // 10) % 3000) + "\n")
+with open(f"{work}/segments.txt", "w") as out:
+    out.write("10.0.0.0/16 corp\n10.1.0.0/16 payments\n0.0.0.0/0 internet\n")
+with open(f"{work}/vpc.log", "w") as out:
+    out.write("version account-id interface-id srcaddr dstaddr srcport dstport protocol packets bytes start end action log-status\n")
+    for n in range(1_000_000):
+        s = start + n * 7200 // 1_000_000
+        src = f"10.{n % 2}.{n // 256 % 256}.{n % 256}"
+        action = "REJECT" if n % 17 == 0 else "ACCEPT"
+        out.write(f"2 123456789010 eni-{n % 64:017x} {src} 10.0.9.{n % 7} {30000 + n % 20000} {443 if n % 3 else 5432} 6 20 4249 {s} {s + 60} {action} OK\n")
 EOF
 
 measure() {
@@ -69,3 +100,5 @@ measure "epss (300,000 rows)" 300000 epss "$work/epss.csv"
 measure "epss (300,000 rows, gzip)" 300000 epss "$work/epss.csv.gz"
 measure "nvd (50,000 records)" 50000 nvd "$work/nvd-big.json"
 measure "trivy (100,000 findings)" 100000 trivy --asset bench-host "$work/trivy-big.json"
+measure "hubble (1,000,000 lines)" 1000000 hubble --segment-from namespace "$work/hubble.jsonl"
+measure "vpc-flow (1,000,000 lines)" 1000000 vpc-flow --segments "$work/segments.txt" "$work/vpc.log"
