@@ -190,11 +190,25 @@ impl CveInfo {
         self.epss_history.get(idx).map_or_else(|| self.epss(), |&(_, epss, pct)| (epss, pct))
     }
 
+    /// Records a score reported at `at`. A score equal to the one in force
+    /// just before `at` changes no answer of [`CveInfo::epss_at`] and is not
+    /// kept, and neither is a later entry that this one makes a repeat: the
+    /// history grows with the changes of a CVE's score, not with the feed's
+    /// days (FIRST republishes every CVE's score daily, most of them unchanged).
     fn record_epss(&mut self, at: Timestamp, epss: Option<f64>, percentile: Option<f64>) {
-        if epss.is_some() {
-            let idx = self.epss_history.partition_point(|(time, ..)| *time <= at);
-            self.epss_history.insert(idx, (at, epss, percentile));
+        if epss.is_none() {
+            return;
         }
+        let entry = (at, epss, percentile);
+        let same = |other: &(Timestamp, Option<f64>, Option<f64>)| (other.1, other.2) == (entry.1, entry.2);
+        let idx = self.epss_history.partition_point(|(time, ..)| *time <= at);
+        if idx > 0 && same(&self.epss_history[idx - 1]) {
+            return;
+        }
+        if self.epss_history.get(idx).is_some_and(same) {
+            self.epss_history.remove(idx);
+        }
+        self.epss_history.insert(idx, entry);
     }
 
     /// What derived rows depend on: a change rewrites the CVE's exposures.
@@ -459,5 +473,37 @@ impl Catalog {
             }
         }
         (cves, patches)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// [`CveInfo::epss_at`] answers as if every report were kept, whatever
+    /// their order, while repeats are dropped.
+    #[test]
+    fn repeated_epss_scores_are_not_kept_and_change_no_answer() {
+        let day = |d: i64| Timestamp(d * 86_400_000_000);
+        // (day, score): repeats, a change back, and reports out of order.
+        let reports = [(3, 0.1), (1, 0.1), (2, 0.1), (5, 0.2), (4, 0.1), (7, 0.1), (6, 0.2), (9, 0.1), (8, 0.1)];
+        let mut info = CveInfo::new("CVE-2026-0001");
+        let mut naive: Vec<(Timestamp, f64)> = Vec::new();
+        for (d, score) in reports {
+            info.record_epss(day(d), Some(score), None);
+            let idx = naive.partition_point(|(time, _)| *time <= day(d));
+            naive.insert(idx, (day(d), score));
+            for t in 0..=10 {
+                let expected = naive.iter().rev().find(|(time, _)| *time <= day(t)).map(|(_, score)| *score);
+                let answer = info.epss_at(day(t)).0;
+                // Before the first report `epss_at` falls back to the current score.
+                if expected.is_some() {
+                    assert_eq!(answer, expected, "day {t} after reporting day {d}");
+                }
+            }
+        }
+        // 0.1 from day 1, 0.2 from day 5, 0.1 from day 7: three changes, nine reports.
+        let kept: Vec<(Timestamp, Option<f64>)> = info.epss_history.iter().map(|e| (e.0, e.1)).collect();
+        assert_eq!(kept, [(day(1), Some(0.1)), (day(5), Some(0.2)), (day(7), Some(0.1))]);
     }
 }
