@@ -440,6 +440,14 @@ pub struct RunArgs {
     /// [config: pipeline.workers, default 0].
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
+    /// A task that applies no event for this long has its watermark follow
+    /// the wall clock minus the allowed lateness, so SLA and re-evaluation
+    /// deadlines fire on quiet partitions; each move is a row of
+    /// `clock_watermarks`. 0: event time only. Not with `--stop-at-end`,
+    /// which ends on event time as `replay` does
+    /// [config: processor.idle_timeout_secs, default 300].
+    #[arg(long, value_name = "SECONDS")]
+    pub idle_timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Args)]

@@ -183,6 +183,7 @@ fn run_pipeline(
         fetch_buffer_kbytes: None,
         shutdown_timeout_secs: None,
         workers: None,
+        idle_timeout_secs: None,
     };
     let pipeline = command_thread(supervisor, "pipeline", {
         let config = app.clone();

@@ -27,6 +27,10 @@ pub struct ProcessorConfig {
     /// alert about earlier events it changes the meaning of (a policy
     /// decision, an event naming an asset): what is kept for those re-checks.
     pub late_alert_horizon_us: i64,
+    /// `run` only: after this long (wall clock, µs) without an event, a
+    /// task's watermark follows the wall clock minus the allowed lateness,
+    /// so deadlines fire on quiet partitions; 0 never (event time only).
+    pub idle_timeout_us: i64,
 }
 
 impl Default for ProcessorConfig {
@@ -41,6 +45,7 @@ impl Default for ProcessorConfig {
             drift_window_us: MICROS_PER_HOUR,
             dedupe_capacity: 200_000,
             late_alert_horizon_us: 7 * MICROS_PER_DAY,
+            idle_timeout_us: 5 * 60 * MICROS_PER_SECOND,
         }
     }
 }
@@ -81,6 +86,9 @@ pub struct ProcessorSection {
     /// How far back a late event can still raise an alert about earlier
     /// decisions and events of its asset.
     pub late_alert_horizon_secs: u64,
+    /// `run` only: a task without events this long has its watermark follow
+    /// the wall clock (minus the allowed lateness); 0 turns that off.
+    pub idle_timeout_secs: u64,
 }
 
 impl Default for ProcessorSection {
@@ -95,6 +103,7 @@ impl Default for ProcessorSection {
             drift_window_secs: (defaults.drift_window_us / MICROS_PER_SECOND) as u64,
             dedupe_capacity: defaults.dedupe_capacity,
             late_alert_horizon_secs: (defaults.late_alert_horizon_us / MICROS_PER_SECOND) as u64,
+            idle_timeout_secs: (defaults.idle_timeout_us / MICROS_PER_SECOND) as u64,
         }
     }
 }
@@ -123,6 +132,9 @@ impl ProcessorSection {
                 "processor.late_alert_horizon_secs must be between 1 hour and 90 days, got {}",
                 self.late_alert_horizon_secs
             )
+        });
+        problems.check(self.idle_timeout_secs <= 7 * 86_400, || {
+            format!("processor.idle_timeout_secs must be at most 7 days (0: never), got {}", self.idle_timeout_secs)
         });
         problems.check(self.dedupe_capacity >= 1_000, || {
             format!("processor.dedupe_capacity must be at least 1000, got {}", self.dedupe_capacity)
@@ -189,6 +201,7 @@ impl ProcessorConfig {
             drift_window_us: secs(p.drift_window_secs).max(MICROS_PER_HOUR / 60),
             dedupe_capacity: p.dedupe_capacity,
             late_alert_horizon_us: secs(p.late_alert_horizon_secs),
+            idle_timeout_us: secs(p.idle_timeout_secs),
         }
     }
 }

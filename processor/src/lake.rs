@@ -561,6 +561,7 @@ pub fn encode_epoch(task: TaskId, epoch: u64, writer: &str, rows: &EpochRows) ->
     encode(&at, &rows.segment_drift, &mut files)?;
     encode(&at, &rows.alerts, &mut files)?;
     encode(&at, &rows.dead_letters, &mut files)?;
+    encode(&at, &rows.clock_watermarks, &mut files)?;
     Ok(files)
 }
 
@@ -849,6 +850,22 @@ impl LakeRow for DeadLetterRow {
             opt_text(rows.iter().map(|r| r.key.as_deref())),
             opt_text(rows.iter().map(|r| r.payload_encoding)),
             time(rows.iter().map(|r| r.failed_at)),
+        ]
+    }
+}
+
+impl LakeRow for ClockMoveRow {
+    const TABLE: Table = Table::ClockWatermarks;
+    fn date(&self) -> Date {
+        self.moved_at.date()
+    }
+    fn columns(rows: &[Self]) -> Vec<ArrayRef> {
+        vec![
+            text(rows.iter().map(|r| r.task.as_str())),
+            time(rows.iter().map(|r| r.watermark)),
+            opt_time(rows.iter().map(|r| r.previous_watermark)),
+            opt_time(rows.iter().map(|r| r.last_event_at)),
+            time(rows.iter().map(|r| r.moved_at)),
         ]
     }
 }

@@ -226,6 +226,15 @@ impl Processor {
         }
     }
 
+    /// [`Task::advance_by_clock`] for task `id`: `run` moves a quiet task's
+    /// watermark to the wall clock `wall` minus the allowed lateness.
+    pub fn advance_by_clock(&mut self, id: TaskId, wall: Timestamp) -> bool {
+        let watermark = wall.add_micros(-self.config.allowed_lateness_us);
+        let Some(idx) = self.keyed_index(id) else { return false };
+        let Processor { config, catalog, tasks, .. } = self;
+        tasks[idx].advance_by_clock(watermark, wall, catalog, config)
+    }
+
     /// The state of one task as bytes, to store with its commit; the intel
     /// task's includes the catalog. Take it right after [`Processor::flush`].
     pub fn snapshot(&self, id: TaskId) -> Vec<u8> {

@@ -374,6 +374,7 @@ impl Pipeline {
             ("segment_drift", rows.segment_drift.len()),
             ("alerts", rows.alerts.len()),
             ("dead_letters", rows.dead_letters.len()),
+            ("clock_watermarks", rows.clock_watermarks.len()),
         ];
         for (table, n) in tables {
             *self.totals.rows.entry(table).or_default() += n as u64;

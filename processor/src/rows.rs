@@ -195,6 +195,22 @@ pub struct AlertRow {
     pub class_uid: i32,
 }
 
+/// `clock_watermarks`: a quiet task's watermark moved by the wall clock in
+/// `run` (DESIGN.md "Event time"), so an auditor can tell which deadlines
+/// fired without an event behind them.
+#[derive(Clone, Debug, PartialEq)]
+#[allow(missing_docs)]
+pub struct ClockMoveRow {
+    /// The task, as `<input topic>-<partition>` (`assets-0`).
+    pub task: String,
+    pub watermark: Timestamp,
+    pub previous_watermark: Option<Timestamp>,
+    /// The largest event time the task had seen.
+    pub last_event_at: Option<Timestamp>,
+    /// The wall clock when it moved.
+    pub moved_at: Timestamp,
+}
+
 /// `dead_letters`: one message that failed to decode or validate (the
 /// wire type lives in `schemas`: ingest builds it from a raw message).
 pub use schemas::DeadLetter as DeadLetterRow;
@@ -224,6 +240,7 @@ pub struct EpochRows {
     pub segment_drift: Vec<DriftRow>,
     pub alerts: Vec<AlertRow>,
     pub dead_letters: Vec<DeadLetterRow>,
+    pub clock_watermarks: Vec<ClockMoveRow>,
     pub reevaluations: Vec<Reevaluation>,
 }
 
@@ -239,6 +256,7 @@ impl EpochRows {
             + self.segment_drift.len()
             + self.alerts.len()
             + self.dead_letters.len()
+            + self.clock_watermarks.len()
     }
 }
 

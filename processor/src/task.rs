@@ -14,7 +14,7 @@ use crate::catalog::{Catalog, CatalogChange};
 use crate::config::ProcessorConfig;
 use crate::network::NetworkState;
 use crate::rollouts::RolloutsState;
-use crate::rows::{DeadLetterRow, EpochRows};
+use crate::rows::{ClockMoveRow, DeadLetterRow, EpochRows};
 
 /// Which task: a keyed input topic and a partition of it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -131,6 +131,8 @@ pub struct Task {
     // Snapshots are taken right after a flush, when this is empty.
     #[serde(skip)]
     dead_letters: Vec<DeadLetterRow>,
+    #[serde(skip)]
+    clock_moves: Vec<ClockMoveRow>,
     counts: TaskCounts,
     /// Size of the last snapshot, to size the next one's buffer.
     #[serde(skip)]
@@ -155,6 +157,7 @@ impl Task {
             recent: RecentIds::new(config.dedupe_capacity),
             positions: BTreeMap::new(),
             dead_letters: Vec::new(),
+            clock_moves: Vec::new(),
             counts: TaskCounts::default(),
             last_snapshot_bytes: std::sync::atomic::AtomicUsize::new(0),
         }
@@ -317,6 +320,32 @@ impl Task {
         }
     }
 
+    /// `run` on a quiet task: moves the watermark to `watermark` (the wall
+    /// clock `wall` minus the allowed lateness), runs the timers it passes,
+    /// and records the move for the `clock_watermarks` table. Nothing moves
+    /// for a task that has seen no event (it has no deadline to reach), for
+    /// the intel task (it has no watermark), or backwards. True if it moved.
+    pub fn advance_by_clock(
+        &mut self,
+        watermark: Timestamp,
+        wall: Timestamp,
+        catalog: &Catalog,
+        config: &ProcessorConfig,
+    ) -> bool {
+        if self.id.topic == InputTopic::Intel || self.max_event_time.is_none() || watermark <= self.watermark {
+            return false;
+        }
+        self.clock_moves.push(ClockMoveRow {
+            task: self.id.to_string(),
+            watermark,
+            previous_watermark: Some(self.watermark).filter(|w| w.micros() != i64::MIN),
+            last_event_at: self.max_event_time,
+            moved_at: wall,
+        });
+        self.advance_watermark(watermark, catalog, config);
+        true
+    }
+
     /// Marks the rows a catalog change may affect.
     pub fn catalog_changed(&mut self, change: &CatalogChange) {
         if let State::Assets(state) = &mut self.state {
@@ -334,6 +363,7 @@ impl Task {
             State::Intel => (out.cves, out.patches) = catalog.take_rows(),
         }
         out.dead_letters = std::mem::take(&mut self.dead_letters);
+        out.clock_watermarks = std::mem::take(&mut self.clock_moves);
         out
     }
 }

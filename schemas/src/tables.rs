@@ -30,11 +30,13 @@ pub enum Table {
     Alerts,
     /// One row per message that failed to decode or validate.
     DeadLetters,
+    /// One row per move of a quiet task's watermark by the wall clock (`run`).
+    ClockWatermarks,
 }
 
 impl Table {
     /// Every table, in contract order.
-    pub const ALL: [Table; 9] = [
+    pub const ALL: [Table; 10] = [
         Table::Assets,
         Table::Cves,
         Table::Patches,
@@ -44,6 +46,7 @@ impl Table {
         Table::SegmentDrift,
         Table::Alerts,
         Table::DeadLetters,
+        Table::ClockWatermarks,
     ];
 
     /// The table's name in SQL and in the lake's directory tree.
@@ -58,6 +61,7 @@ impl Table {
             Table::SegmentDrift => "segment_drift",
             Table::Alerts => "alerts",
             Table::DeadLetters => "dead_letters",
+            Table::ClockWatermarks => "clock_watermarks",
         }
     }
 
@@ -73,7 +77,7 @@ impl Table {
             Table::CanaryRollups => &["rollout_id"],
             Table::SegmentDrift => &["window_start", "src_segment", "dst_segment"],
             Table::Alerts => &["alert_id"],
-            Table::DeadLetters => &[],
+            Table::DeadLetters | Table::ClockWatermarks => &[],
         }
     }
 
@@ -203,6 +207,13 @@ impl Table {
                 opt_text("payload_encoding"),
                 timestamp("failed_at"),
             ],
+            Table::ClockWatermarks => vec![
+                text("task"),
+                timestamp("watermark"),
+                opt_timestamp("previous_watermark"),
+                opt_timestamp("last_event_at"),
+                timestamp("moved_at"),
+            ],
         }
     }
 }
@@ -280,6 +291,7 @@ mod tests {
         ),
         ("alerts", &["alert_id", "rule", "severity", "time", "entity_id", "ocsf"]),
         ("dead_letters", &["topic", "partition", "offset", "error", "payload"]),
+        ("clock_watermarks", &["task", "watermark", "previous_watermark", "last_event_at", "moved_at"]),
     ];
 
     #[test]

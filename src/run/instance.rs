@@ -14,6 +14,7 @@ use processor::task::TaskId;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use tokio_util::sync::CancellationToken;
 
+use super::idle::IdleClock;
 use super::owner::{INTEL, Owner, Patience};
 use super::stall::StallWatch;
 use super::{METADATA_TIMEOUT, RunSettings, now_micros, retry};
@@ -184,6 +185,9 @@ impl Instance {
     pub(super) fn run(mut self, args: &RunSettings) -> anyhow::Result<ExitCode> {
         let (mut last_commit, mut last_progress, mut last_end_check) = (Instant::now(), Instant::now(), Instant::now());
         let (mut since_commit, mut stall, mut last_probe) = (0u64, StallWatch::default(), Instant::now());
+        // Event time alone when stopping at the end, as `replay` ends.
+        let mut idle = IdleClock::new(args.processor.idle_timeout_us).filter(|_| !args.stop_at_end);
+        let mut clock_moved = false;
         self.metrics.set_ready(true);
         tracing::info!(group = %args.group, lake = %args.lake, "consuming");
         loop {
@@ -210,8 +214,11 @@ impl Instance {
                 None => {}
             }
             self.reseek_intel_if_needed()?;
+            if let Some(idle) = idle.as_mut() {
+                clock_moved |= idle.tick(&mut lock(&self.owner).pipeline, &self.topics, &self.metrics) > 0;
+            }
             if since_commit >= args.epoch_messages
-                || (last_commit.elapsed() >= args.commit_interval && since_commit > 0)
+                || (last_commit.elapsed() >= args.commit_interval && (since_commit > 0 || clock_moved))
             {
                 let committed = lock(&self.owner).commit();
                 match committed {
@@ -219,7 +226,7 @@ impl Instance {
                     Err(_) if self.cancel.is_cancelled() => return self.shutdown(args),
                     Err(error) => return Err(error),
                 }
-                (last_commit, since_commit) = (Instant::now(), 0);
+                (last_commit, since_commit, clock_moved) = (Instant::now(), 0, false);
             }
             if last_progress.elapsed() > Duration::from_secs(5) {
                 self.report_lag();

@@ -18,6 +18,7 @@
 
 mod batch;
 mod finish;
+mod idle;
 mod instance;
 mod owner;
 mod stall;
@@ -53,6 +54,7 @@ pub fn run(args: RunArgs, mut config: Config) -> anyhow::Result<ExitCode> {
     config::set(&mut config.pipeline.fetch_buffer_kbytes, &args.fetch_buffer_kbytes);
     config::set(&mut config.pipeline.shutdown_timeout_secs, &args.shutdown_timeout_secs);
     config::set(&mut config.pipeline.workers, &args.workers);
+    config::set(&mut config.processor.idle_timeout_secs, &args.idle_timeout_secs);
     problems.extend(config.problems());
     if !problems.is_empty() {
         return Ok(crate::usage_error(&problems));
@@ -74,6 +76,9 @@ pub fn run(args: RunArgs, mut config: Config) -> anyhow::Result<ExitCode> {
     signals.set_deadline(settings.shutdown_timeout);
     let supervisor = Supervisor::new(signals.token().child_token());
     let metrics = PipelineMetrics::new();
+    for topic in config.topic_names().keyed() {
+        metrics.declare_clock_moves(topic);
+    }
     // Set by the Kafka clients when the brokers are unreachable; cleared by the polling loop.
     let brokers_down = Arc::new(AtomicBool::new(false));
     serve_probes(&supervisor, &p.metrics_listen, &metrics, &brokers_down)?;
