@@ -103,7 +103,7 @@ enum Timer {
 }
 
 /// The inventory facts the rows and alerts use.
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 struct Inventory {
     environment: Environment,
     criticality: Criticality,
@@ -145,6 +145,58 @@ struct AssetEntry {
     decisions: Vec<(Timestamp, Option<u64>)>,
     committed: Option<u64>,
     revision: i64,
+}
+
+impl AssetEntry {
+    /// Retention of `inventories`: an inventory equal to the one before it
+    /// is dropped, unless it is the last (its stamp is the asset row's update
+    /// time). Every "inventory as of t" answer is unchanged, so this holds at
+    /// any age; the list grows with the changes of the asset, not its reports.
+    fn compact_inventories(&mut self) {
+        let len = self.inventories.len();
+        if len < 3 {
+            return;
+        }
+        let items = std::mem::replace(&mut self.inventories, Vec::with_capacity(len));
+        for (i, item) in items.into_iter().enumerate() {
+            let repeat = self.inventories.last().is_some_and(|(_, previous)| *previous == item.1);
+            if !repeat || i == len - 1 {
+                self.inventories.push(item);
+            }
+        }
+    }
+
+    /// Retention of `postures`: of the assessments at or before `cutoff`,
+    /// only those a question can still reach are kept: the last one (the
+    /// posture as of any later time) and, for every success, the last one
+    /// before it and the first one after it (an outcome's posture before
+    /// and after, its re-evaluation, its regression check). `cutoff` is at
+    /// most the task's watermark minus the late-alert horizon, so no pending
+    /// check and no event within the horizon asks about an earlier time;
+    /// the list holds the horizon's assessments plus two per success.
+    fn compact_postures(&mut self, cutoff: Timestamp) {
+        let split = self.postures.partition_point(|(stamp, _)| stamp.0 <= cutoff);
+        if split < 2 {
+            return;
+        }
+        let mut keep = vec![false; split];
+        keep[split - 1] = true;
+        for &(time, _) in &self.successes {
+            let after = self.postures.partition_point(|(stamp, _)| stamp.0 <= time);
+            if after > 0 && after - 1 < split {
+                keep[after - 1] = true;
+            }
+            if after < split {
+                keep[after] = true;
+            }
+        }
+        let mut idx = 0;
+        self.postures.retain(|_| {
+            let kept = idx >= split || keep[idx];
+            idx += 1;
+            kept
+        });
+    }
 }
 
 #[derive(Default, Serialize, Deserialize)]
@@ -242,16 +294,46 @@ impl ExposureFacts {
 }
 
 impl AssetsState {
+    /// Serialized bytes of each part of the state, for the state benchmark.
+    pub fn census(&self) -> Vec<(&'static str, usize)> {
+        fn size<T: Serialize + ?Sized>(value: &T) -> usize {
+            postcard::to_allocvec(value).map(|v| v.len()).unwrap_or(0)
+        }
+        let mut parts = vec![("names", size(&self.names))];
+        let sum = |f: &dyn Fn(&AssetEntry) -> usize| self.assets.values().map(f).sum::<usize>();
+        parts.push(("asset.inventories", sum(&|a| size(&a.inventories))));
+        parts.push(("asset.postures", sum(&|a| size(&a.postures))));
+        parts.push(("asset.successes", sum(&|a| size(&a.successes))));
+        parts.push(("asset.decisions", sum(&|a| size(&a.decisions))));
+        parts.push(("asset.cves+patches", sum(&|a| size(&a.cves) + size(&a.patches))));
+        parts.push(("exposures", size(&self.exposures)));
+        parts.push(("exposure.findings", self.exposures.values().map(|e| size(&e.findings)).sum()));
+        parts.push(("outcomes", size(&self.outcomes)));
+        parts.push(("by_cve+by_patch", size(&self.by_cve) + size(&self.by_patch)));
+        parts.push(("timers", size(&self.timers)));
+        parts.push(("deadlines", size(&self.deadlines)));
+        parts.push(("fired", size(&self.fired)));
+        parts.push(("decisions", size(&self.decisions)));
+        parts.push(("unscheduled", size(&self.unscheduled)));
+        parts
+    }
+
     /// Takes one event of the assets topic.
-    pub fn apply(&mut self, stamp: Stamp, event: &CloudEvent, catalog: &Catalog, config: &ProcessorConfig) {
+    /// `watermark` is the task's before this event: what retention may forget.
+    pub fn apply(
+        &mut self,
+        stamp: Stamp,
+        event: &CloudEvent,
+        watermark: Timestamp,
+        catalog: &Catalog,
+        config: &ProcessorConfig,
+    ) {
         match &event.data {
             EventData::AssetInventory(inventory) => {
                 let asset = self.names.intern(&inventory.asset_id);
-                insert_sorted(
-                    &mut self.assets.entry(asset).or_default().inventories,
-                    stamp,
-                    Inventory::from(inventory),
-                );
+                let entry = self.assets.entry(asset).or_default();
+                insert_sorted(&mut entry.inventories, stamp, Inventory::from(inventory));
+                entry.compact_inventories();
                 self.dirty_assets.insert(asset);
                 // A late inventory may say that assets named since were unmanaged.
                 if !inventory.managed {
@@ -296,6 +378,11 @@ impl AssetsState {
                 }
                 // A late assessment may be the latest posture of decisions made since.
                 self.recheck_decisions(asset, stamp.0);
+                if let Some(entry) = self.assets.get_mut(&asset) {
+                    let newest = entry.postures.last().map_or(stamp.0, |(last, _)| last.0);
+                    let cutoff = newest.min(watermark).add_micros(-config.late_alert_horizon_us);
+                    entry.compact_postures(cutoff);
+                }
             }
             EventData::PolicyDecision(decision) => {
                 let asset = self.names.intern(&decision.asset_id);
@@ -1183,4 +1270,76 @@ fn unverified_deployments(events: &[(Stamp, DeploymentEvent)], release: Option<&
     out.sort_unstable();
     out.dedup();
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOUR: i64 = 3_600_000_000;
+
+    fn inventory(segment: &str) -> Inventory {
+        Inventory {
+            environment: Environment::Edge,
+            criticality: Criticality::High,
+            internet_exposed: false,
+            segment: segment.to_owned(),
+            managed: true,
+            hostname: None,
+            os_family: None,
+            os_version: None,
+        }
+    }
+
+    fn as_of<T: Clone>(items: &[(Stamp, T)], t: Timestamp) -> Option<T> {
+        items.iter().rev().find(|(stamp, _)| stamp.0 <= t).map(|(_, v)| v.clone())
+    }
+
+    /// The neighbours of `t`, as the outcome, re-evaluation and regression checks find them.
+    fn around(postures: &[(Stamp, (f64, bool))], t: Timestamp) -> (Option<Stamp>, Option<Stamp>) {
+        let split = postures.partition_point(|(stamp, _)| stamp.0 <= t);
+        (split.checked_sub(1).map(|i| postures[i].0), postures.get(split).map(|p| p.0))
+    }
+
+    #[test]
+    fn retention_changes_no_answer_a_check_can_ask() {
+        let mut entry = AssetEntry::default();
+        // An inventory every hour for 40 days, the segment changing twice.
+        for h in 0..960i64 {
+            let segment = if h < 300 {
+                "a"
+            } else if h < 700 {
+                "b"
+            } else {
+                "a"
+            };
+            insert_sorted(&mut entry.inventories, (Timestamp(h * HOUR), h as u64), inventory(segment));
+        }
+        // An assessment every 3 hours, and successes now and then.
+        for h in (0..960i64).step_by(3) {
+            insert_sorted(&mut entry.postures, (Timestamp(h * HOUR), h as u64), (h as f64 % 97.0, h % 2 == 0));
+        }
+        entry.successes = [5, 100, 101, 400, 890].iter().map(|&h| (Timestamp(h * HOUR + 1), 0)).collect();
+        let (inventories, postures) = (entry.inventories.clone(), entry.postures.clone());
+        let cutoff = Timestamp(800 * HOUR);
+
+        entry.compact_inventories();
+        entry.compact_postures(cutoff);
+
+        assert_eq!(entry.inventories.len(), 4, "the first of each run of equal inventories and the last");
+        assert_eq!(entry.inventories.last().map(|i| i.0), inventories.last().map(|i| i.0));
+        for h in -1..1000 {
+            let t = Timestamp(h * HOUR + HOUR / 2);
+            assert!(as_of(&entry.inventories, t) == as_of(&inventories, t), "inventory as of hour {h}");
+        }
+        assert!(entry.postures.len() < 80, "kept {} of {}", entry.postures.len(), postures.len());
+        // Every time at or after the cutoff, and every success, asks the same.
+        for t in (800 * HOUR..1000 * HOUR).step_by((HOUR / 4) as usize) {
+            assert_eq!(as_of(&entry.postures, Timestamp(t)), as_of(&postures, Timestamp(t)));
+            assert_eq!(around(&entry.postures, Timestamp(t)), around(&postures, Timestamp(t)));
+        }
+        for &(time, _) in &entry.successes {
+            assert_eq!(around(&entry.postures, time), around(&postures, time), "success at {time}");
+        }
+    }
 }

@@ -282,7 +282,7 @@ impl Task {
     /// Applies an admitted event of a keyed topic to this task's state machine.
     fn apply_admitted(&mut self, stamp: Stamp, event: &CloudEvent, catalog: &Catalog, config: &ProcessorConfig) {
         match (&mut self.state, &event.data) {
-            (State::Assets(state), _) => state.apply(stamp, event, catalog, config),
+            (State::Assets(state), _) => state.apply(stamp, event, self.watermark, catalog, config),
             (State::Rollouts(state), EventData::CanaryStage(stage)) => state.apply(stamp, stage),
             (State::Network(state), EventData::FlowObservation(flow)) => state.apply(stamp, flow, config),
             // Routing sends each type to its topic's task; anything else is a caller bug we tolerate.
@@ -344,6 +344,15 @@ impl Task {
         });
         self.advance_watermark(watermark, catalog, config);
         true
+    }
+
+    /// Serialized bytes of each part of an assets task's state (empty for
+    /// other tasks), for the state benchmark.
+    pub fn census(&self) -> Vec<(&'static str, usize)> {
+        match &self.state {
+            State::Assets(state) => state.census(),
+            _ => Vec::new(),
+        }
     }
 
     /// Marks the rows a catalog change may affect.
