@@ -49,16 +49,32 @@ impl Moto {
     }
 
     /// `patchtrail` with the AWS environment pointing at this server.
-    fn patchtrail(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_patchtrail"))
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_patchtrail"));
+        command
             .args(args)
             .env("AWS_ENDPOINT", format!("http://{}", self.address))
             .env("AWS_ALLOW_HTTP", "true")
             .env("AWS_ACCESS_KEY_ID", "patchtrail")
             .env("AWS_SECRET_ACCESS_KEY", "patchtrail")
-            .env("AWS_REGION", "us-east-1")
-            .output()
-            .expect("runs")
+            .env("AWS_REGION", "us-east-1");
+        command
+    }
+
+    fn patchtrail(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("runs")
+    }
+
+    /// Freezes the server (SIGSTOP): connections are accepted by the kernel
+    /// and never answered, as with a stalled endpoint; `thaw` resumes it.
+    fn freeze(&self) {
+        let status = Command::new("kill").args(["-STOP", &self.child.id().to_string()]).status().expect("kill");
+        assert!(status.success());
+    }
+
+    fn thaw(&self) {
+        let status = Command::new("kill").args(["-CONT", &self.child.id().to_string()]).status().expect("kill");
+        assert!(status.success());
     }
 }
 
@@ -109,4 +125,44 @@ fn a_lake_in_an_s3_bucket_is_written_read_and_resumed_like_a_local_one() {
     let output = moto.patchtrail(&["sql", "--lake", "s3://no-such-bucket/lake", "SELECT 1"]);
     assert!(!output.status.success());
     assert!(!output.stderr.is_empty());
+}
+
+/// The endpoint stalls for 10 s in the middle of a replay: requests time out
+/// and are retried (object_store's retry policy, up to 3 minutes), the replay
+/// finishes once the endpoint answers again, and the lake holds exactly what
+/// a replay without the stall writes.
+#[test]
+fn an_s3_endpoint_that_stalls_mid_replay_delays_it_and_loses_nothing() {
+    let moto = Moto::start();
+    moto.create_bucket("patchtrail-lake");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (events, _) = simulate(dir.path(), 150, 6, 9, true);
+    let local = dir.path().join("lake");
+    let flags = ["--partitions", "2", "--epoch-lines", "300"];
+    replay(&events, &local, &flags);
+
+    let lake = "s3://patchtrail-lake/lakes/stalled";
+    let started = Instant::now();
+    let child = moto
+        .command(&[&["replay", "--input", path(&events), "--lake", lake][..], &flags[..]].concat())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawns");
+    std::thread::sleep(Duration::from_millis(1500));
+    moto.freeze();
+    let pid = child.id().to_string();
+    let running = Command::new("kill").args(["-0", &pid]).status().is_ok_and(|s| s.success());
+    std::thread::sleep(Duration::from_secs(10));
+    moto.thaw();
+    let output = child.wait_with_output().expect("waits");
+    let took = started.elapsed().as_secs_f64();
+    assert!(running, "the replay had finished before the stall: give it more epochs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    eprintln!("replay with a 10 s stall of the endpoint: {took:.1} s");
+
+    let output = moto.patchtrail(&["sql", "--lake", lake, "--format", "json", FIGURES]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let in_bucket: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(in_bucket.as_array().expect("rows"), &sql(&local, FIGURES));
 }
