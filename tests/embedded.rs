@@ -7,26 +7,12 @@ mod support;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ingest::kafka::EmbeddedBroker;
 use support::*;
 
 #[test]
 fn run_over_the_embedded_broker_gives_the_lake_of_replay() {
-    let broker = EmbeddedBroker::start().expect("the mock cluster starts");
+    let broker = embedded_broker(3);
     let brokers = broker.bootstrap_servers();
-    // The mock cluster takes no admin requests: the topics are made here.
-    let names = ingest::kafka::TopicNames::default();
-    let mut specs: Vec<ingest::kafka::TopicSpec<'_>> = names
-        .keyed()
-        .iter()
-        .copied()
-        .chain([names.intel.as_str()])
-        .map(|name| ingest::kafka::TopicSpec { name, partitions: 3, compacted: false })
-        .collect();
-    for name in [&names.alerts, &names.reevaluations, &names.dlq, &names.priorities] {
-        specs.push(ingest::kafka::TopicSpec { name, partitions: 3, compacted: false });
-    }
-    broker.create_topics(&specs).expect("topics");
     let dir = tempfile::tempdir().expect("temp dir");
     let events = dir.path().join("events.jsonl");
     let common = ["simulate", "--assets", "300", "--days", "6", "--seed", "21", "--malformed-ratio", "0.01"];
@@ -76,17 +62,9 @@ fn a_quiet_partition_reaches_its_deadlines_by_the_wall_clock() {
     use schemas::InputTopic;
     const HOUR: i64 = 3_600;
     const DAY: i64 = 24 * HOUR;
-    let broker = EmbeddedBroker::start().expect("the mock cluster starts");
+    let broker = embedded_broker(1);
     let brokers = broker.bootstrap_servers();
     let names = ingest::kafka::TopicNames::default();
-    let specs: Vec<ingest::kafka::TopicSpec<'_>> = names
-        .keyed()
-        .iter()
-        .copied()
-        .chain([&names.intel, &names.alerts, &names.reevaluations, &names.dlq, &names.priorities].map(String::as_str))
-        .map(|name| ingest::kafka::TopicSpec { name, partitions: 1, compacted: false })
-        .collect();
-    broker.create_topics(&specs).expect("topics");
 
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after 1970").as_secs() as i64;
     let at = |secs: i64| schemas::Timestamp(secs * 1_000_000).to_string();

@@ -116,19 +116,9 @@ fn replay_stops_cleanly_on_a_full_disk_and_resumes_to_the_clean_lake() {
 
 #[test]
 fn run_stops_cleanly_on_a_full_disk_and_resumes_to_the_lake_of_replay() {
-    use ingest::kafka::EmbeddedBroker;
     let dir = tempfile::tempdir().expect("temp dir");
-    let broker = EmbeddedBroker::start().expect("the mock cluster starts");
+    let broker = embedded_broker(3);
     let brokers = broker.bootstrap_servers();
-    let names = ingest::kafka::TopicNames::default();
-    let specs: Vec<ingest::kafka::TopicSpec<'_>> = names
-        .keyed()
-        .iter()
-        .copied()
-        .chain([&names.intel, &names.alerts, &names.reevaluations, &names.dlq, &names.priorities].map(String::as_str))
-        .map(|name| ingest::kafka::TopicSpec { name, partitions: 3, compacted: false })
-        .collect();
-    broker.create_topics(&specs).expect("topics");
     // Small enough for the mock cluster, which keeps 5 MiB per partition and drops the oldest beyond.
     let common = ["simulate", "--assets", "200", "--days", "10", "--seed", "43", "--malformed-ratio", "0.01"];
     let events = dir.path().join("events.jsonl");

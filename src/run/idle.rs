@@ -40,12 +40,14 @@ impl IdleClock {
         Some(IdleClock { timeout, seen: BTreeMap::new(), checked: Instant::now() })
     }
 
+    /// Whether the tasks are due to be looked at: cheap, for every poll.
+    pub(super) fn due(&self) -> bool {
+        self.checked.elapsed() >= CHECK_EVERY.min(self.timeout)
+    }
+
     /// Moves the watermark of every owned task quiet for the timeout; the
     /// number of tasks whose watermark moved (their epochs must be committed).
     pub(super) fn tick(&mut self, pipeline: &mut Pipeline, topics: &TopicNames, metrics: &PipelineMetrics) -> usize {
-        if self.checked.elapsed() < CHECK_EVERY.min(self.timeout) {
-            return 0;
-        }
         let now = Instant::now();
         self.checked = now;
         let owned: Vec<TaskId> =

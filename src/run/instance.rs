@@ -214,7 +214,7 @@ impl Instance {
                 None => {}
             }
             self.reseek_intel_if_needed()?;
-            if let Some(idle) = idle.as_mut() {
+            if let Some(idle) = idle.as_mut().filter(|idle| idle.due()) {
                 clock_moved |= idle.tick(&mut lock(&self.owner).pipeline, &self.topics, &self.metrics) > 0;
             }
             if since_commit >= args.epoch_messages

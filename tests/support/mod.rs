@@ -9,6 +9,23 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// librdkafka's mock cluster with every topic of the default names, each
+/// with `partitions` (the mock cluster takes no admin requests, so the
+/// topics are made here). Mind its retention: 5 MiB per partition, the
+/// oldest dropped beyond.
+pub fn embedded_broker(partitions: i32) -> ingest::kafka::EmbeddedBroker {
+    let broker = ingest::kafka::EmbeddedBroker::start().expect("the mock cluster starts");
+    let names = ingest::kafka::TopicNames::default();
+    let specs: Vec<ingest::kafka::TopicSpec<'_>> = names
+        .keyed()
+        .into_iter()
+        .chain([&names.intel, &names.alerts, &names.reevaluations, &names.dlq, &names.priorities].map(String::as_str))
+        .map(|name| ingest::kafka::TopicSpec { name, partitions, compacted: false })
+        .collect();
+    broker.create_topics(&specs).expect("topics");
+    broker
+}
+
 pub fn patchtrail(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_patchtrail")).args(args).output().expect("the binary runs")
 }
