@@ -30,14 +30,23 @@ pub const ENV_PREFIX: &str = "PATCHTRAIL__";
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Config {
+    /// `[kafka]`: brokers and client properties.
     pub kafka: KafkaConfig,
+    /// `[topics]`: the topic names.
     pub topics: TopicNames,
+    /// `[lake]`: where the lake is and how it is kept.
     pub lake: LakeConfig,
+    /// `[processor]`: event time, tasks and rules.
     pub processor: ProcessorSection,
+    /// `[sla]`: remediation deadlines by severity.
     pub sla: SlaSection,
+    /// `[prioritization]`: the priority score's weights.
     pub prioritization: PrioritizationConfig,
+    /// `[pipeline]`: how `run` batches, commits and retries.
     pub pipeline: PipelineConfig,
+    /// `[server]`: the HTTP API.
     pub server: ServerConfig,
+    /// `[auth]`: the API's bearer token.
     pub auth: AuthConfig,
 }
 
@@ -71,21 +80,31 @@ impl Config {
     /// Defaults, then `file`, then the `PATCHTRAIL__…` variables of `env`;
     /// every problem at once. Flags are applied by the caller, then [`Config::problems`].
     pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Config, Vec<String>> {
+        let source = match file {
+            Some(file) => match std::fs::read_to_string(file) {
+                Ok(text) => Some((file.display().to_string(), text)),
+                Err(e) => return Err(vec![format!("cannot read the config file {}: {e}", file.display())]),
+            },
+            None => None,
+        };
+        Config::from_text(source.as_ref().map(|(name, text)| (name.as_str(), text.as_str())), env)
+    }
+
+    /// [`Config::load`] of a file's `text` already read (`name` in messages).
+    pub fn from_text(
+        file: Option<(&str, &str)>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, Vec<String>> {
         let mut problems = Vec::new();
         let mut table = toml::Table::new();
-        let mut text = String::new();
-        let name = file.map(|f| f.display().to_string()).unwrap_or_default();
-        if let Some(file) = file {
-            match std::fs::read_to_string(file) {
-                Ok(read) => text = read,
-                Err(e) => return Err(vec![format!("cannot read the config file {name}: {e}")]),
-            }
+        let (name, text) = file.unwrap_or_default();
+        if file.is_some() {
             match text.parse::<toml::Table>() {
                 Ok(parsed) => table = parsed,
                 Err(e) => return Err(vec![format!("{name}: {}", one_line(&e.to_string()))]),
             }
             // Type errors, with the file's line and column.
-            if let Err(e) = toml::from_str::<Config>(&text) {
+            if let Err(e) = toml::from_str::<Config>(text) {
                 problems.push(format!("{name}: {}", one_line(&e.to_string())));
             }
         }
@@ -116,9 +135,9 @@ impl Config {
             let known = known_keys(&path);
             let origin = match from_env.get(&path) {
                 Some(variable) => format!("environment variable {variable}"),
-                None => match line_of(&text, &path) {
+                None => match line_of(text, &path) {
                     Some(line) => format!("{name}:{line}"),
-                    None => name.clone(),
+                    None => name.to_owned(),
                 },
             };
             problems.push(format!("{origin}: unknown key `{path}`{known}"));
