@@ -212,6 +212,43 @@ struct ExposureEntry {
     revision: i64,
 }
 
+impl ExposureEntry {
+    /// Retention of `findings`: of those at or before `cutoff`, only the
+    /// first and the last of each run of equal statuses are kept, a run
+    /// being broken by any deployment success or rollback of the asset
+    /// (`evidence`, sorted), the other evidence the exposure's timeline
+    /// folds in. The middle of such a run changes nothing in the fold but
+    /// `last_at`, which the run's last finding sets again; `cutoff` is at
+    /// most the task's watermark minus the late-alert horizon, so no check
+    /// asks about a time inside a dropped run. An open exposure scanned
+    /// daily keeps the horizon's scans and two per run, not one per scan.
+    fn compact_findings(&mut self, cutoff: Timestamp, evidence: &[Timestamp]) {
+        let split = self.findings.partition_point(|(stamp, _)| stamp.0 <= cutoff);
+        if split < 3 {
+            return;
+        }
+        let run_breaks = |from: Timestamp, to: Timestamp| {
+            let at = evidence.partition_point(|t| *t < from);
+            evidence.get(at).is_some_and(|t| *t <= to)
+        };
+        // A finding in the middle of a run: equal to both neighbours, no
+        // other evidence between them.
+        let middle: Vec<bool> = self.findings[..split]
+            .windows(3)
+            .map(|w| {
+                let [(before, previous), (at, this), (after, next)] = [w[0], w[1], w[2]];
+                previous == this && this == next && !run_breaks(before.0, at.0) && !run_breaks(at.0, after.0)
+            })
+            .collect();
+        let mut idx = 0;
+        self.findings.retain(|_| {
+            let dropped = idx >= 1 && idx < split - 1 && middle[idx - 1];
+            idx += 1;
+            !dropped
+        });
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 struct DeploymentEvent {
     deployment: Sym,
@@ -248,6 +285,7 @@ impl Status {
     }
 }
 
+#[derive(Debug, PartialEq)]
 struct ExposureFacts {
     status: Status,
     detected_at: Timestamp,
@@ -349,6 +387,25 @@ impl AssetsState {
                     self.by_cve.entry(cve).or_default().push(asset);
                 }
                 insert_sorted(&mut entry.findings, stamp, finding.status);
+                let len = entry.findings.len();
+                if len >= 16 && len.is_power_of_two() {
+                    // Amortized: a compaction when the list has doubled.
+                    let newest = entry.findings.last().map_or(stamp.0, |(last, _)| last.0);
+                    let cutoff = newest.min(watermark).add_micros(-config.late_alert_horizon_us);
+                    let patches = self.assets.get(&asset).map_or(&[][..], |a| a.patches.as_slice());
+                    let mut evidence: Vec<Timestamp> = patches
+                        .iter()
+                        .filter_map(|&patch| self.outcomes.get(&(asset, patch)))
+                        .flat_map(|outcome| &outcome.events)
+                        .filter(|(_, e)| matches!(e.phase, DeploymentPhase::Succeeded | DeploymentPhase::RolledBack))
+                        .map(|(stamp, _)| stamp.0)
+                        .collect();
+                    evidence.sort_unstable();
+                    if let Some(entry) = self.exposures.get_mut(&(asset, cve)) {
+                        entry.compact_findings(cutoff, &evidence);
+                    }
+                }
+                let entry = self.exposures.entry((asset, cve)).or_default();
                 if let Some(cvss) = finding.scanner_cvss {
                     entry.scanner_cvss = Some(entry.scanner_cvss.map_or(cvss, |known| known.max(cvss)));
                 }
@@ -1340,6 +1397,67 @@ mod tests {
         }
         for &(time, _) in &entry.successes {
             assert_eq!(around(&entry.postures, time), around(&postures, time), "success at {time}");
+        }
+    }
+
+    #[test]
+    fn finding_retention_changes_no_exposure_a_check_can_ask() {
+        let mut catalog = Catalog::default();
+        let release = PatchRelease {
+            patch_id: "P".to_owned(),
+            vendor: "v".to_owned(),
+            product: "p".to_owned(),
+            released_at: Timestamp(0),
+            fixes_cves: vec!["C".to_owned()],
+            artifact_sha256: None,
+            signed: None,
+        };
+        catalog.apply_release((Timestamp(0), 0), &release);
+        let mut state = AssetsState::default();
+        let (asset, cve, patch) = (state.names.intern("A"), state.names.intern("C"), state.names.intern("P"));
+        let deployment = state.names.intern("D");
+        state.assets.entry(asset).or_default().patches.push(patch);
+        // A scan every 2 hours for 60 days, in runs of open, fixed and
+        // suppressed; successes and rollbacks now and then, some inside runs.
+        let mut findings = Vec::new();
+        let mut status = FindingStatus::Open;
+        for h in (0..1440i64).step_by(2) {
+            if (h * 7919) % 97 < 3 {
+                status = match status {
+                    FindingStatus::Open => FindingStatus::Fixed,
+                    FindingStatus::Fixed => FindingStatus::Suppressed,
+                    FindingStatus::Suppressed => FindingStatus::Open,
+                };
+            }
+            findings.push(((Timestamp(h * HOUR), h as u64), status));
+        }
+        let outcome = state.outcomes.entry((asset, patch)).or_default();
+        for (h, phase) in [
+            (31, DeploymentPhase::Succeeded),
+            (301, DeploymentPhase::Succeeded),
+            (333, DeploymentPhase::RolledBack),
+            (900, DeploymentPhase::Succeeded),
+            (1300, DeploymentPhase::RolledBack),
+        ] {
+            let event = DeploymentEvent { deployment, phase, signature_verified: None, artifact_sha256: None };
+            outcome.events.push(((Timestamp(h * HOUR + 1), 10_000 + h as u64), event));
+        }
+        let evidence: Vec<Timestamp> = outcome.events.iter().map(|(stamp, _)| stamp.0).collect();
+        state.exposures.entry((asset, cve)).or_default().findings = findings.clone();
+        let facts = |state: &AssetsState, t: Timestamp| state.exposure_facts(asset, cve, &catalog, Some(t));
+        let full: Vec<_> =
+            (1200 * HOUR..1500 * HOUR).step_by((HOUR / 2) as usize).map(|t| facts(&state, Timestamp(t))).collect();
+        let cutoff = Timestamp(1200 * HOUR);
+
+        state.exposures.get_mut(&(asset, cve)).expect("the exposure").compact_findings(cutoff, &evidence);
+
+        let kept = state.exposures[&(asset, cve)].findings.len();
+        assert!(kept < 200, "kept {kept} of {}", findings.len());
+        let compacted: Vec<_> =
+            (1200 * HOUR..1500 * HOUR).step_by((HOUR / 2) as usize).map(|t| facts(&state, Timestamp(t))).collect();
+        assert!(full.iter().all(Option::is_some));
+        if let Some(at) = (0..full.len()).find(|&i| compacted[i] != full[i]) {
+            panic!("as of {} h past the cutoff: {:?}, whole history: {:?}", at / 2, compacted[at], full[at]);
         }
     }
 }
