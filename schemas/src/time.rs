@@ -28,6 +28,22 @@ impl Timestamp {
         Self(micros)
     }
 
+    /// The instants RFC 3339 can write, years 0000 to 9999, in microseconds
+    /// since the Unix epoch: what the decoder accepts.
+    pub const RFC3339_MICROS: std::ops::RangeInclusive<i64> = -62_167_219_200_000_000..=253_402_300_799_999_999;
+
+    /// The instant `micros` microseconds after the Unix epoch, if RFC 3339
+    /// can write it: for times read as numbers from outside (an importer
+    /// must not write an event the decoder refuses).
+    pub fn from_unix_micros(micros: i64) -> Option<Self> {
+        Self::RFC3339_MICROS.contains(&micros).then_some(Self(micros))
+    }
+
+    /// [`Timestamp::from_unix_micros`] of Unix seconds.
+    pub fn from_unix_seconds(seconds: i64) -> Option<Self> {
+        seconds.checked_mul(MICROS_PER_SECOND).and_then(Self::from_unix_micros)
+    }
+
     /// The instant `millis` milliseconds after the Unix epoch.
     pub const fn from_millis(millis: i64) -> Self {
         Self(millis * 1_000)
@@ -370,6 +386,25 @@ mod tests {
         check("2024-02-29T23:59:59-00:30", Some("2024-03-01T00:29:59Z"));
         check("1969-12-31T23:59:59.999Z", Some("1969-12-31T23:59:59.999Z"));
         check("2026-11-02t06:00:00z", Some("2026-11-02T06:00:00Z"));
+    }
+
+    #[test]
+    fn unix_times_are_taken_only_where_rfc3339_can_write_them() {
+        for micros in [*Timestamp::RFC3339_MICROS.start(), 0, *Timestamp::RFC3339_MICROS.end()] {
+            let time = Timestamp::from_unix_micros(micros).expect("in range");
+            assert_eq!(Timestamp::parse_rfc3339(&time.to_string()), Some(time), "{time}");
+        }
+        assert_eq!(
+            Timestamp::from_unix_micros(*Timestamp::RFC3339_MICROS.end()).map(|t| t.to_string()).as_deref(),
+            Some("9999-12-31T23:59:59.999999Z")
+        );
+        assert_eq!(Timestamp::from_unix_seconds(253_402_300_800), None);
+        assert_eq!(Timestamp::from_unix_seconds(-62_167_219_201), None);
+        assert_eq!(Timestamp::from_unix_seconds(i64::MAX), None);
+        assert_eq!(
+            Timestamp::from_unix_seconds(1_418_530_010).map(|t| t.to_string()).as_deref(),
+            Some("2014-12-14T04:06:50Z")
+        );
     }
 
     #[test]

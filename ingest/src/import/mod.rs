@@ -94,8 +94,8 @@ pub fn lenient_timestamp(text: &str) -> Option<schemas::Timestamp> {
         return Some(date.start());
     }
     // `+0000` / `-0130`: an offset without its colon.
-    let bytes = text.as_bytes();
-    if bytes.len() > 5 {
+    // (A char boundary first: the text may be any UTF-8, found by the fuzzer.)
+    if text.len() > 5 && text.is_char_boundary(text.len() - 5) {
         let (head, offset) = text.split_at(text.len() - 5);
         if (offset.starts_with('+') || offset.starts_with('-')) && offset[1..].bytes().all(|b| b.is_ascii_digit()) {
             return schemas::Timestamp::parse_rfc3339(&format!("{head}{}:{}", &offset[..3], &offset[3..]));
@@ -121,6 +121,8 @@ mod tests {
         assert_eq!(utc("2025-08-25T17:04:19.9796Z").as_deref(), Some("2025-08-25T17:04:19.979600Z"));
         assert_eq!(utc("2025-08-25").as_deref(), Some("2025-08-25T00:00:00Z"));
         assert_eq!(utc("yesterday"), None);
+        // Not a boundary five bytes from the end (fuzz/regressions/kev/): no panic.
+        assert_eq!(utc("3T79-08-25\u{10000}82U"), None);
     }
 
     #[test]

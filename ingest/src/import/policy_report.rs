@@ -89,7 +89,7 @@ pub fn convert(position: String, report: &Value, asset: &ResourceAsset, time: Op
         let at = result.get("timestamp").and_then(|stamp| {
             let seconds = stamp.get("seconds")?.as_i64()?;
             let nanos = stamp.get("nanos").and_then(Value::as_i64).unwrap_or(0);
-            Some(Timestamp::from_micros(seconds.checked_mul(1_000_000)? + nanos.div_euclid(1_000)))
+            Timestamp::from_unix_micros(seconds.checked_mul(1_000_000)?.checked_add(nanos.div_euclid(1_000))?)
         });
         for resource in resources {
             let identity = resource_identity(&resource);

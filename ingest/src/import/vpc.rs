@@ -71,8 +71,8 @@ pub fn convert(line: &str, segments: &Segments) -> Line {
         "REJECT" => FlowAction::Deny,
         other => return Line::Failed(format!("unknown action {other:?}")),
     };
-    let Some(at) = start.parse::<i64>().ok().and_then(|s| s.checked_mul(1_000_000)).map(Timestamp::from_micros) else {
-        return Line::Failed(format!("start {start:?} is not Unix seconds"));
+    let Some(at) = start.parse::<i64>().ok().and_then(Timestamp::from_unix_seconds) else {
+        return Line::Failed(format!("start {start:?} is not Unix seconds of the years 0 to 9999"));
     };
     let port = |text: &str| text.parse::<u16>().ok();
     let (Some(src_port), Some(dst_port)) = (port(src_port), port(dst_port)) else {
@@ -120,5 +120,9 @@ mod tests {
         );
         let outside = accept.replace("10.0.2.7", "8.8.8.8");
         assert!(matches!(convert(&outside, &segments), Line::Ignored(_)));
+        // A start past the year 9999 (found by the fuzzer: the event was
+        // written, and the decoder refused its time).
+        let far = accept.replace("1418530010", "1418530010491");
+        assert!(matches!(convert(&far, &segments), Line::Failed(r) if r.contains("years 0 to 9999")));
     }
 }
