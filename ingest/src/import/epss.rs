@@ -48,7 +48,11 @@ pub fn convert(input: impl BufRead, mut sink: impl FnMut(Record)) {
         if let Some(comment) = line.strip_prefix('#') {
             for part in comment.split(',') {
                 match part.split_once(':') {
-                    Some(("model_version", value)) => model_version = Some(value.trim().to_owned()),
+                    // An empty one is no model version (found by the fuzzer:
+                    // the event said "" and the decoder refused it).
+                    Some(("model_version", value)) => {
+                        model_version = Some(value.trim().to_owned()).filter(|v| !v.is_empty())
+                    }
                     Some(("score_date", value)) => {
                         let at = lenient_timestamp(value);
                         score_date = at.map(|at| (at, at.date()));
@@ -146,6 +150,11 @@ mod tests {
         );
         assert!(matches!(&out[1], Record::Failed { position, .. } if position == "line 4"));
         assert!(matches!(&out[2], Record::Event(_)));
+        let unnamed = records(b"#model_version:,score_date:2025-02-20\nCVE-1999-0001,0.1,0.2\n");
+        let Record::Event(event) = &unnamed[0] else { panic!("{unnamed:?}") };
+        let EventData::VulnEpss(epss) = &event.data else { panic!() };
+        assert_eq!(epss.model_version, None, "an empty model version is none");
+        assert!(schemas::decode(&serde_json::to_vec(event).expect("encodes")).is_ok());
         let headless = records(b"CVE-1999-0001,0.1,0.2\n");
         assert!(matches!(&headless[0], Record::Failed { reason, .. } if reason.contains("score_date")));
     }
