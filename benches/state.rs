@@ -6,6 +6,7 @@
 //!
 //!   cargo bench --bench state                       20,000 assets, 365 days
 //!   STATE_ASSETS=2000 STATE_DAYS=120 cargo bench --bench state
+//!   STATE_RETENTION_DAYS=0 cargo bench --bench state   (keep every settled key; default 90)
 //!
 //! Prints one row per 30 days; the last columns are what a planner needs:
 //! snapshot bytes per asset, and the growth of the last 30 days.
@@ -62,8 +63,14 @@ fn main() {
         ScenarioConfig { assets, days, seed: 7, late_ratio: 0.01, duplicate_ratio: 0.005, ..ScenarioConfig::default() };
     let start = config.start;
     let mut simulator = Simulator::new(config, false);
-    let mut processor = Processor::new(ProcessorConfig::default(), partitions);
-    println!("state of {assets} assets over {days} simulated days, {partitions} partitions per keyed topic");
+    let defaults = ProcessorConfig::default();
+    let retention_days = env("STATE_RETENTION_DAYS", (defaults.settled_retention_us / DAY_MICROS) as u64);
+    let processor_config = ProcessorConfig { settled_retention_us: retention_days as i64 * DAY_MICROS, ..defaults };
+    let mut processor = Processor::new(processor_config, partitions);
+    println!(
+        "state of {assets} assets over {days} simulated days, {partitions} partitions per keyed topic, \
+         settled keys kept {retention_days} days (0: forever)"
+    );
     println!(
         "{:>5} {:>12} {:>11} {:>11} {:>11} {:>11} {:>9} {:>9} {:>10}",
         "day", "events", "assets B", "rollouts B", "network B", "intel B", "B/asset", "RSS MiB", "Δ30d B"
@@ -111,6 +118,9 @@ fn main() {
         }
     }
     println!("assets tasks' state by part, bytes: {parts:?}");
+    let forgotten: u64 = processor.tasks().map(|task| task.forgotten()).sum();
+    let dead_letters: u64 = processor.tasks().map(|task| task.counts().dead_letters).sum();
+    println!("keys forgotten by retention: {forgotten}; dead letters (invalid or beyond retention): {dead_letters}");
     let seconds = started.elapsed().as_secs_f64();
     println!("{lines} lines in {seconds:.0} s ({:.0} lines/s)", lines as f64 / seconds);
 }

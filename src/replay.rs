@@ -69,6 +69,7 @@ pub fn run(args: ReplayArgs, mut config: Config) -> anyhow::Result<ExitCode> {
                 Line::Event(event) => match processor.apply(&source, offset, event) {
                     Applied::AlreadyApplied => skipped += 1,
                     Applied::Event | Applied::Duplicate => events += 1,
+                    Applied::BeyondRetention => invalid += 1,
                 },
                 Line::Invalid { error, payload } => {
                     let (topic, key) = route_hint(payload);

@@ -63,7 +63,13 @@ pub struct AssetsState {
     /// the end of the epoch, once every event of the deployment there is in.
     #[serde(skip)]
     pending_reevaluations: Vec<PendingReevaluation>,
-    fired: FxHashSet<String>,
+    /// Ids of the alerts fired, and what they belong to (retention forgets
+    /// an id with its key, so a key never alerts twice while it is kept).
+    fired: FxHashMap<String, FiredFor>,
+    /// The highest revision of a forgotten exposure or outcome: one seen
+    /// again after it was forgotten continues above it, so its new rows
+    /// supersede the lake's.
+    revision_floor: i64,
     /// Ids of the `allow` decisions kept for their checks, by timer key: the
     /// check runs at the decision's time and again when a late event may
     /// change its answer, within the late-alert horizon. Decision ids are
@@ -74,6 +80,18 @@ pub struct AssetsState {
     alerts: Vec<AlertRow>,
     #[serde(skip)]
     reevaluations: Vec<Reevaluation>,
+}
+
+/// What a fired alert id belongs to, for retention.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+enum FiredFor {
+    /// An exposure (asset, CVE) or an outcome (asset, patch): forgotten with it.
+    Pair(Sym, Sym),
+    /// A policy decision at this time: forgotten once it is before the
+    /// retention cutoff (no event that old is applied, so none re-checks it).
+    Decision(Timestamp),
+    /// An asset (`UNMANAGED_ASSET`, once per asset): kept with the asset.
+    Asset,
 }
 
 /// A `succeeded` deployment event waiting for its re-evaluation request.
@@ -381,7 +399,11 @@ impl AssetsState {
             EventData::VulnFinding(finding) => {
                 let asset = self.names.intern(&finding.asset_id);
                 let cve = self.names.intern(&finding.cve_id);
-                let entry = self.exposures.entry((asset, cve)).or_default();
+                let floor = self.revision_floor;
+                let entry = self
+                    .exposures
+                    .entry((asset, cve))
+                    .or_insert_with(|| ExposureEntry { revision: floor, ..ExposureEntry::default() });
                 if entry.findings.is_empty() {
                     self.assets.entry(asset).or_default().cves.push(cve);
                     self.by_cve.entry(cve).or_default().push(asset);
@@ -484,7 +506,7 @@ impl AssetsState {
     /// events naming `asset` at or after `from`, once per asset at most.
     fn recheck_inventoried(&mut self, asset: Sym, from: Timestamp) {
         let asset_id = self.names.name(asset);
-        if self.fired.contains(&ocsf::alert_id(Rule::UnmanagedAsset.name(), asset_id, "")) {
+        if self.fired.contains_key(&ocsf::alert_id(Rule::UnmanagedAsset.name(), asset_id, "")) {
             return;
         }
         let Some(entry) = self.assets.get(&asset) else { return };
@@ -514,7 +536,11 @@ impl AssetsState {
         let patch = self.names.intern(&deployment.patch_id);
         let id = self.names.intern(&deployment.deployment_id);
         self.timers.push(Reverse((stamp.0, Timer::Inventoried { asset, at: stamp.0 })));
-        let entry = self.outcomes.entry((asset, patch)).or_default();
+        let floor = self.revision_floor;
+        let entry = self
+            .outcomes
+            .entry((asset, patch))
+            .or_insert_with(|| OutcomeEntry { revision: floor, ..OutcomeEntry::default() });
         if entry.events.is_empty() {
             self.assets.entry(asset).or_default().patches.push(patch);
             self.by_patch.entry(patch).or_default().push(asset);
@@ -584,7 +610,7 @@ impl AssetsState {
             findings.push((deployment_id.to_owned(), stamp.0, finding));
         }
         for (deployment_id, at, finding) in findings {
-            self.fire(Rule::PatchIntegrity, &deployment_id, at, finding);
+            self.fire(Rule::PatchIntegrity, &deployment_id, at, finding, FiredFor::Pair(asset, patch));
         }
     }
 
@@ -742,9 +768,9 @@ impl AssetsState {
             heap.pop();
             match timer {
                 Timer::Due { asset, cve } => {
-                    if let Some(entry) = self.exposures.get_mut(&(asset, cve)) {
-                        entry.checks.retain(|check| *check != at);
-                    }
+                    // A forgotten exposure has no row to rewrite.
+                    let Some(entry) = self.exposures.get_mut(&(asset, cve)) else { continue };
+                    entry.checks.retain(|check| *check != at);
                     self.dirty_exposures.insert((asset, cve));
                     self.check_breach(asset, cve, at, catalog, config);
                 }
@@ -835,7 +861,7 @@ impl AssetsState {
         row.due_at = Some(due_at);
         let entity = format!("{}/{}", row.asset_id, row.cve_id);
         let finding = self.breach_finding(&row, &entity, at, catalog);
-        self.fire(Rule::SlaBreach, &entity, at, finding);
+        self.fire(Rule::SlaBreach, &entity, at, finding, FiredFor::Pair(asset, cve));
     }
 
     /// Fires `POSTURE_REGRESSION` for the outcomes whose first assessment
@@ -856,10 +882,10 @@ impl AssetsState {
                 && after_at == at
                 && row.posture_regressed == Some(true)
             {
-                regressed.push(row);
+                regressed.push((patch, row));
             }
         }
-        for row in regressed {
+        for (patch, row) in regressed {
             let entity = format!("{}/{}", row.asset_id, row.patch_id);
             let title = format!("Posture of {} regressed after patch {}", row.asset_id, row.patch_id);
             let finding = alerts::finding(Rule::PostureRegression, &entity, "", at, title)
@@ -867,7 +893,7 @@ impl AssetsState {
                 .with_unmapped(
                     serde_json::json!({"posture_before": row.posture_before, "posture_after": row.posture_after}),
                 );
-            self.fire(Rule::PostureRegression, &entity, at, finding);
+            self.fire(Rule::PostureRegression, &entity, at, finding, FiredFor::Pair(asset, patch));
         }
     }
 
@@ -900,7 +926,7 @@ impl AssetsState {
         let finding = alerts::finding(Rule::PostureReevalOverdue, &deployment_id, "", window_end, title)
             .with_device(self.device(&asset_id, window_end))
             .with_unmapped(serde_json::json!({ "succeeded_at": succeeded_at.to_string() }));
-        self.fire(Rule::PostureReevalOverdue, &deployment_id, window_end, finding);
+        self.fire(Rule::PostureReevalOverdue, &deployment_id, window_end, finding, FiredFor::Pair(asset, patch));
     }
 
     /// Fires `ZT_ALLOW_NONCOMPLIANT` if, as of `at`, the asset's latest
@@ -949,7 +975,7 @@ impl AssetsState {
                 "trust_score": posture.map(|p| p.1.0),
                 "overdue_kev": overdue_kev,
             }));
-        self.fire(Rule::ZtAllowNoncompliant, decision_id, at, finding);
+        self.fire(Rule::ZtAllowNoncompliant, decision_id, at, finding, FiredFor::Decision(at));
     }
 
     fn check_inventoried(&mut self, asset: Sym, at: Timestamp) {
@@ -964,12 +990,13 @@ impl AssetsState {
         let title = format!("Asset {asset_id} {reason} but takes part in patching or access decisions");
         let finding =
             alerts::finding(Rule::UnmanagedAsset, &asset_id, "", at, title).with_device(self.device(&asset_id, at));
-        self.fire(Rule::UnmanagedAsset, &asset_id, at, finding);
+        self.fire(Rule::UnmanagedAsset, &asset_id, at, finding, FiredFor::Asset);
     }
 
-    fn fire(&mut self, rule: Rule, entity_id: &str, at: Timestamp, finding: ocsf::Finding) {
+    fn fire(&mut self, rule: Rule, entity_id: &str, at: Timestamp, finding: ocsf::Finding, owner: FiredFor) {
         let row = alerts::row(rule, entity_id, at, &finding);
-        if self.fired.insert(row.alert_id.clone()) {
+        if let std::collections::hash_map::Entry::Vacant(slot) = self.fired.entry(row.alert_id.clone()) {
+            slot.insert(owner);
             self.alerts.push(row);
         }
     }
@@ -1190,6 +1217,118 @@ impl AssetsState {
             revision: 0,
         };
         Some((row, after.map(|(stamp, ..)| stamp.0)))
+    }
+
+    /// Retention of settled pairs: forgets each exposure that is settled
+    /// (remediated or suppressed) with every event of its timeline (its
+    /// findings, the deployments of the patches that fix it) before
+    /// `cutoff`, then each outcome whose events are all before `cutoff` and
+    /// whose patch fixes no exposure still kept, with their alert ids, index
+    /// entries, successes, queued checks, and the names of their deployments.
+    /// Their rows stay in the lake as they are. `cutoff` is at most the
+    /// watermark (every check up to it has run) and an event older than it
+    /// is a dead letter ([`crate::task::Task`]), so no event revises a
+    /// forgotten pair; a finding or deployment after it starts the pair
+    /// again, as new, with revisions above every forgotten one. The cost, in
+    /// DOMAIN terms: a re-detection then is a new exposure (detected anew)
+    /// instead of a reopening, and a catalog change no longer revises a
+    /// forgotten row. Returns how many exposures and outcomes it forgot.
+    pub fn forget(&mut self, cutoff: Timestamp, catalog: &Catalog) -> (usize, usize) {
+        let before = |events: Option<Timestamp>| events.is_none_or(|last| last < cutoff);
+        let outcome_before = |state: &Self, asset: Sym, patch: Sym| {
+            before(state.outcomes.get(&(asset, patch)).and_then(|o| o.events.last()).map(|(s, _)| s.0))
+        };
+        let mut exposures: Vec<(Sym, Sym)> = self
+            .exposures
+            .iter()
+            .filter(|&(&(asset, cve), entry)| {
+                before(entry.findings.last().map(|(stamp, _)| stamp.0))
+                    && catalog
+                        .fixed_by(self.names.name(cve))
+                        .iter()
+                        .filter_map(|patch_id| self.names.get(patch_id))
+                        .all(|patch| outcome_before(self, asset, patch))
+                    && self.exposure_facts(asset, cve, catalog, None).is_none_or(|facts| facts.status != Status::Open)
+            })
+            .map(|(&key, _)| key)
+            .collect();
+        exposures.sort_unstable();
+        for key in &exposures {
+            if let Some(entry) = self.exposures.remove(key) {
+                self.revision_floor = self.revision_floor.max(entry.revision);
+            }
+        }
+        let mut outcomes: Vec<(Sym, Sym)> = self
+            .outcomes
+            .keys()
+            .filter(|&&(asset, patch)| {
+                outcome_before(self, asset, patch)
+                    && catalog.patch(self.names.name(patch)).is_none_or(|release| {
+                        release
+                            .fixes_cves
+                            .iter()
+                            .filter_map(|cve_id| self.names.get(cve_id))
+                            .all(|cve| !self.exposures.contains_key(&(asset, cve)))
+                    })
+            })
+            .copied()
+            .collect();
+        outcomes.sort_unstable();
+        let mut deployments: FxHashSet<Sym> = FxHashSet::default();
+        for key in &outcomes {
+            if let Some(entry) = self.outcomes.remove(key) {
+                self.revision_floor = self.revision_floor.max(entry.revision);
+                deployments.extend(entry.events.iter().map(|(_, event)| event.deployment));
+            }
+        }
+        if exposures.is_empty() && outcomes.is_empty() {
+            return (0, 0);
+        }
+        let gone: FxHashSet<(Sym, Sym)> = exposures.iter().chain(&outcomes).copied().collect();
+        for (&asset, entry) in self.assets.iter_mut() {
+            entry.cves.retain(|&cve| !gone.contains(&(asset, cve)));
+            entry.patches.retain(|&patch| !gone.contains(&(asset, patch)));
+            entry.successes.retain(|&(_, patch)| !gone.contains(&(asset, patch)));
+        }
+        for index in [&mut self.by_cve, &mut self.by_patch] {
+            index.retain(|&key, assets| {
+                assets.retain(|&asset| !gone.contains(&(asset, key)));
+                !assets.is_empty()
+            });
+        }
+        self.deadlines.retain(
+            |Reverse((_, timer))| !matches!(timer, Timer::Due { asset, cve } if gone.contains(&(*asset, *cve))),
+        );
+        self.timers.retain(|Reverse((_, timer))| {
+            !matches!(timer, Timer::Reevaluation { asset, patch, .. } if gone.contains(&(*asset, *patch)))
+        });
+        self.unscheduled.retain(|key| !gone.contains(key));
+        self.fired.retain(|_, owner| match owner {
+            FiredFor::Pair(asset, key) => !gone.contains(&(*asset, *key)),
+            FiredFor::Decision(at) => *at >= cutoff,
+            FiredFor::Asset => true,
+        });
+        // A deployment's name goes when nothing kept refers to it: no kept
+        // outcome's event, no queued check, and not a name used as a key.
+        for outcome in self.outcomes.values() {
+            for (_, event) in &outcome.events {
+                deployments.remove(&event.deployment);
+            }
+        }
+        for Reverse((_, timer)) in self.timers.iter() {
+            if let Timer::Reevaluation { deployment, .. } = timer {
+                deployments.remove(deployment);
+            }
+        }
+        deployments.retain(|sym| {
+            !self.assets.contains_key(sym) && !self.by_cve.contains_key(sym) && !self.by_patch.contains_key(sym)
+        });
+        let mut deployments: Vec<Sym> = deployments.into_iter().collect();
+        deployments.sort_unstable();
+        for sym in deployments {
+            self.names.release(sym);
+        }
+        (exposures.len(), outcomes.len())
     }
 
     /// Derives every dirty row, emits those whose content changed with the

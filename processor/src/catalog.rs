@@ -211,6 +211,17 @@ impl CveInfo {
         self.epss_history.insert(idx, entry);
     }
 
+    /// Retention of the EPSS history: of the scores reported at or before
+    /// `cutoff`, only the last is kept. [`CveInfo::epss_at`] answers the same
+    /// for any time from `cutoff` on; an alert dated earlier (rare: most are
+    /// dated at the watermark) carries the score in force at `cutoff`.
+    fn forget_epss_before(&mut self, cutoff: Timestamp) {
+        let idx = self.epss_history.partition_point(|(time, ..)| *time <= cutoff);
+        if idx > 1 {
+            self.epss_history.drain(..idx - 1);
+        }
+    }
+
     /// What derived rows depend on: a change rewrites the CVE's exposures.
     fn relevant(&self) -> (Option<Severity>, Option<Date>, bool) {
         (self.severity(), self.kev_due(), self.kev())
@@ -311,6 +322,14 @@ pub struct Catalog {
 }
 
 impl Catalog {
+    /// Retention (`processor.settled_retention_days`): forgets the EPSS
+    /// scores no question from `cutoff` on can reach.
+    pub fn forget_before(&mut self, cutoff: Timestamp) {
+        for info in self.cves.values_mut() {
+            info.forget_epss_before(cutoff);
+        }
+    }
+
     /// The CVE, if any intel was seen.
     pub fn cve(&self, cve_id: &str) -> Option<&CveInfo> {
         self.cves.get(cve_id)

@@ -31,6 +31,12 @@ pub struct ProcessorConfig {
     /// task's watermark follows the wall clock minus the allowed lateness,
     /// so deadlines fire on quiet partitions; 0 never (event time only).
     pub idle_timeout_us: i64,
+    /// How long, in µs of event time, a settled key (an exposure remediated
+    /// or suppressed, an outcome, a rollout or a drift window with no event
+    /// since) is kept before it is forgotten; an event that far behind its
+    /// task's largest event time is a dead letter ("beyond retention").
+    /// 0 keeps everything forever.
+    pub settled_retention_us: i64,
 }
 
 impl Default for ProcessorConfig {
@@ -46,6 +52,7 @@ impl Default for ProcessorConfig {
             dedupe_capacity: 200_000,
             late_alert_horizon_us: 7 * MICROS_PER_DAY,
             idle_timeout_us: 5 * 60 * MICROS_PER_SECOND,
+            settled_retention_us: 90 * MICROS_PER_DAY,
         }
     }
 }
@@ -89,6 +96,11 @@ pub struct ProcessorSection {
     /// `run` only: a task without events this long has its watermark follow
     /// the wall clock (minus the allowed lateness); 0 turns that off.
     pub idle_timeout_secs: u64,
+    /// Days a settled key is kept after its last event (an exposure
+    /// remediated or suppressed, a deployment outcome, a rollout, a drift
+    /// window); an event this far behind its task's newest is a dead letter.
+    /// 0 keeps all state forever (and applies events of any age).
+    pub settled_retention_days: u64,
 }
 
 impl Default for ProcessorSection {
@@ -104,6 +116,7 @@ impl Default for ProcessorSection {
             dedupe_capacity: defaults.dedupe_capacity,
             late_alert_horizon_secs: (defaults.late_alert_horizon_us / MICROS_PER_SECOND) as u64,
             idle_timeout_secs: (defaults.idle_timeout_us / MICROS_PER_SECOND) as u64,
+            settled_retention_days: (defaults.settled_retention_us / MICROS_PER_DAY) as u64,
         }
     }
 }
@@ -136,6 +149,19 @@ impl ProcessorSection {
         problems.check(self.idle_timeout_secs <= 7 * 86_400, || {
             format!("processor.idle_timeout_secs must be at most 7 days (0: never), got {}", self.idle_timeout_secs)
         });
+        // Retention must outlast the late-alert horizon: the re-checks
+        // within it read the state of its keys.
+        let horizon_days = self.late_alert_horizon_secs.div_ceil(86_400);
+        problems.check(
+            self.settled_retention_days == 0 || (horizon_days.max(1)..=36_500).contains(&self.settled_retention_days),
+            || {
+                format!(
+                    "processor.settled_retention_days must be 0 (keep forever) or between the late-alert horizon \
+                     ({horizon_days} days) and 36500, got {}",
+                    self.settled_retention_days
+                )
+            },
+        );
         problems.check(self.dedupe_capacity >= 1_000, || {
             format!("processor.dedupe_capacity must be at least 1000, got {}", self.dedupe_capacity)
         });
@@ -202,6 +228,7 @@ impl ProcessorConfig {
             dedupe_capacity: p.dedupe_capacity,
             late_alert_horizon_us: secs(p.late_alert_horizon_secs),
             idle_timeout_us: secs(p.idle_timeout_secs),
+            settled_retention_us: (p.settled_retention_days as i64).saturating_mul(MICROS_PER_DAY),
         }
     }
 }

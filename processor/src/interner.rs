@@ -6,11 +6,12 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// An interned string.
 pub type Sym = u32;
 
-/// Maps strings to [`Sym`]s and back.
+/// Maps strings to [`Sym`]s and back. A released symbol's slot is reused.
 #[derive(Default)]
 pub struct Interner {
     ids: FxHashMap<Box<str>, Sym>,
-    names: Vec<Box<str>>,
+    names: Vec<Option<Box<str>>>,
+    free: Vec<Sym>,
 }
 
 impl Interner {
@@ -19,8 +20,16 @@ impl Interner {
         if let Some(&sym) = self.ids.get(name) {
             return sym;
         }
-        let sym = self.names.len() as Sym;
-        self.names.push(name.into());
+        let sym = match self.free.pop() {
+            Some(sym) => {
+                self.names[sym as usize] = Some(name.into());
+                sym
+            }
+            None => {
+                self.names.push(Some(name.into()));
+                (self.names.len() - 1) as Sym
+            }
+        };
         self.ids.insert(name.into(), sym);
         sym
     }
@@ -30,13 +39,23 @@ impl Interner {
         self.ids.get(name).copied()
     }
 
-    /// The string of a symbol this interner made.
+    /// The string of a symbol this interner made ("" once released).
     pub fn name(&self, sym: Sym) -> &str {
-        self.names.get(sym as usize).map_or("", |name| name)
+        self.names.get(sym as usize).and_then(Option::as_deref).unwrap_or("")
+    }
+
+    /// Forgets `sym`, whose slot a later name may take: the caller holds no
+    /// reference to it any more (retention).
+    pub fn release(&mut self, sym: Sym) {
+        if let Some(name) = self.names.get_mut(sym as usize).and_then(Option::take) {
+            self.ids.remove(&name);
+            self.free.push(sym);
+        }
     }
 }
 
-/// Only the names are stored; the lookup map is rebuilt on load.
+/// Only the names are stored (released slots as none); the lookup map and
+/// the free slots are rebuilt on load.
 impl Serialize for Interner {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         self.names.serialize(serializer)
@@ -45,8 +64,39 @@ impl Serialize for Interner {
 
 impl<'de> Deserialize<'de> for Interner {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let names = Vec::<Box<str>>::deserialize(deserializer)?;
-        let ids = names.iter().enumerate().map(|(sym, name)| (name.clone(), sym as Sym)).collect();
-        Ok(Interner { ids, names })
+        let names = Vec::<Option<Box<str>>>::deserialize(deserializer)?;
+        let mut ids = FxHashMap::default();
+        let mut free = Vec::new();
+        for (sym, name) in names.iter().enumerate() {
+            match name {
+                Some(name) => {
+                    ids.insert(name.clone(), sym as Sym);
+                }
+                None => free.push(sym as Sym),
+            }
+        }
+        // Any order is correct; reversed, `pop` takes the lowest slot first.
+        free.reverse();
+        Ok(Interner { ids, names, free })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_released_slot_is_reused_and_survives_a_snapshot() {
+        let mut names = Interner::default();
+        let (a, b) = (names.intern("a"), names.intern("b"));
+        names.release(a);
+        assert_eq!((names.get("a"), names.name(a), names.get("b")), (None, "", Some(b)));
+        let c = names.intern("c");
+        assert_eq!(c, a, "the released slot is taken again");
+        names.release(b);
+        let bytes = postcard::to_allocvec(&names).unwrap();
+        let mut loaded: Interner = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!((loaded.get("c"), loaded.get("b"), loaded.name(c)), (Some(c), None, "c"));
+        assert_eq!(loaded.intern("d"), b, "the free slot is known after a load");
     }
 }

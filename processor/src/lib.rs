@@ -37,7 +37,7 @@ use crate::rows::{DeadLetterRow, EpochRows};
 use crate::task::{Applied, Task, TaskId};
 
 /// First bytes of every state snapshot; a new format gets a new number.
-const SNAPSHOT_MAGIC: &[u8] = b"patchtrail-state/4\n";
+const SNAPSHOT_MAGIC: &[u8] = b"patchtrail-state/5\n";
 
 /// Position of an event in a task's event-time order: its time, then its
 /// arrival (equal times are taken in arrival order).

@@ -95,6 +95,20 @@ impl NetworkState {
         }
     }
 
+    /// Retention: forgets the windows that ended before `cutoff`, with their
+    /// allowed denials and fired alerts (their rows stay in the lake). A flow
+    /// of such a window is older than the cutoff, a dead letter, so no event
+    /// can reach a forgotten window, and none is ever recreated.
+    pub fn forget(&mut self, cutoff: Timestamp, config: &ProcessorConfig) -> usize {
+        let before = self.windows.len();
+        let ended = |start: Timestamp| start.add_micros(config.drift_window_us) < cutoff;
+        self.windows.retain(|(start, _, _), _| !ended(*start));
+        self.allowed_denials.retain(|(start, ..), _| !ended(*start));
+        self.fired.retain(|(start, ..)| !ended(*start));
+        self.pending.retain(|(_, (start, ..))| !ended(*start));
+        before - self.windows.len()
+    }
+
     /// Emits the changed windows and the fired alerts.
     pub fn flush(&mut self, out: &mut EpochRows) {
         let mut dirty: Vec<WindowKey> = self.dirty.drain().collect();

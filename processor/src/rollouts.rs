@@ -73,6 +73,10 @@ pub struct RolloutsState {
     #[serde(skip)]
     dirty: FxHashSet<String>,
     timers: BTreeSet<(Timestamp, String)>,
+    /// The highest revision of a forgotten rollout: a rollout seen again
+    /// after it was forgotten continues above it, so its new row supersedes
+    /// the lake's.
+    revision_floor: i64,
     #[serde(skip)]
     alerts: Vec<AlertRow>,
 }
@@ -80,7 +84,11 @@ pub struct RolloutsState {
 impl RolloutsState {
     /// Takes one `canary.stage.v1`.
     pub fn apply(&mut self, stamp: Stamp, stage: &CanaryStage) {
-        let rollout = self.rollouts.entry(stage.rollout_id.clone()).or_default();
+        let floor = self.revision_floor;
+        let rollout = self
+            .rollouts
+            .entry(stage.rollout_id.clone())
+            .or_insert_with(|| Rollout { revision: floor, ..Rollout::default() });
         let report = Report {
             patch_id: stage.patch_id.clone(),
             stage: stage.stage,
@@ -119,6 +127,25 @@ impl RolloutsState {
             }));
             self.alerts.push(alerts::row(Rule::CanaryFailed, &rollout_id, at, &finding));
         }
+    }
+
+    /// Retention: forgets the rollouts whose last report is before `cutoff`
+    /// (their rows stay in the lake as they are). Reports that old are dead
+    /// letters, so no event can revise one; a later report of the same id
+    /// starts it again, with revisions above every forgotten one.
+    pub fn forget(&mut self, cutoff: Timestamp) -> usize {
+        let before = self.rollouts.len();
+        let floor = &mut self.revision_floor;
+        self.rollouts.retain(|_, rollout| {
+            let keep = rollout.reports.last().is_none_or(|(stamp, _)| stamp.0 >= cutoff);
+            if !keep {
+                *floor = (*floor).max(rollout.revision);
+            }
+            keep
+        });
+        let rollouts = &self.rollouts;
+        self.timers.retain(|(_, id)| rollouts.contains_key(id));
+        before - self.rollouts.len()
     }
 
     /// Emits the changed rollups and the fired alerts.

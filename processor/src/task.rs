@@ -104,6 +104,10 @@ pub enum Applied {
     Duplicate,
     /// Its position was already covered by the task's state: skipped.
     AlreadyApplied,
+    /// Its time is more than `settled_retention` behind the task's newest
+    /// event: the keys it would revise may be forgotten, so it is a dead
+    /// letter (reason `beyond_retention`) instead of a wrong revision.
+    BeyondRetention,
 }
 
 /// Counts of one task.
@@ -134,6 +138,10 @@ pub struct Task {
     #[serde(skip)]
     clock_moves: Vec<ClockMoveRow>,
     counts: TaskCounts,
+    /// The retention cutoff of the last sweep of settled keys.
+    swept: Timestamp,
+    /// Keys forgotten by retention, for the state benchmark and logs.
+    forgotten: u64,
     /// Size of the last snapshot, to size the next one's buffer.
     #[serde(skip)]
     last_snapshot_bytes: std::sync::atomic::AtomicUsize,
@@ -159,6 +167,8 @@ impl Task {
             dead_letters: Vec::new(),
             clock_moves: Vec::new(),
             counts: TaskCounts::default(),
+            swept: Timestamp(i64::MIN),
+            forgotten: 0,
             last_snapshot_bytes: std::sync::atomic::AtomicUsize::new(0),
         }
     }
@@ -225,6 +235,9 @@ impl Task {
         if let Some(skipped) = self.admit(source, offset, &event.id) {
             return (skipped, None);
         }
+        if self.beyond_retention(source, offset, event, config) {
+            return (Applied::BeyondRetention, None);
+        }
         let stamp = self.stamp(event.time);
         let change = match (&self.state, &event.data) {
             (State::Intel, EventData::VulnIntel(intel)) => catalog.apply_intel(stamp, &event.source, intel),
@@ -253,9 +266,46 @@ impl Task {
         if let Some(skipped) = self.admit(source, offset, &event.id) {
             return skipped;
         }
+        if self.beyond_retention(source, offset, event, config) {
+            return Applied::BeyondRetention;
+        }
         let stamp = self.stamp(event.time);
         self.apply_admitted(stamp, event, catalog, config);
         Applied::Event
+    }
+
+    /// Whether an admitted event of a keyed topic is older than the
+    /// retention of settled keys, behind the task's largest event time (not
+    /// its watermark, which the wall clock may move: an event's age is
+    /// measured among events). If so it becomes a dead letter, re-encoded,
+    /// and is counted as one. Intel events have no age limit: the catalog
+    /// keeps what every feed last said.
+    fn beyond_retention(&mut self, source: &str, offset: u64, event: &CloudEvent, config: &ProcessorConfig) -> bool {
+        let Some(newest) = self.max_event_time else { return false };
+        if config.settled_retention_us == 0
+            || self.id.topic == InputTopic::Intel
+            || event.time >= newest.add_micros(-config.settled_retention_us)
+        {
+            return false;
+        }
+        self.counts.events -= 1;
+        self.counts.dead_letters += 1;
+        // `kafka:<topic>/<partition>` (ingest's source names), else a file.
+        let (topic, partition) = source
+            .strip_prefix("kafka:")
+            .and_then(|name| name.rsplit_once('/'))
+            .and_then(|(topic, partition)| Some((topic, partition.parse().ok()?)))
+            .unwrap_or((source, self.id.partition as i32));
+        let days = config.settled_retention_us / schemas::time::MICROS_PER_DAY;
+        let error = format!(
+            "beyond retention: event time {} is more than {days} days (processor.settled_retention_days) before the \
+             newest event of its task ({newest}); the state it would revise may be forgotten",
+            event.time
+        );
+        let payload = serde_json::to_vec(event).unwrap_or_default();
+        let key = event.data.subject();
+        self.dead_letters.push(DeadLetterRow::new(topic, partition, offset as i64, Some(key), error, &payload, newest));
+        true
     }
 
     /// Whether the message at `offset` of `source` is new: not already
@@ -373,6 +423,46 @@ impl Task {
         }
         out.dead_letters = std::mem::take(&mut self.dead_letters);
         out.clock_watermarks = std::mem::take(&mut self.clock_moves);
+        self.sweep(catalog, config);
         out
+    }
+
+    /// Keys forgotten by retention so far.
+    pub fn forgotten(&self) -> u64 {
+        self.forgotten
+    }
+
+    /// Retention (`processor.settled_retention_days`): after a flush, once
+    /// the cutoff (the newest event time minus the retention, at most the
+    /// watermark) has moved a day since the last sweep, forgets the settled
+    /// keys whose events are all before it. Daily, so the scan of every key
+    /// costs little per epoch; a key is kept up to a day past its retention.
+    fn sweep(&mut self, catalog: &mut Catalog, config: &ProcessorConfig) {
+        // The intel task has no watermark: its cutoff follows the catalog's newest event.
+        let cutoff = match (&self.state, self.max_event_time, catalog.max_time()) {
+            (State::Intel, _, Some(newest)) => newest.add_micros(-config.settled_retention_us),
+            (State::Intel, _, None) | (_, None, _) => return,
+            (_, Some(newest), _) => newest.add_micros(-config.settled_retention_us).min(self.watermark),
+        };
+        if config.settled_retention_us == 0 {
+            return;
+        }
+        if self.swept.micros() != i64::MIN && cutoff < self.swept.add_micros(schemas::time::MICROS_PER_DAY) {
+            return;
+        }
+        self.swept = cutoff;
+        let forgotten = match &mut self.state {
+            State::Assets(state) => {
+                let (exposures, outcomes) = state.forget(cutoff, &*catalog);
+                exposures + outcomes
+            }
+            State::Rollouts(state) => state.forget(cutoff),
+            State::Network(state) => state.forget(cutoff, config),
+            State::Intel => {
+                catalog.forget_before(cutoff);
+                0
+            }
+        };
+        self.forgotten += forgotten as u64;
     }
 }

@@ -7,7 +7,7 @@ use ingest::kafka::{self, Source, TopicNames};
 use ingest::metrics::PipelineMetrics;
 use processor::catalog::Catalog;
 use processor::config::ProcessorConfig;
-use processor::task::Task;
+use processor::task::{Applied, Task};
 use rdkafka::Message;
 use rdkafka::message::BorrowedMessage;
 use schemas::{InputTopic, Timestamp};
@@ -161,9 +161,12 @@ fn apply_to_task(
         highest = highest.max(message.offset());
         match kafka::check_message(input, message.key(), message.payload(), context.max_bytes) {
             Ok(event) => {
-                task.apply_keyed(&source, offset, &event, context.catalog, context.config);
+                let applied = task.apply_keyed(&source, offset, &event, context.catalog, context.config);
                 if new {
                     consumed.inc();
+                    if applied == Applied::BeyondRetention {
+                        context.metrics.dead_lettered(topic, "beyond_retention");
+                    }
                 }
             }
             Err(rejection) => {
