@@ -166,3 +166,64 @@ fn an_s3_endpoint_that_stalls_mid_replay_delays_it_and_loses_nothing() {
     let in_bucket: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
     assert_eq!(in_bucket.as_array().expect("rows"), &sql(&local, FIGURES));
 }
+
+/// The endpoint stops answering for longer than the retry budget
+/// (`PATCHTRAIL_S3_RETRY_SECS`, 180 s by default, 4 s here with 1 s request
+/// timeouts): the replay stops with one error naming the storage, the lake
+/// keeps its last commit, and once the endpoint is back the same command
+/// resumes to the lake a replay without the outage writes.
+#[test]
+fn an_s3_outage_longer_than_the_retry_budget_stops_replay_cleanly_and_it_resumes() {
+    let moto = Moto::start();
+    moto.create_bucket("patchtrail-lake");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (events, _) = simulate(dir.path(), 150, 6, 9, true);
+    let local = dir.path().join("lake");
+    let flags = ["--partitions", "2", "--epoch-lines", "300"];
+    replay(&events, &local, &flags);
+
+    let lake = "s3://patchtrail-lake/lakes/outage";
+    let args = [&["replay", "--input", path(&events), "--lake", lake][..], &flags[..]].concat();
+    let child = moto
+        .command(&args)
+        .env("PATCHTRAIL_S3_RETRY_SECS", "4")
+        .env("AWS_TIMEOUT", "1s")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawns");
+    std::thread::sleep(Duration::from_millis(1500));
+    moto.freeze();
+    let stopped = Instant::now();
+    let output = child.wait_with_output().expect("waits");
+    let took = stopped.elapsed().as_secs_f64();
+    moto.thaw();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "the replay finished before the outage: give it more epochs");
+    let errors: Vec<&str> = stderr.lines().filter(|line| line.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "one error line: {stderr}");
+    assert!(errors[0].contains("patchtrail-lake"), "the error names the storage: {stderr}");
+    eprintln!("replay stopped {took:.1} s into the outage: {}", errors[0]);
+
+    let resumed = Instant::now();
+    let output = moto.patchtrail(&args);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    eprintln!("resumed and finished in {:.1} s", resumed.elapsed().as_secs_f64());
+    let output = moto.patchtrail(&["sql", "--lake", lake, "--format", "json", FIGURES]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let in_bucket: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(in_bucket.as_array().expect("rows"), &sql(&local, FIGURES));
+}
+
+#[test]
+fn a_retry_budget_that_is_not_seconds_is_refused() {
+    let moto = Moto::start();
+    let output = moto
+        .command(&["sql", "--lake", "s3://patchtrail-lake/x", "SELECT 1"])
+        .env("PATCHTRAIL_S3_RETRY_SECS", "3m")
+        .output()
+        .expect("runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("PATCHTRAIL_S3_RETRY_SECS must be whole seconds from 1 to 300, got \"3m\""), "{stderr}");
+}

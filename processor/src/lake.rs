@@ -141,11 +141,34 @@ fn storage(path: &Path) -> impl FnOnce(object_store::Error) -> Error + '_ {
     move |source| Error::Storage { path: path.to_string(), source }
 }
 
+/// The variable that bounds how long a request to an `s3://` lake is
+/// retried, in seconds (object_store's default, 180, when unset).
+pub const S3_RETRY_VARIABLE: &str = "PATCHTRAIL_S3_RETRY_SECS";
+
+/// How requests to a bucket are retried: object_store's policy (up to 10
+/// retries with backoff), within [`S3_RETRY_VARIABLE`] seconds from the
+/// first attempt; past that the request fails, and the command stops with
+/// the lake's last commit intact.
+fn retry_config() -> std::result::Result<object_store::RetryConfig, String> {
+    let mut config = object_store::RetryConfig::default();
+    if let Ok(value) = std::env::var(S3_RETRY_VARIABLE) {
+        let seconds: u64 = value
+            .trim()
+            .parse()
+            .ok()
+            .filter(|seconds| (1..=300).contains(seconds))
+            .ok_or_else(|| format!("{S3_RETRY_VARIABLE} must be whole seconds from 1 to 300, got {value:?}"))?;
+        config.retry_timeout = std::time::Duration::from_secs(seconds);
+    }
+    Ok(config)
+}
+
 impl Lake {
     /// Opens (creating it if needed) the lake at a local path, a `file://`
     /// URL, or `s3://BUCKET[/PREFIX]` (credentials, region and endpoint from
-    /// the usual `AWS_*` environment variables; the bucket must accept
-    /// conditional writes, `If-None-Match`, as S3 has since 2024).
+    /// the usual `AWS_*` environment variables, the retry budget from
+    /// [`S3_RETRY_VARIABLE`]; the bucket must accept conditional writes,
+    /// `If-None-Match`, as S3 has since 2024).
     pub fn open(location: &str) -> Result<Lake> {
         let fail = |reason: String| Error::Location { location: location.to_owned(), reason };
         let local = match location.split_once("://") {
@@ -160,6 +183,7 @@ impl Lake {
                 let root: Arc<dyn ObjectStore> = Arc::new(
                     object_store::aws::AmazonS3Builder::from_env()
                         .with_bucket_name(bucket)
+                        .with_retry(retry_config().map_err(fail)?)
                         .build()
                         .map_err(|e| fail(e.to_string()))?,
                 );
