@@ -94,8 +94,8 @@ mod tests {
         let c = names.intern("c");
         assert_eq!(c, a, "the released slot is taken again");
         names.release(b);
-        let bytes = postcard::to_allocvec(&names).unwrap();
-        let mut loaded: Interner = postcard::from_bytes(&bytes).unwrap();
+        let bytes = postcard::to_allocvec(&names).expect("the names serialize");
+        let mut loaded: Interner = postcard::from_bytes(&bytes).expect("the names load");
         assert_eq!((loaded.get("c"), loaded.get("b"), loaded.name(c)), (Some(c), None, "c"));
         assert_eq!(loaded.intern("d"), b, "the free slot is known after a load");
     }
