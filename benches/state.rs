@@ -7,6 +7,8 @@
 //!   cargo bench --bench state                       20,000 assets, 365 days
 //!   STATE_ASSETS=2000 STATE_DAYS=120 cargo bench --bench state
 //!   STATE_RETENTION_DAYS=0 cargo bench --bench state   (keep every settled key; default 90)
+//!   STATE_PROCESSOR=0 cargo bench --bench state   (the simulator alone: its own RSS, which
+//!     grows with the days it simulates, to subtract from the RSS column of a full run)
 //!
 //! Prints one row per 30 days; the last columns are what a planner needs:
 //! snapshot bytes per asset, and the growth of the last 30 days.
@@ -67,6 +69,10 @@ fn main() {
     let retention_days = env("STATE_RETENTION_DAYS", (defaults.settled_retention_us / DAY_MICROS) as u64);
     let processor_config = ProcessorConfig { settled_retention_us: retention_days as i64 * DAY_MICROS, ..defaults };
     let mut processor = Processor::new(processor_config, partitions);
+    let feed = env("STATE_PROCESSOR", 1) != 0;
+    if !feed {
+        println!("the simulator alone (STATE_PROCESSOR=0): the state columns stay empty, RSS is the simulator's");
+    }
     println!(
         "state of {assets} assets over {days} simulated days, {partitions} partitions per keyed topic, \
          settled keys kept {retention_days} days (0: forever)"
@@ -101,7 +107,9 @@ fn main() {
             report(&mut processor, next_report, lines);
             next_report += 30;
         }
-        processor.apply("bench", lines, &event);
+        if feed {
+            processor.apply("bench", lines, &event);
+        }
         if lines.is_multiple_of(EPOCH_LINES) {
             processor.flush();
         }
