@@ -22,7 +22,7 @@ use crate::catalog::{Catalog, CatalogChange, CveInfo, PatchInfo};
 use crate::config::ProcessorConfig;
 use crate::interner::{Interner, Sym};
 use crate::rows::{AlertRow, AssetRow, EpochRows, ExposureRow, OutcomeRow, Reevaluation, next_revision};
-use crate::{Stamp, insert_sorted};
+use crate::{Stamp, Trim, insert_sorted};
 use serde::{Deserialize, Serialize};
 
 /// State of one assets task.
@@ -372,6 +372,47 @@ impl AssetsState {
         parts.push(("decisions", size(&self.decisions)));
         parts.push(("unscheduled", size(&self.unscheduled)));
         parts
+    }
+
+    /// Gives back the spare capacity retention left (see [`Trim`]).
+    pub fn trim(&mut self) {
+        self.names.trim();
+        for entry in self.assets.values_mut() {
+            entry.inventories.trim();
+            entry.postures.trim();
+            entry.cves.trim();
+            entry.patches.trim();
+            entry.successes.trim();
+            entry.decisions.trim();
+        }
+        for entry in self.exposures.values_mut() {
+            entry.findings.trim();
+            entry.checks.trim();
+        }
+        for entry in self.outcomes.values_mut() {
+            entry.events.trim();
+        }
+        for assets in self.by_cve.values_mut().chain(self.by_patch.values_mut()) {
+            assets.trim();
+        }
+        self.assets.trim();
+        self.exposures.trim();
+        self.outcomes.trim();
+        self.by_cve.trim();
+        self.by_patch.trim();
+        self.timers.trim();
+        self.deadlines.trim();
+        self.dirty_assets.trim();
+        self.dirty_exposures.trim();
+        self.dirty_outcomes.trim();
+        self.unscheduled.trim();
+        self.catalog_rechecks.trim();
+        self.integrity_checks.trim();
+        self.pending_reevaluations.trim();
+        self.fired.trim();
+        self.decisions.trim();
+        self.alerts.trim();
+        self.reevaluations.trim();
     }
 
     /// Takes one event of the assets topic.

@@ -1,6 +1,8 @@
 //! Task-local string interning: ids become small integers in keys and timers.
 
 use rustc_hash::FxHashMap;
+
+use crate::Trim;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// An interned string.
@@ -35,6 +37,12 @@ impl Interner {
     }
 
     /// The symbol of `name`, if it was interned.
+    /// Gives back the spare capacity of released names (see [`Trim`]).
+    pub fn trim(&mut self) {
+        self.ids.trim();
+        self.free.trim();
+    }
+
     pub fn get(&self, name: &str) -> Option<Sym> {
         self.ids.get(name).copied()
     }

@@ -55,6 +55,52 @@ pub(crate) fn insert_sorted<T>(items: &mut Vec<(Stamp, T)>, stamp: Stamp, value:
     idx
 }
 
+/// Gives back spare capacity. A collection keeps the capacity of its
+/// largest moment: after months of keys coming and going, per-key lists and
+/// tables trimmed by retention would hold several times the memory their
+/// contents need (the state benchmark measured three times, growing). Each
+/// state trims its collections after its daily retention sweep; a collection
+/// is shrunk only when it uses less than half of its capacity, so one that
+/// stays the same size is never copied twice.
+pub(crate) trait Trim {
+    fn trim(&mut self);
+}
+
+/// Below this many spare slots, shrinking is not worth a copy.
+const TRIM_SLACK: usize = 16;
+
+impl<T> Trim for Vec<T> {
+    fn trim(&mut self) {
+        if self.capacity() > 2 * self.len() + TRIM_SLACK {
+            self.shrink_to_fit();
+        }
+    }
+}
+
+impl<K: Eq + std::hash::Hash, V, S: std::hash::BuildHasher> Trim for std::collections::HashMap<K, V, S> {
+    fn trim(&mut self) {
+        if self.capacity() > 2 * self.len() + TRIM_SLACK {
+            self.shrink_to_fit();
+        }
+    }
+}
+
+impl<K: Eq + std::hash::Hash, S: std::hash::BuildHasher> Trim for std::collections::HashSet<K, S> {
+    fn trim(&mut self) {
+        if self.capacity() > 2 * self.len() + TRIM_SLACK {
+            self.shrink_to_fit();
+        }
+    }
+}
+
+impl<T: Ord> Trim for std::collections::BinaryHeap<T> {
+    fn trim(&mut self) {
+        if self.capacity() > 2 * self.len() + TRIM_SLACK {
+            self.shrink_to_fit();
+        }
+    }
+}
+
 /// The partition of `key` among `partitions`, as Kafka's default partitioner
 /// places it (murmur2 of the key bytes, sign bit cleared), so that `replay`
 /// groups events into the same tasks as `run`.
@@ -296,6 +342,23 @@ impl Processor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trim_gives_back_capacity_only_below_half_use() {
+        let mut list: Vec<u64> = (0..1000).collect();
+        list.truncate(600);
+        list.trim();
+        assert_eq!(list.capacity(), 1000, "more than half in use: kept, never copied");
+        list.truncate(100);
+        list.trim();
+        assert_eq!((list.len(), list.capacity()), (100, 100));
+        let mut table: rustc_hash::FxHashMap<u64, u64> = (0..100_000).map(|i| (i, i)).collect();
+        let peak = table.capacity();
+        table.retain(|&key, _| key < 1000);
+        table.trim();
+        assert!(table.capacity() < peak / 50, "capacity {} of a table holding 1000 (peak {peak})", table.capacity());
+        assert_eq!(table.get(&999), Some(&999));
+    }
 
     #[test]
     fn murmur2_matches_kafka() {

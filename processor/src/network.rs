@@ -10,10 +10,10 @@ use std::collections::BTreeSet;
 use rustc_hash::{FxHashMap, FxHashSet};
 use schemas::{FlowAction, FlowObservation, IntendedAction, Timestamp};
 
-use crate::Stamp;
 use crate::alerts::{self, Rule};
 use crate::config::ProcessorConfig;
 use crate::rows::{DriftRow, EpochRows, next_revision};
+use crate::{Stamp, Trim};
 use serde::{Deserialize, Serialize};
 
 type WindowKey = (Timestamp, String, String);
@@ -93,6 +93,15 @@ impl NetworkState {
             );
             self.alerts.push(alerts::row(Rule::SegmentationDrift, &entity, at, &finding));
         }
+    }
+
+    /// Gives back the spare capacity retention left (see [`Trim`]).
+    pub fn trim(&mut self) {
+        self.windows.trim();
+        self.dirty.trim();
+        self.allowed_denials.trim();
+        self.fired.trim();
+        self.alerts.trim();
     }
 
     /// Retention: forgets the windows that ended before `cutoff`, with their

@@ -14,7 +14,7 @@ use schemas::{CanaryAction, CanaryStage, Timestamp, Verdict};
 use crate::alerts::{self, Rule};
 use crate::config::ProcessorConfig;
 use crate::rows::{AlertRow, EpochRows, RolloutRow, next_revision};
-use crate::{Stamp, insert_sorted};
+use crate::{Stamp, Trim, insert_sorted};
 use serde::{Deserialize, Serialize};
 
 #[derive(Serialize, Deserialize)]
@@ -127,6 +127,16 @@ impl RolloutsState {
             }));
             self.alerts.push(alerts::row(Rule::CanaryFailed, &rollout_id, at, &finding));
         }
+    }
+
+    /// Gives back the spare capacity retention left (see [`Trim`]).
+    pub fn trim(&mut self) {
+        for rollout in self.rollouts.values_mut() {
+            rollout.reports.trim();
+        }
+        self.rollouts.trim();
+        self.dirty.trim();
+        self.alerts.trim();
     }
 
     /// Retention: forgets the rollouts whose last report is before `cutoff`

@@ -464,5 +464,11 @@ impl Task {
             }
         };
         self.forgotten += forgotten as u64;
+        match &mut self.state {
+            State::Assets(state) => state.trim(),
+            State::Rollouts(state) => state.trim(),
+            State::Network(state) => state.trim(),
+            State::Intel => {}
+        }
     }
 }
