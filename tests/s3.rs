@@ -94,14 +94,35 @@ const FIGURES: &str = "SELECT (SELECT count(*) FROM exposures) AS exposures, \
     (SELECT count(*) FROM dead_letters) AS dead, \
     (SELECT count(*) FROM priorities) AS queue";
 
-#[test]
-fn a_lake_in_an_s3_bucket_is_written_read_and_resumed_like_a_local_one() {
+/// A moto with the lake's bucket, 150 simulated assets × 6 days of events
+/// (`seed`), and the lake a local replay of them with `flags` writes: the
+/// reference a lake in the bucket must equal.
+fn bucket_and_local_lake(
+    seed: u64,
+    flags: &[&str],
+) -> (Moto, tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
     let moto = Moto::start();
     moto.create_bucket("patchtrail-lake");
     let dir = tempfile::tempdir().expect("temp dir");
-    let (events, _) = simulate(dir.path(), 150, 6, 8, true);
+    let (events, _) = simulate(dir.path(), 150, 6, seed, true);
     let local = dir.path().join("lake");
-    replay(&events, &local, &["--partitions", "2", "--epoch-lines", "5000"]);
+    replay(&events, &local, flags);
+    (moto, dir, events, local)
+}
+
+/// The figures of the lake at `lake` in the bucket equal those of `local`; returns them.
+fn assert_same_figures(moto: &Moto, lake: &str, local: &std::path::Path) -> Vec<serde_json::Value> {
+    let output = moto.patchtrail(&["sql", "--lake", lake, "--format", "json", FIGURES]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let in_bucket: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    let on_disk = sql(local, FIGURES);
+    assert_eq!(in_bucket.as_array().expect("rows"), &on_disk);
+    on_disk
+}
+
+#[test]
+fn a_lake_in_an_s3_bucket_is_written_read_and_resumed_like_a_local_one() {
+    let (moto, _dir, events, local) = bucket_and_local_lake(8, &["--partitions", "2", "--epoch-lines", "5000"]);
 
     let lake = "s3://patchtrail-lake/lakes/one";
     let args = ["replay", "--input", path(&events), "--lake", lake, "--partitions", "2", "--epoch-lines", "5000"];
@@ -109,11 +130,7 @@ fn a_lake_in_an_s3_bucket_is_written_read_and_resumed_like_a_local_one() {
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert!(String::from_utf8_lossy(&output.stdout).contains("rows written"));
 
-    let output = moto.patchtrail(&["sql", "--lake", lake, "--format", "json", FIGURES]);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let in_bucket: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
-    let on_disk = sql(&local, FIGURES);
-    assert_eq!(in_bucket.as_array().expect("rows"), &on_disk);
+    let on_disk = assert_same_figures(&moto, lake, &local);
     assert!(on_disk[0]["exposures"].as_u64() > Some(0));
 
     // The same file again: everything is already in the lake.
@@ -133,13 +150,8 @@ fn a_lake_in_an_s3_bucket_is_written_read_and_resumed_like_a_local_one() {
 /// a replay without the stall writes.
 #[test]
 fn an_s3_endpoint_that_stalls_mid_replay_delays_it_and_loses_nothing() {
-    let moto = Moto::start();
-    moto.create_bucket("patchtrail-lake");
-    let dir = tempfile::tempdir().expect("temp dir");
-    let (events, _) = simulate(dir.path(), 150, 6, 9, true);
-    let local = dir.path().join("lake");
     let flags = ["--partitions", "2", "--epoch-lines", "300"];
-    replay(&events, &local, &flags);
+    let (moto, _dir, events, local) = bucket_and_local_lake(9, &flags);
 
     let lake = "s3://patchtrail-lake/lakes/stalled";
     let started = Instant::now();
@@ -161,10 +173,7 @@ fn an_s3_endpoint_that_stalls_mid_replay_delays_it_and_loses_nothing() {
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     eprintln!("replay with a 10 s stall of the endpoint: {took:.1} s");
 
-    let output = moto.patchtrail(&["sql", "--lake", lake, "--format", "json", FIGURES]);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let in_bucket: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
-    assert_eq!(in_bucket.as_array().expect("rows"), &sql(&local, FIGURES));
+    assert_same_figures(&moto, lake, &local);
 }
 
 /// The endpoint stops answering for longer than the retry budget
@@ -174,13 +183,8 @@ fn an_s3_endpoint_that_stalls_mid_replay_delays_it_and_loses_nothing() {
 /// resumes to the lake a replay without the outage writes.
 #[test]
 fn an_s3_outage_longer_than_the_retry_budget_stops_replay_cleanly_and_it_resumes() {
-    let moto = Moto::start();
-    moto.create_bucket("patchtrail-lake");
-    let dir = tempfile::tempdir().expect("temp dir");
-    let (events, _) = simulate(dir.path(), 150, 6, 9, true);
-    let local = dir.path().join("lake");
     let flags = ["--partitions", "2", "--epoch-lines", "300"];
-    replay(&events, &local, &flags);
+    let (moto, _dir, events, local) = bucket_and_local_lake(9, &flags);
 
     let lake = "s3://patchtrail-lake/lakes/outage";
     let args = [&["replay", "--input", path(&events), "--lake", lake][..], &flags[..]].concat();
@@ -209,10 +213,7 @@ fn an_s3_outage_longer_than_the_retry_budget_stops_replay_cleanly_and_it_resumes
     let output = moto.patchtrail(&args);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     eprintln!("resumed and finished in {:.1} s", resumed.elapsed().as_secs_f64());
-    let output = moto.patchtrail(&["sql", "--lake", lake, "--format", "json", FIGURES]);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let in_bucket: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
-    assert_eq!(in_bucket.as_array().expect("rows"), &sql(&local, FIGURES));
+    assert_same_figures(&moto, lake, &local);
 }
 
 #[test]
