@@ -52,9 +52,11 @@ EOF
 open_and_count() {
   # Median of 5: patchtrail's own --timing (open = read the Delta logs and register the files).
   local out="$work/timing"
+  : >"$out"
   for _ in 1 2 3 4 5; do
-    "$bin" sql --lake "$lake" --timing --format csv "SELECT count(*) FROM exposures" 2>&1 >/dev/null
-  done >"$out"
+    "$bin" sql --lake "$lake" --timing --format csv "SELECT count(*) FROM exposures" 2>>"$out" >/dev/null ||
+      { echo "  patchtrail sql failed:"; tail -5 "$out" | sed 's/^/    /'; exit 1; }
+  done
   local open query
   open=$(sed -E 's/.*opened in ([0-9.]+) ms.*/\1/' "$out" | sort -n | sed -n 3p)
   query=$(sed -E 's/.*ran in ([0-9.]+) ms.*/\1/' "$out" | sort -n | sed -n 3p)

@@ -170,3 +170,43 @@ fn optimize_and_vacuum_keep_every_row_and_leave_one_file_per_date() {
     assert_eq!((vacuumed_disk, &vacuumed_log), (after_log.len(), &after_log), "only the table's files are left");
     assert!(rows(&lake) == before, "the same rows after vacuum");
 }
+
+/// A lake of many small files (replayed in tiny epochs, as an uncompacted
+/// `run` leaves it) is read under a low open-file limit (96): its files are listed
+/// from the Delta logs without a request each (`queries/src/known.rs`), where
+/// DataFusion's own listing held every answered file open at once and the
+/// query failed with "Too many open files" once the files outnumbered the limit.
+#[test]
+fn a_lake_of_many_small_files_is_read_under_a_low_open_file_limit() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (events, _) = simulate(dir.path(), 100, 4, 5, false);
+    let lake = dir.path().join("lake");
+    replay(&events, &lake, &["--partitions", "3", "--epoch-lines", "8"]);
+    let files = walk(&lake).filter(|file| file.extension().is_some_and(|ext| ext == "parquet")).count();
+    assert!(files > 2_000, "{files} files: too few to test the limit");
+
+    let query = "SELECT (SELECT count(*) FROM exposures_history) AS revisions, (SELECT count(*) FROM alerts) AS alerts";
+    let output = Command::new("prlimit")
+        .args(["--nofile=96:96", "--", env!("CARGO_BIN_EXE_patchtrail"), "sql", "--lake", path(&lake)])
+        .args(["--format", "json", query])
+        .output()
+        .expect("prlimit runs");
+    assert!(output.status.success(), "{files} files under 96 open files: {}", String::from_utf8_lossy(&output.stderr));
+    let limited: Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    let rows = sql(&lake, query);
+    assert_eq!(limited.as_array().expect("rows"), &rows);
+    assert!(rows[0]["revisions"].as_u64() > Some(0));
+}
+
+/// Every file under `dir`, recursively.
+fn walk(dir: &std::path::Path) -> impl Iterator<Item = std::path::PathBuf> {
+    let mut stack = vec![dir.to_path_buf()];
+    let mut files = Vec::new();
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).expect("readable dir").flatten() {
+            let path = entry.path();
+            if path.is_dir() { stack.push(path) } else { files.push(path) }
+        }
+    }
+    files.into_iter()
+}

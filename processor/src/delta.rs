@@ -79,12 +79,24 @@ const MAX_ATTEMPTS: usize = 50;
 /// What readers see of the lake: each table's files, and the "as of".
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Published {
-    /// Table name → paths of its current files, inside the lake.
-    pub files: BTreeMap<String, Vec<String>>,
+    /// Table name → its current files.
+    pub files: BTreeMap<String, Vec<PublishedFile>>,
     /// The largest task watermark published to every table.
     pub as_of: Option<Timestamp>,
     /// Each table's Delta version (`None` before its first publication).
     pub versions: BTreeMap<String, Option<u64>>,
+}
+
+/// One file of a table, as its Delta log describes it: a reader needs no
+/// request to the store to list it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PublishedFile {
+    /// Path inside the lake (`<table>/date=…/….parquet`).
+    pub path: String,
+    /// Bytes.
+    pub size: u64,
+    /// When it was written, milliseconds since the epoch.
+    pub modified_ms: i64,
 }
 
 /// Per task, the latest epoch of the commit log when a publication last
@@ -443,10 +455,14 @@ impl Lake {
                 continue;
             };
             let snapshot = delta.snapshot().map_err(delta_error(table))?;
-            let files: Vec<String> = snapshot
+            let files: Vec<PublishedFile> = snapshot
                 .log_data()
                 .into_iter()
-                .map(|file| format!("{}/{}", table.name(), file.object_store_path()))
+                .map(|file| PublishedFile {
+                    path: format!("{}/{}", table.name(), file.object_store_path()),
+                    size: file.size().max(0) as u64,
+                    modified_ms: file.modification_time(),
+                })
                 .collect();
             published.files.insert(table.name().to_owned(), files);
             published.versions.insert(table.name().to_owned(), delta.version());

@@ -19,6 +19,7 @@ pub mod columns;
 pub mod config;
 pub mod error;
 pub mod guard;
+pub mod known;
 pub mod metrics;
 pub mod priorities;
 pub mod server;

@@ -20,12 +20,13 @@ use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
-use object_store::ObjectStore;
+use object_store::{ObjectMeta, ObjectStore};
 use processor::lake::Lake;
 use schemas::{Table, Timestamp};
 
 use crate::error::{QueryError, classify};
 use crate::guard;
+use crate::known::KnownFiles;
 use crate::priorities::Weights;
 
 /// The metric views every session has, by name, as the SQL files in
@@ -108,15 +109,20 @@ impl LakeSession {
             None => (lake.store(), LAKE_URL.to_owned()),
         };
         let mut tables: Vec<(Table, Arc<dyn TableProvider>)> = Vec::with_capacity(Table::ALL.len());
+        let mut known = Vec::new();
         for table in Table::ALL {
-            let urls = published
-                .files
-                .get(table.name())
-                .into_iter()
-                .flatten()
-                .map(|path| ListingTableUrl::parse(format!("{base}/{path}")))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(classify)?;
+            let mut urls = Vec::new();
+            for file in published.files.get(table.name()).into_iter().flatten() {
+                let url = ListingTableUrl::parse(format!("{base}/{}", file.path)).map_err(classify)?;
+                known.push(ObjectMeta {
+                    location: url.prefix().clone(),
+                    last_modified: chrono::DateTime::from_timestamp_millis(file.modified_ms).unwrap_or_default(),
+                    size: file.size,
+                    e_tag: None,
+                    version: None,
+                });
+                urls.push(url);
+            }
             let provider: Arc<dyn TableProvider> = if urls.is_empty() {
                 Arc::new(MemTable::try_new(table.schema(), vec![vec![]]).map_err(classify)?)
             } else {
@@ -128,6 +134,8 @@ impl LakeSession {
             };
             tables.push((table, provider));
         }
+        // Listing the tables' files asks the store nothing: see `known`.
+        let store: Arc<dyn ObjectStore> = Arc::new(KnownFiles::new(store, known));
         let runtime = match runtime {
             Some(runtime) => runtime,
             None => RuntimeEnvBuilder::new().build_arc().map_err(classify)?,
