@@ -36,13 +36,13 @@ impl Interner {
         sym
     }
 
-    /// The symbol of `name`, if it was interned.
     /// Gives back the spare capacity of released names (see [`Trim`]).
     pub fn trim(&mut self) {
         self.ids.trim();
         self.free.trim();
     }
 
+    /// The symbol of `name`, if it was interned.
     pub fn get(&self, name: &str) -> Option<Sym> {
         self.ids.get(name).copied()
     }

@@ -66,12 +66,15 @@ pub(crate) trait Trim {
     fn trim(&mut self);
 }
 
-/// Below this many spare slots, shrinking is not worth a copy.
-const TRIM_SLACK: usize = 16;
+/// Whether a collection of `len` items in `capacity` slots is worth
+/// shrinking: less than half in use, and more than a few slots spare.
+fn wasteful(len: usize, capacity: usize) -> bool {
+    capacity > 2 * len + 16
+}
 
 impl<T> Trim for Vec<T> {
     fn trim(&mut self) {
-        if self.capacity() > 2 * self.len() + TRIM_SLACK {
+        if wasteful(self.len(), self.capacity()) {
             self.shrink_to_fit();
         }
     }
@@ -79,7 +82,7 @@ impl<T> Trim for Vec<T> {
 
 impl<K: Eq + std::hash::Hash, V, S: std::hash::BuildHasher> Trim for std::collections::HashMap<K, V, S> {
     fn trim(&mut self) {
-        if self.capacity() > 2 * self.len() + TRIM_SLACK {
+        if wasteful(self.len(), self.capacity()) {
             self.shrink_to_fit();
         }
     }
@@ -87,7 +90,7 @@ impl<K: Eq + std::hash::Hash, V, S: std::hash::BuildHasher> Trim for std::collec
 
 impl<K: Eq + std::hash::Hash, S: std::hash::BuildHasher> Trim for std::collections::HashSet<K, S> {
     fn trim(&mut self) {
-        if self.capacity() > 2 * self.len() + TRIM_SLACK {
+        if wasteful(self.len(), self.capacity()) {
             self.shrink_to_fit();
         }
     }
@@ -95,7 +98,7 @@ impl<K: Eq + std::hash::Hash, S: std::hash::BuildHasher> Trim for std::collectio
 
 impl<T: Ord> Trim for std::collections::BinaryHeap<T> {
     fn trim(&mut self) {
-        if self.capacity() > 2 * self.len() + TRIM_SLACK {
+        if wasteful(self.len(), self.capacity()) {
             self.shrink_to_fit();
         }
     }
