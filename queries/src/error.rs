@@ -50,6 +50,14 @@ impl QueryError {
 pub fn classify(error: DataFusionError) -> QueryError {
     // A file that cannot be read surfaces wrapped (in a Parquet error, an
     // external one): look down the whole chain of sources.
+    // A committed file changed behind the log's back is the lake's fault.
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error.find_root());
+    while let Some(cause) = source {
+        if cause.is::<crate::known::Corrupt>() {
+            return QueryError::Internal(error.to_string());
+        }
+        source = cause.source();
+    }
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error.find_root());
     while let Some(cause) = source {
         if cause.is::<object_store::Error>() || cause.is::<std::io::Error>() {

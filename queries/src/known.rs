@@ -12,15 +12,17 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::ops::Range;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use object_store::path::Path;
 use object_store::{
     Attributes, CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload, ObjectMeta,
-    ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult, Result,
+    ObjectStore, ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload, PutResult, Result,
 };
 
 /// `inner`, with the metadata of the files the Delta logs name.
@@ -37,6 +39,43 @@ impl KnownFiles {
         KnownFiles { inner, files }
     }
 }
+
+impl KnownFiles {
+    /// A failed read of a file the log names: if the file is not the size
+    /// the log records, it was changed after it was committed, and the error
+    /// says so ([`Corrupt`]: the lake's fault, not a store that is away).
+    async fn checked<T>(&self, location: &Path, result: Result<T>) -> Result<T> {
+        let Err(error) = result else { return result };
+        let Some(logged) = self.files.get(location) else { return Err(error) };
+        match self.inner.head(location).await {
+            Ok(actual) if actual.size != logged.size => Err(object_store::Error::Generic {
+                store: "lake",
+                source: Box::new(Corrupt { path: location.to_string(), logged: logged.size, actual: actual.size }),
+            }),
+            _ => Err(error),
+        }
+    }
+}
+
+/// A committed file whose size is not the one its Delta log records.
+#[derive(Debug)]
+pub struct Corrupt {
+    path: String,
+    logged: u64,
+    actual: u64,
+}
+
+impl fmt::Display for Corrupt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the committed file {} is {} bytes, its Delta log records {}: it was changed after it was committed",
+            self.path, self.actual, self.logged
+        )
+    }
+}
+
+impl std::error::Error for Corrupt {}
 
 impl fmt::Display for KnownFiles {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -66,7 +105,13 @@ impl ObjectStore for KnownFiles {
                 attributes: Attributes::default(),
             });
         }
-        self.inner.get_opts(location, options).await
+        let result = self.inner.get_opts(location, options).await;
+        self.checked(location, result).await
+    }
+
+    async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
+        let result = self.inner.get_ranges(location, ranges).await;
+        self.checked(location, result).await
     }
 
     fn delete_stream(&self, locations: BoxStream<'static, Result<Path>>) -> BoxStream<'static, Result<Path>> {
@@ -89,7 +134,6 @@ impl ObjectStore for KnownFiles {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use object_store::ObjectStoreExt;
     use object_store::memory::InMemory;
 
     #[tokio::test]
@@ -107,5 +151,19 @@ mod tests {
         assert_eq!(&bytes[..], b"234");
         let other = Path::from("exposures/other.parquet");
         assert!(matches!(store.head(&other).await, Err(object_store::Error::NotFound { .. })));
+    }
+
+    #[tokio::test]
+    async fn a_file_shorter_than_its_log_says_is_reported_as_changed_after_commit() {
+        let inner = Arc::new(InMemory::new());
+        let path = Path::from("exposures/date=2026-12-01/a.parquet");
+        inner.put(&path, PutPayload::from_static(b"not parquet")).await.expect("put");
+        let logged = ObjectMeta { size: 4096, ..inner.head(&path).await.expect("head") };
+        let store = KnownFiles::new(inner, [logged]);
+        let error = store.get_range(&path, 4000..4096).await.expect_err("past its end");
+        let text = error.to_string();
+        assert!(text.contains("is 11 bytes, its Delta log records 4096"), "{text}");
+        let query = crate::error::classify(datafusion::error::DataFusionError::ObjectStore(Box::new(error)));
+        assert_eq!(query.class(), schemas::ErrorClass::Internal);
     }
 }
