@@ -94,12 +94,15 @@ pub enum LakeCommand {
     /// they are. Idempotent.
     Migrate(LakeArgs),
     /// Merge each table's small files, per date, into files of about 64 MiB
-    /// (Delta OPTIMIZE). `run` does this every `lake.optimize_interval_secs`.
-    /// Safe while `run` and `serve` are running: the merged-away files stay
-    /// until `vacuum` deletes them.
+    /// (Delta OPTIMIZE), and write each revised table's latest revisions once
+    /// (`_latest/`), which queries read instead of joining every revision.
+    /// `run` does this every `lake.optimize_interval_secs`. Safe while `run`
+    /// and `serve` are running: the merged-away files stay until `vacuum`
+    /// deletes them.
     Optimize(LakeArgs),
-    /// Delete the files `optimize` merged away more than `--retain-hours`
-    /// ago (Delta VACUUM, lite: files a table removed, nothing else).
+    /// Delete the files `optimize` merged away, and the latest revisions it
+    /// replaced, more than `--retain-hours` ago (Delta VACUUM, lite: files a
+    /// table removed, nothing else).
     Vacuum(VacuumArgs),
 }
 

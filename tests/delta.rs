@@ -210,3 +210,96 @@ fn walk(dir: &std::path::Path) -> impl Iterator<Item = std::path::PathBuf> {
     }
     files.into_iter()
 }
+
+/// Every revised table's rows in `lake`, ordered by key, every column.
+fn latest_rows(lake: &std::path::Path) -> Vec<(String, Vec<Value>)> {
+    REVISED_TABLES
+        .iter()
+        .map(|(table, keys)| ((*table).to_owned(), sql(lake, &format!("SELECT * FROM {table} ORDER BY {keys}"))))
+        .collect()
+}
+
+/// How `patchtrail sql` plans a read of `table`'s latest rows.
+fn plan_of(lake: &std::path::Path, table: &str) -> String {
+    let rows = sql(lake, &format!("EXPLAIN SELECT * FROM {table}"));
+    rows.iter().filter_map(|row| row["plan"].as_str()).collect::<Vec<_>>().join("\n")
+}
+
+/// `lake optimize` writes each revised table's latest revisions once
+/// (`_latest/`), and readers take those rows plus the latest of what was
+/// published since (the tail), instead of joining every revision: the rows
+/// are the same as a lake never compacted, after the optimize, after more
+/// epochs, after another engine compacted the table behind patchtrail's back
+/// (the form no longer fits and readers join every revision again), and
+/// after the next optimize and vacuum.
+#[test]
+fn the_latest_form_and_the_tail_published_since_give_the_rows_of_every_revision() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (events, _) = simulate(dir.path(), 150, 12, 21, true);
+    // The first three fifths of the lines (faults include bytes that are not UTF-8).
+    let bytes = std::fs::read(&events).expect("events");
+    let lines = bytes.iter().filter(|byte| **byte == b'\n').count();
+    let end = bytes.iter().enumerate().filter(|(_, byte)| **byte == b'\n').nth(lines * 3 / 5).expect("a line").0;
+    let first = dir.path().join("first.jsonl");
+    std::fs::write(&first, &bytes[..=end]).expect("write");
+    let (lake, reference) = (dir.path().join("lake"), dir.path().join("reference"));
+    let flags = ["--partitions", "3", "--epoch-lines", "400"];
+    for target in [&lake, &reference] {
+        replay(&first, target, &flags);
+    }
+    let optimize = |lake: &std::path::Path| {
+        let output = patchtrail(&["lake", "optimize", "--lake", path(lake)]);
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let report = optimize(&lake);
+    assert!(report.contains("wrote the latest revisions of 7 tables"), "{report}");
+    let forms = || std::fs::read_dir(lake.join("_latest/exposures")).expect("the form's directory").count();
+    assert_eq!(forms(), 1);
+    // Right after: the form alone, no join.
+    let plan = plan_of(&lake, "exposures");
+    assert!(plan.contains("_latest/exposures/") && !plan.contains("Join"), "{plan}");
+    assert!(latest_rows(&lake) == latest_rows(&reference), "the same rows right after optimize");
+
+    // More epochs: a tail of files the form does not cover, read beside it.
+    for target in [&lake, &reference] {
+        replay(&events, target, &flags);
+    }
+    let plan = plan_of(&lake, "exposures");
+    assert!(plan.contains("_latest/exposures/") && plan.contains("Anti"), "{plan}");
+    let expected = latest_rows(&reference);
+    assert!(latest_rows(&lake) == expected, "the same rows with a tail");
+
+    // Another engine deletes one asset's rows (rewriting the files that held
+    // them): the form covers files the table no longer has, so readers join
+    // every revision, and the asset is gone from patchtrail's rows too.
+    if has_python_deltalake() {
+        let gone =
+            sql(&reference, "SELECT min(asset_id) AS a FROM assets")[0]["a"].as_str().expect("an asset").to_owned();
+        for target in [&lake, &reference] {
+            let script = format!(
+                "import deltalake, os; deltalake.DeltaTable('{}/assets').delete(\"asset_id = '{gone}'\"); os._exit(0)",
+                path(target)
+            );
+            let output = Command::new("python3").args(["-c", &script]).output().expect("python runs");
+            assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        }
+        let plan = plan_of(&lake, "assets");
+        assert!(!plan.contains("_latest/assets/"), "{plan}");
+        let expected = latest_rows(&reference);
+        assert!(latest_rows(&lake) == expected, "the same rows once the form no longer fits");
+        assert!(sql(&lake, &format!("SELECT * FROM assets WHERE asset_id = '{gone}'")).is_empty());
+    }
+    let expected = latest_rows(&reference);
+
+    // The next optimize writes a form over the whole table again, and
+    // vacuum deletes the one it replaced.
+    optimize(&lake);
+    assert_eq!(forms(), 2);
+    assert!(plan_of(&lake, "exposures").contains("_latest/exposures/"));
+    assert!(latest_rows(&lake) == expected, "the same rows after the second optimize");
+    let vacuumed = patchtrail(&["lake", "vacuum", "--retain-hours", "0", "--lake", path(&lake)]);
+    assert!(vacuumed.status.success(), "{}", String::from_utf8_lossy(&vacuumed.stderr));
+    assert_eq!(forms(), 1, "the replaced form is vacuumed");
+    assert!(latest_rows(&lake) == expected, "the same rows after vacuum");
+}

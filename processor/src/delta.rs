@@ -46,6 +46,7 @@ use url::Url;
 
 use crate::error::{Error, Result};
 use crate::lake::{CommitRecord, Lake};
+use crate::latest::Merge;
 use crate::task::TaskId;
 
 /// Delta versions between checkpoints: a reader reads one checkpoint and at
@@ -349,10 +350,10 @@ impl Lake {
         unreachable!("the loop returns")
     }
 
-    /// A number that grows with every publication (the sum of the tables'
-    /// versions plus one, as the latest publication wrote them to
-    /// [`PUBLISHED_STAMP`]; 0 before the first): the change signal readers
-    /// poll, one small read whatever the length of the logs.
+    /// A number that changes with every publication and compaction (a hash
+    /// of [`PUBLISHED_STAMP`], which each rewrites with the tables' new
+    /// versions; 0 before the first): the change signal readers poll, one
+    /// small read whatever the length of the logs.
     pub async fn publication_stamp(&self) -> Result<usize> {
         let path = Path::from(PUBLISHED_STAMP);
         let bytes = match self.store().get(&path).await {
@@ -360,21 +361,29 @@ impl Lake {
             Err(object_store::Error::NotFound { .. }) => return Ok(0),
             Err(source) => return Err(Error::Storage { path: path.to_string(), source }),
         };
-        let versions: BTreeMap<String, u64> = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::Delta { table: PUBLISHED_STAMP.to_owned(), reason: e.to_string() })?;
-        Ok(versions.values().map(|v| v + 1).sum::<u64>() as usize)
+        Ok(twox_hash::XxHash64::oneshot(0, &bytes) as usize)
     }
 
     /// Merges each table's small files, per date partition, into files of
     /// about [`COMPACT_TARGET_BYTES`] (Delta `OPTIMIZE`, bin-packing: the
     /// removed files stay for readers until [`Lake::vacuum`] deletes them).
-    /// Safe while tasks commit and others publish: it only rewrites files
-    /// already in the tables, and a publication that loses the race retries.
-    pub async fn optimize(&self) -> Result<Compaction> {
+    /// A table named in `at` is compacted as of that Delta version: only
+    /// files it held then are merged (what [`crate::latest`] needs to keep a
+    /// latest form's `covers` exact); the others as of their latest version.
+    /// Returns what was merged, per table. Safe while tasks commit and
+    /// others publish: it only rewrites files already in the tables, and a
+    /// publication that loses the race retries.
+    pub async fn optimize(&self, at: &BTreeMap<String, Option<u64>>) -> Result<(Compaction, BTreeMap<String, Merge>)> {
         let mut report = Compaction::default();
+        let mut merges = BTreeMap::new();
         let mut stamp: BTreeMap<&str, u64> = BTreeMap::new();
         for table in Table::ALL {
-            let Some(delta) = self.load_table(table).await? else { continue };
+            let Some(mut delta) = self.load_table(table).await? else { continue };
+            if let Some(Some(version)) = at.get(table.name())
+                && delta.version() != Some(*version)
+            {
+                delta.load_version(*version).await.map_err(delta_error(table))?;
+            }
             let target = std::num::NonZeroU64::new(COMPACT_TARGET_BYTES).unwrap_or(std::num::NonZeroU64::MIN);
             let (delta, metrics) = delta
                 .optimize()
@@ -384,17 +393,53 @@ impl Lake {
                 .map_err(delta_error(table))?;
             report.files_removed += metrics.num_files_removed;
             report.files_added += metrics.num_files_added;
-            stamp.insert(table.name(), delta.version().unwrap_or(0));
+            let version = delta.version().unwrap_or(0);
+            stamp.insert(table.name(), version);
+            if metrics.num_files_removed > 0 {
+                merges.insert(table.name().to_owned(), self.merge_of(table, &delta, version).await?);
+            }
         }
         if report.files_removed > 0 {
             self.write_stamp(&stamp).await?;
         }
-        Ok(report)
+        Ok((report, merges))
+    }
+
+    /// The files an `OPTIMIZE` commit at `version` removed and added.
+    async fn merge_of(&self, table: Table, delta: &DeltaTable, version: u64) -> Result<Merge> {
+        let fail = |reason: String| Error::Delta { table: table.name().to_owned(), reason };
+        let bytes = delta
+            .log_store()
+            .read_commit_entry(version)
+            .await
+            .map_err(delta_error(table))?
+            .ok_or_else(|| fail(format!("the log has no version {version}, the compaction just committed")))?;
+        let in_lake = |path: &str| {
+            let path = Path::from_url_path(path).map_or_else(|_| path.to_owned(), |path| path.to_string());
+            format!("{}/{path}", table.name())
+        };
+        let mut merge = Merge::default();
+        for action in deltalake::logstore::get_actions(version, &bytes).map_err(delta_error(table))? {
+            match action {
+                Action::Add(add) => {
+                    merge.added.insert(in_lake(&add.path));
+                }
+                Action::Remove(remove) => {
+                    merge.removed.insert(in_lake(&remove.path));
+                }
+                Action::CommitInfo(info) if info.operation.as_deref() != Some("OPTIMIZE") => {
+                    return Err(fail(format!("version {version} is not the compaction's but {:?}", info.operation)));
+                }
+                _ => {}
+            }
+        }
+        Ok(merge)
     }
 
     /// Deletes the files that compaction removed from the tables more than
     /// `retain` ago (Delta `VACUUM`, lite mode: only files a `remove` action
-    /// names, so a file committed but not yet published is never touched).
+    /// names, so a file committed but not yet published is never touched),
+    /// and the latest forms no manifest names any more.
     /// Readers must not hold a snapshot older than `retain`.
     pub async fn vacuum(&self, retain: std::time::Duration) -> Result<u64> {
         let mut deleted = 0;
@@ -409,11 +454,29 @@ impl Lake {
                 .map_err(delta_error(table))?;
             deleted += metrics.files_deleted.len() as u64;
         }
-        Ok(deleted)
+        Ok(deleted + self.vacuum_latest(retain).await?)
     }
 
     async fn write_stamp(&self, stamp: &BTreeMap<&str, u64>) -> Result<()> {
-        let body = serde_json::to_vec(stamp).unwrap_or_default();
+        self.put_stamp(serde_json::to_vec(stamp).unwrap_or_default()).await
+    }
+
+    /// Marks a new latest-forms manifest in [`PUBLISHED_STAMP`] (its time
+    /// beside the tables' versions), so that readers polling the stamp open
+    /// a snapshot that uses it.
+    pub(crate) async fn stamp_latest(&self, written_ms: i64) -> Result<()> {
+        let path = Path::from(PUBLISHED_STAMP);
+        let mut stamp: BTreeMap<String, serde_json::Value> = match self.store().get(&path).await {
+            Ok(found) => {
+                found.bytes().await.ok().and_then(|bytes| serde_json::from_slice(&bytes).ok()).unwrap_or_default()
+            }
+            Err(_) => BTreeMap::new(),
+        };
+        stamp.insert(crate::latest::LATEST_DIR.to_owned(), written_ms.into());
+        self.put_stamp(serde_json::to_vec(&stamp).unwrap_or_default()).await
+    }
+
+    async fn put_stamp(&self, body: Vec<u8>) -> Result<()> {
         let path = Path::from(PUBLISHED_STAMP);
         self.store()
             .put(&path, body.into())

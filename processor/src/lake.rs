@@ -596,6 +596,15 @@ struct FileName<'a> {
     writer: &'a str,
 }
 
+/// How the lake's Parquet files are written: zstd, row groups of 128 Ki rows.
+pub(crate) fn writer_properties() -> Result<WriterProperties> {
+    let level = ZstdLevel::try_new(3).map_err(|e| Error::Encode { table: "lake".to_owned(), reason: e.to_string() })?;
+    Ok(WriterProperties::builder()
+        .set_compression(Compression::ZSTD(level))
+        .set_max_row_group_row_count(Some(128 * 1024))
+        .build())
+}
+
 fn encode<R: LakeRow>(at: &FileName<'_>, rows: &[R], files: &mut Vec<EncodedFile>) -> Result<()> {
     let FileName { task, epoch, writer: writer_id } = *at;
     let table = R::TABLE;
@@ -604,10 +613,7 @@ fn encode<R: LakeRow>(at: &FileName<'_>, rows: &[R], files: &mut Vec<EncodedFile
     for (idx, row) in rows.iter().enumerate() {
         by_date.entry(row.date()).or_default().push(idx);
     }
-    let properties = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).map_err(|e| fail(e.to_string()))?))
-        .set_max_row_group_row_count(Some(128 * 1024))
-        .build();
+    let properties = writer_properties()?;
     for (n, (date, indexes)) in by_date.into_iter().enumerate() {
         // Columns are built from a contiguous slice (most epochs have one
         // date); rows are cloned only when a date's rows are interleaved.

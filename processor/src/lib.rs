@@ -23,6 +23,7 @@ pub mod delta;
 pub mod error;
 mod interner;
 pub mod lake;
+pub mod latest;
 pub mod network;
 pub mod pipeline;
 pub mod rollouts;

@@ -21,7 +21,9 @@ use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use object_store::{ObjectMeta, ObjectStore};
+use processor::delta::Published;
 use processor::lake::Lake;
+use processor::latest::LatestManifest;
 use schemas::{Table, Timestamp};
 
 use crate::error::{QueryError, classify};
@@ -49,8 +51,8 @@ pub const PRIORITIES_SQL: &str = include_str!("../sql/priorities.sql");
 pub struct LakeSession {
     context: SessionContext,
     as_of: Option<Timestamp>,
-    /// Each table's history provider, to open the same snapshot in another runtime.
-    tables: Vec<(Table, Arc<dyn TableProvider>)>,
+    /// Each table's providers, to open the same snapshot in another runtime.
+    tables: Vec<Source>,
     /// The lake's store, registered under [`LAKE_URL`].
     store: Arc<dyn ObjectStore>,
     weights: Weights,
@@ -95,7 +97,21 @@ impl LakeSession {
                 lake.location()
             )));
         }
+        let latest = lake.latest_manifest().await?.unwrap_or_default();
         let published = lake.published().await?;
+        LakeSession::over(lake, &published, &latest, runtime, weights).await
+    }
+
+    /// A session over `published`, the files of the lake's Delta tables,
+    /// reading the latest revisions of a table from its form in `latest`
+    /// where that form fits `published` (see [`processor::latest`]).
+    pub async fn over(
+        lake: &Lake,
+        published: &Published,
+        latest: &LatestManifest,
+        runtime: Option<Arc<RuntimeEnv>>,
+        weights: &Weights,
+    ) -> Result<LakeSession, QueryError> {
         let as_of = published.as_of;
         // A lake in a bucket is read through the bucket's own store, its
         // prefix in the path: object_store's PrefixStore answers a HEAD with
@@ -108,40 +124,42 @@ impl LakeSession {
             }
             None => (lake.store(), LAKE_URL.to_owned()),
         };
-        let mut tables: Vec<(Table, Arc<dyn TableProvider>)> = Vec::with_capacity(Table::ALL.len());
-        let mut known = Vec::new();
+        let mut files = Files { base, known: Vec::new() };
+        let mut tables: Vec<Source> = Vec::with_capacity(Table::ALL.len());
         for table in Table::ALL {
-            let mut urls = Vec::new();
-            for file in published.files.get(table.name()).into_iter().flatten() {
-                let url = ListingTableUrl::parse(format!("{base}/{}", file.path)).map_err(classify)?;
-                known.push(ObjectMeta {
-                    location: url.prefix().clone(),
-                    last_modified: chrono::DateTime::from_timestamp_millis(file.modified_ms).unwrap_or_default(),
-                    size: file.size,
-                    e_tag: None,
-                    version: None,
-                });
-                urls.push(url);
-            }
-            let provider: Arc<dyn TableProvider> = if urls.is_empty() {
-                Arc::new(MemTable::try_new(table.schema(), vec![vec![]]).map_err(classify)?)
-            } else {
-                let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
-                let config = ListingTableConfig::new_with_multi_paths(urls)
-                    .with_listing_options(options)
-                    .with_schema(table.schema());
-                Arc::new(ListingTable::try_new(config).map_err(classify)?)
+            let current = published.files.get(table.name()).map_or(&[][..], Vec::as_slice);
+            let history =
+                files.provider(table, current.iter().map(|file| (&file.path, file.size, file.modified_ms)))?;
+            let form = latest.tables.get(table.name()).filter(|_| keeps_latest(table));
+            let latest = match form.and_then(|form| Some((form, form.tail(current.iter().map(|f| f.path.as_str()))?))) {
+                Some((form, tail)) => {
+                    let compacted = files
+                        .provider(table, form.files.iter().map(|file| (&file.path, file.size, file.modified_ms)))?;
+                    let mut tail = current.iter().filter(|file| tail.contains(file.path.as_str())).peekable();
+                    let tail = match tail.peek() {
+                        None => None,
+                        Some(_) => Some(files.provider(table, tail.map(|f| (&f.path, f.size, f.modified_ms)))?),
+                    };
+                    Some(LatestForm { compacted, tail })
+                }
+                None => None,
             };
-            tables.push((table, provider));
+            tables.push(Source { table, history, latest });
         }
         // Listing the tables' files asks the store nothing: see `known`.
-        let store: Arc<dyn ObjectStore> = Arc::new(KnownFiles::new(store, known));
+        let store: Arc<dyn ObjectStore> = Arc::new(KnownFiles::new(store, files.known));
         let runtime = match runtime {
             Some(runtime) => runtime,
             None => RuntimeEnvBuilder::new().build_arc().map_err(classify)?,
         };
         let context = context(runtime, &tables, Arc::clone(&store), as_of, weights).await?;
         Ok(LakeSession { context, as_of, tables, store, weights: weights.clone() })
+    }
+
+    /// Which tables this session reads through a latest form (the others
+    /// join every revision).
+    pub fn latest_forms(&self) -> Vec<Table> {
+        self.tables.iter().filter(|source| source.latest.is_some()).map(|source| source.table).collect()
     }
 
     /// The same snapshot in another runtime (another memory pool): what the
@@ -195,12 +213,72 @@ impl LakeSession {
     }
 }
 
+/// Whether a table's view keeps the latest revision of each key (and so can
+/// have a latest form): a table with key columns, alerts aside (an alert is
+/// one row per firing).
+pub fn keeps_latest(table: Table) -> bool {
+    !table.key_columns().is_empty() && table != Table::Alerts
+}
+
+/// One table of a session: its history, and its latest form when it has one
+/// that fits the snapshot.
+#[derive(Clone)]
+struct Source {
+    table: Table,
+    history: Arc<dyn TableProvider>,
+    latest: Option<LatestForm>,
+}
+
+/// A latest form as a session reads it: the compacted rows, and the files
+/// published since (the tail), if any.
+#[derive(Clone)]
+struct LatestForm {
+    compacted: Arc<dyn TableProvider>,
+    tail: Option<Arc<dyn TableProvider>>,
+}
+
+/// Builds the providers of a session's files, remembering each file for
+/// [`KnownFiles`].
+struct Files {
+    base: String,
+    known: Vec<ObjectMeta>,
+}
+
+impl Files {
+    /// A table over `files` (path in the lake, bytes, write time in ms).
+    fn provider<'a>(
+        &mut self,
+        table: Table,
+        files: impl Iterator<Item = (&'a String, u64, i64)>,
+    ) -> Result<Arc<dyn TableProvider>, QueryError> {
+        let mut urls = Vec::new();
+        for (path, size, modified_ms) in files {
+            let url = ListingTableUrl::parse(format!("{}/{path}", self.base)).map_err(classify)?;
+            self.known.push(ObjectMeta {
+                location: url.prefix().clone(),
+                last_modified: chrono::DateTime::from_timestamp_millis(modified_ms).unwrap_or_default(),
+                size,
+                e_tag: None,
+                version: None,
+            });
+            urls.push(url);
+        }
+        if urls.is_empty() {
+            return Ok(Arc::new(MemTable::try_new(table.schema(), vec![vec![]]).map_err(classify)?));
+        }
+        let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+        let config =
+            ListingTableConfig::new_with_multi_paths(urls).with_listing_options(options).with_schema(table.schema());
+        Ok(Arc::new(ListingTable::try_new(config).map_err(classify)?))
+    }
+}
+
 /// A context over `tables` in `runtime`: each table's history, the view of
 /// its latest revisions, the priorities view as of `as_of`, the metric views,
 /// and the functions a client may call.
 async fn context(
     runtime: Arc<RuntimeEnv>,
-    tables: &[(Table, Arc<dyn TableProvider>)],
+    tables: &[Source],
     store: Arc<dyn ObjectStore>,
     as_of: Option<Timestamp>,
     weights: &Weights,
@@ -209,29 +287,58 @@ async fn context(
     let url = ObjectStoreUrl::parse(LAKE_URL).map_err(classify)?;
     context.register_object_store(url.as_ref(), store);
     guard::restrict(&context);
-    for (table, provider) in tables {
-        let history = format!("{}_history", table.name());
+    for Source { table, history: provider, latest } in tables {
+        let name = table.name();
+        let history = format!("{name}_history");
         context.register_table(history.as_str(), Arc::clone(provider)).map_err(classify)?;
-        let columns: Vec<String> =
-            table.schema().fields().iter().map(|field| format!("h.\"{}\"", field.name())).collect();
-        let columns = columns.join(", ");
-        let view = if table.key_columns().is_empty() || *table == Table::Alerts {
-            format!("CREATE VIEW {} AS SELECT {columns} FROM {history} h", table.name())
-        } else {
-            // The latest revision per key, as a join with the largest
-            // revision of each key: (key, revision) is unique, and on
-            // DataFusion 55 this runs about twice as fast as filtering on
-            // row_number() over many small partitions.
-            let keys = table.key_columns().join(", ");
-            let on: Vec<String> = table.key_columns().iter().map(|key| format!("h.{key} = l.{key}")).collect();
+        let columns = |alias: &str| -> String {
+            let columns: Vec<String> =
+                table.schema().fields().iter().map(|field| format!("{alias}.\"{}\"", field.name())).collect();
+            columns.join(", ")
+        };
+        let keys = table.key_columns().join(", ");
+        let on = |left: &str, right: &str| -> String {
+            let on: Vec<String> =
+                table.key_columns().iter().map(|key| format!("{left}.{key} = {right}.{key}")).collect();
+            on.join(" AND ")
+        };
+        // The latest revision per key among the rows of `source`, as a join
+        // with the largest revision of each key: (key, revision) is unique,
+        // and on DataFusion 55 this runs about twice as fast as filtering on
+        // row_number() over many small partitions.
+        let latest_of = |source: &str| {
             format!(
-                "CREATE VIEW {} AS SELECT {columns} FROM {history} h JOIN (SELECT {keys}, max(revision) AS \
-                 latest__ FROM {history} GROUP BY {keys}) l ON {} AND h.revision = l.latest__",
-                table.name(),
-                on.join(" AND ")
+                "SELECT {} FROM {source} h JOIN (SELECT {keys}, max(revision) AS latest__ FROM {source} GROUP BY {keys}) l \
+                 ON {} AND h.revision = l.latest__",
+                columns("h"),
+                on("h", "l")
             )
         };
-        context.sql(&view).await.map_err(classify)?;
+        let view = match latest {
+            _ if !keeps_latest(*table) => format!("SELECT {} FROM {history} h", columns("h")),
+            None => latest_of(&history),
+            Some(LatestForm { compacted, tail: None }) => {
+                context.register_table(COMPACTED, Arc::clone(compacted)).map_err(classify)?;
+                format!("SELECT {} FROM {COMPACTED} c", columns("c"))
+            }
+            // The compacted rows whose key the tail does not revise, and the
+            // tail's latest revisions (see processor::latest for why a key's
+            // rows in the tail are always newer).
+            Some(LatestForm { compacted, tail: Some(tail) }) => {
+                context.register_table(COMPACTED, Arc::clone(compacted)).map_err(classify)?;
+                context.register_table(TAIL, Arc::clone(tail)).map_err(classify)?;
+                format!(
+                    "SELECT {} FROM {COMPACTED} c LEFT ANTI JOIN {TAIL} t ON {} UNION ALL {}",
+                    columns("c"),
+                    on("c", "t"),
+                    latest_of(TAIL)
+                )
+            }
+        };
+        context.sql(&format!("CREATE VIEW {name} AS {view}")).await.map_err(classify)?;
+        // The view holds the providers; the names are not a client's to use.
+        context.deregister_table(COMPACTED).map_err(classify)?;
+        context.deregister_table(TAIL).map_err(classify)?;
     }
     let now = as_of.unwrap_or_default().to_string();
     let now = now.trim_end_matches('Z');
@@ -241,3 +348,7 @@ async fn context(
     }
     Ok(context)
 }
+
+/// The names a latest form's providers have while its view is created.
+const COMPACTED: &str = "latest_form__";
+const TAIL: &str = "latest_tail__";

@@ -203,12 +203,14 @@ fn compact_logged(
     metrics: &LakeMetrics,
 ) {
     let started = Instant::now();
-    match runtime.block_on(lake.optimize()) {
+    match runtime.block_on(crate::lake::compact(lake)) {
         Ok(report) => {
-            metrics.files_compacted.inc_by(report.files_removed);
+            metrics.files_compacted.inc_by(report.merged.files_removed);
             tracing::info!(
-                files_removed = report.files_removed,
-                files_added = report.files_added,
+                files_removed = report.merged.files_removed,
+                files_added = report.merged.files_added,
+                latest_forms = report.forms,
+                latest_rows = report.latest_rows,
                 ms = started.elapsed().as_millis() as u64,
                 "compacted the Delta tables"
             );
