@@ -10,8 +10,10 @@ per query (start, open the lake's Delta tables, plan, run, write every row to
 DuckDB's in-process figure covers). DuckDB is timed in-process on a warm connection (query and fetch
 every row), the same SQL files with DuckDB's names for three functions, and the
 same latest-revision views over the files the Delta tables hold (filtered on
-row_number(), DuckDB's faster formulation; DUCKDB_LATEST=join for patchtrail's). Each figure is
-the median of RUNS runs after one warm-up run.
+row_number(), DuckDB's faster formulation; DUCKDB_LATEST=join for patchtrail's
+join over every revision; DUCKDB_LATEST=form for what patchtrail reads after
+`lake optimize`: the latest forms of `_latest/manifest.json` beside the files
+published since). Each figure is the median of RUNS runs after one warm-up run.
 """
 
 import glob
@@ -90,8 +92,26 @@ def committed(lake):
     return files, as_of
 
 
+def latest_forms(lake, files):
+    """Per table, (form files, tail files) where the manifest's form fits the
+    table's current files, as queries/src/session.rs decides (processor/src/latest.rs)."""
+    try:
+        with open(os.path.join(lake, "_latest", "manifest.json")) as f:
+            manifest = json.load(f)
+    except FileNotFoundError:
+        return {}
+    forms = {}
+    for table, form in manifest["tables"].items():
+        current = {os.path.relpath(path, lake): path for path in files.get(table, [])}
+        if set(form["covers"]) <= current.keys():
+            tail = [path for rel, path in current.items() if rel not in set(form["covers"])]
+            forms[table] = ([os.path.join(lake, file["path"]) for file in form["files"]], tail)
+    return forms
+
+
 def duckdb_session(lake, sql_dir):
     files, as_of = committed(lake)
+    forms = latest_forms(lake, files) if LATEST == "form" else {}
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     for table, keys in KEYS.items():
@@ -99,7 +119,21 @@ def duckdb_session(lake, sql_dir):
         if not paths:
             continue
         source = f"read_parquet({paths!r}, hive_partitioning = false)"
-        if keys and LATEST == "join":
+        if keys and table in forms:
+            form, tail = forms[table]
+            compacted = f"read_parquet({form!r}, hive_partitioning = false)"
+            if not tail:
+                con.execute(f"CREATE VIEW {table} AS SELECT * FROM {compacted}")
+                continue
+            tail = f"read_parquet({tail!r}, hive_partitioning = false)"
+            by = ", ".join(keys)
+            on = " AND ".join(f"c.{key} = t.{key}" for key in keys)
+            con.execute(
+                f"CREATE VIEW {table} AS SELECT c.* FROM {compacted} c ANTI JOIN {tail} t ON {on} UNION ALL "
+                f"SELECT * EXCLUDE (latest__) FROM (SELECT *, row_number() OVER (PARTITION BY {by} ORDER BY "
+                f"revision DESC) AS latest__ FROM {tail}) WHERE latest__ = 1"
+            )
+        elif keys and LATEST == "join":
             by = ", ".join(keys)
             on = " AND ".join(f"h.{key} = l.{key}" for key in keys)
             con.execute(
