@@ -356,11 +356,7 @@ impl Lake {
     /// small read whatever the length of the logs.
     pub async fn publication_stamp(&self) -> Result<usize> {
         let path = Path::from(PUBLISHED_STAMP);
-        let bytes = match self.store().get(&path).await {
-            Ok(found) => found.bytes().await.map_err(|source| Error::Storage { path: path.to_string(), source })?,
-            Err(object_store::Error::NotFound { .. }) => return Ok(0),
-            Err(source) => return Err(Error::Storage { path: path.to_string(), source }),
-        };
+        let Some(bytes) = self.get_if_exists(&path).await? else { return Ok(0) };
         Ok(twox_hash::XxHash64::oneshot(0, &bytes) as usize)
     }
 
@@ -466,12 +462,9 @@ impl Lake {
     /// a snapshot that uses it.
     pub(crate) async fn stamp_latest(&self, written_ms: i64) -> Result<()> {
         let path = Path::from(PUBLISHED_STAMP);
-        let mut stamp: BTreeMap<String, serde_json::Value> = match self.store().get(&path).await {
-            Ok(found) => {
-                found.bytes().await.ok().and_then(|bytes| serde_json::from_slice(&bytes).ok()).unwrap_or_default()
-            }
-            Err(_) => BTreeMap::new(),
-        };
+        // Only a change signal: a stamp that cannot be parsed is replaced.
+        let mut stamp: BTreeMap<String, serde_json::Value> =
+            self.get_if_exists(&path).await?.and_then(|bytes| serde_json::from_slice(&bytes).ok()).unwrap_or_default();
         stamp.insert(crate::latest::LATEST_DIR.to_owned(), written_ms.into());
         self.put_stamp(serde_json::to_vec(&stamp).unwrap_or_default()).await
     }

@@ -386,6 +386,15 @@ impl Lake {
         self.store.get(&path).await.map_err(storage(&path))?.bytes().await.map_err(storage(&path))
     }
 
+    /// The bytes of the object at `path`, or `None` when there is none.
+    pub(crate) async fn get_if_exists(&self, path: &Path) -> Result<Option<Bytes>> {
+        match self.store.get(path).await {
+            Ok(found) => Ok(Some(found.bytes().await.map_err(storage(path))?)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(source) => Err(Error::Storage { path: path.to_string(), source }),
+        }
+    }
+
     pub(crate) async fn read_record(&self, path: &Path) -> Result<CommitRecord> {
         let bytes = self.store.get(path).await.map_err(storage(path))?.bytes().await.map_err(storage(path))?;
         let record: CommitRecord = serde_json::from_slice(&bytes)

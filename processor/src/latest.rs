@@ -120,11 +120,7 @@ impl Lake {
     /// is slower and exact; the reason is logged).
     pub async fn latest_manifest(&self) -> Result<Option<LatestManifest>> {
         let path = Path::from(MANIFEST);
-        let bytes = match self.store().get(&path).await {
-            Ok(found) => found.bytes().await.map_err(|source| Error::Storage { path: path.to_string(), source })?,
-            Err(object_store::Error::NotFound { .. }) => return Ok(None),
-            Err(source) => return Err(Error::Storage { path: path.to_string(), source }),
-        };
+        let Some(bytes) = self.get_if_exists(&path).await? else { return Ok(None) };
         match serde_json::from_slice(&bytes) {
             Ok(manifest) => Ok(Some(manifest)),
             Err(error) => {
