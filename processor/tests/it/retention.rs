@@ -6,8 +6,6 @@
 
 use std::collections::BTreeMap;
 
-mod common;
-
 use ingest::simulate::{ScenarioConfig, Simulator};
 use processor::Processor;
 use processor::config::ProcessorConfig;
@@ -75,7 +73,7 @@ fn run(scenario: &ScenarioConfig, config: ProcessorConfig, epoch: usize) -> (Lat
     let mut latest = Latest::default();
     let mut offset = 0;
     while let Some(line) = simulator.next_line() {
-        common::take(&mut processor, offset, &line);
+        crate::common::take(&mut processor, offset, &line);
         offset += 1;
         if offset % epoch == 0 {
             processor.flush().into_iter().for_each(|(_, rows)| latest.merge(rows));
@@ -84,7 +82,7 @@ fn run(scenario: &ScenarioConfig, config: ProcessorConfig, epoch: usize) -> (Lat
     processor.finish_input();
     processor.flush().into_iter().for_each(|(_, rows)| latest.merge(rows));
     let ids: Vec<_> = processor.tasks().map(|task| task.id()).collect();
-    let bytes = ids.iter().map(|&id| processor.snapshot(id).len()).sum();
+    let bytes = ids.iter().map(|&id| processor.snapshot(id).expect("a snapshot").len()).sum();
     let forgotten = processor.tasks().map(|task| task.forgotten()).sum();
     (latest, bytes, forgotten)
 }

@@ -7,10 +7,8 @@
 use std::collections::BTreeSet;
 use std::process::Command;
 
-mod support;
-
+use crate::support::*;
 use serde_json::Value;
-use support::*;
 
 /// Per table: the columns that identify a row among all its revisions.
 const KEYS: [(&str, &[&str]); 9] = [
@@ -58,9 +56,7 @@ fn read_with_patchtrail(lake: &std::path::Path, table: &str, keys: &[&str]) -> V
 
 #[test]
 fn python_deltalake_reads_every_table_as_patchtrail_does() {
-    if !has_python_deltalake() {
-        // .ci/run installs it; a developer machine without it skips.
-        eprintln!("skipped: the deltalake Python package is not installed");
+    if tool_missing(has_python_deltalake(), "the deltalake Python package") {
         return;
     }
     let dir = tempfile::tempdir().expect("temp dir");
@@ -133,8 +129,7 @@ fn files_of(lake: &std::path::Path, table: &str) -> (usize, BTreeSet<String>) {
 
 #[test]
 fn optimize_and_vacuum_keep_every_row_and_leave_one_file_per_date() {
-    if !has_python_deltalake() {
-        eprintln!("skipped: the deltalake Python package is not installed");
+    if tool_missing(has_python_deltalake(), "the deltalake Python package") {
         return;
     }
     let dir = tempfile::tempdir().expect("temp dir");

@@ -26,6 +26,18 @@ pub fn embedded_broker(partitions: i32) -> ingest::kafka::EmbeddedBroker {
     broker
 }
 
+/// Whether a test may go on without a tool it needs: under CI (`CI=true`,
+/// where `.ci/run` installs every tool) a missing tool fails the test; on a
+/// developer's machine the test says it is skipped.
+pub fn tool_missing(available: bool, what: &str) -> bool {
+    if available {
+        return false;
+    }
+    assert!(std::env::var("CI").as_deref() != Ok("true"), "{what} is missing under CI, where .ci/run provides it");
+    eprintln!("skipped: {what} is missing");
+    true
+}
+
 pub fn patchtrail(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_patchtrail")).args(args).output().expect("the binary runs")
 }

@@ -5,17 +5,15 @@
 //! in the real `/metrics` of `run` and `serve`; docs/metrics.md lists exactly
 //! the tables, views and metrics the code has.
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use ingest::kafka::EmbeddedBroker;
 use serde_json::Value;
-use support::*;
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))

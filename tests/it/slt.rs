@@ -3,21 +3,19 @@
 //! whose figures are worked out by hand in the comments of each file.
 //!
 //! After a deliberate change to a view, rewrite the expected results with
-//! `PATCHTRAIL_SLT_COMPLETE=1 cargo test --release --test slt` and check the
+//! `PATCHTRAIL_SLT_COMPLETE=1 cargo test --release --test it -- slt::` and check the
 //! diff against the hand computation before committing it.
-
-mod support;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::support::*;
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::{DataType, Float32Type, Float64Type};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use processor::lake::Lake;
 use queries::LakeSession;
 use sqllogictest::{DBOutput, DefaultColumnType};
-use support::*;
 
 /// The lake session as a sqllogictest database.
 struct Db(Arc<LakeSession>);

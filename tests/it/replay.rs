@@ -5,9 +5,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-mod support;
-
-use support::*;
+use crate::support::*;
 
 #[test]
 fn replay_builds_the_lake_the_truth_describes() {
@@ -15,7 +13,15 @@ fn replay_builds_the_lake_the_truth_describes() {
     let (events, truth) = simulate(dir.path(), 250, 12, 5, true);
     let lake = dir.path().join("lake");
     let summary = replay(&events, &lake, &["--partitions", "3", "--epoch-lines", "10000"]);
-    assert!(summary.contains("rows written"), "{summary}");
+    // The summary counts what the lake holds: every line, every revision.
+    let lines = &truth["lines"];
+    let (total, invalid) = (lines["total"].as_u64().expect("total"), lines["invalid"].as_u64().expect("invalid"));
+    let counts = format!("events {}, invalid {invalid} (dead letters), already in the lake 0,", total - invalid);
+    assert!(summary.contains(&counts), "{counts:?} in {summary}");
+    let revisions = sql(&lake, "SELECT count(*) AS n FROM exposures_history")[0]["n"].as_u64().expect("a count");
+    let written = summary.lines().find_map(|line| line.trim().strip_prefix("rows written: ")).unwrap_or_default();
+    let exposures = format!("exposures {revisions}");
+    assert!(written.split(", ").any(|item| item == exposures), "{exposures:?} among the rows written: {summary}");
     compare(&lake, &truth, "exposures", "asset_id, cve_id");
     compare(&lake, &truth, "patch_outcomes", "asset_id, patch_id");
     compare(&lake, &truth, "canary_rollups", "rollout_id");
@@ -71,9 +77,7 @@ fn a_further_file_continues_from_the_lake() {
 #[test]
 fn other_engines_read_the_lake_as_plain_parquet() {
     let probe = Command::new("python3").args(["-c", "import duckdb"]).status();
-    if !probe.is_ok_and(|status| status.success()) {
-        // .ci/run installs duckdb; a developer machine without it skips.
-        eprintln!("skipped: the duckdb Python package is not installed");
+    if tool_missing(probe.is_ok_and(|status| status.success()), "the duckdb Python package") {
         return;
     }
     let dir = tempfile::tempdir().expect("temp dir");

@@ -4,19 +4,17 @@
 //! must; SIGKILL and restarts, and a second instance taking over, lose and
 //! duplicate nothing.
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use rdkafka::ClientConfig;
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use serde_json::Value;
-use support::*;
 
 const FAULTS: [&str; 6] = ["--late-ratio", "0.03", "--duplicate-ratio", "0.02", "--malformed-ratio", "0.01"];
 
@@ -328,6 +326,32 @@ fn sigterm_commits_and_exits_zero() {
     assert!(sum_of(&exposition, "patchtrail_commit_duration_seconds_count") >= 1.0, "{exposition}");
     let (status, _) = terminate(&mut child, Duration::from_secs(30));
     assert!(status.success(), "{status}");
+    // SIGTERM committed what was consumed: the tasks' latest commit records
+    // account for every message of the input topics.
+    assert_eq!(committed_messages(&lake) as f64, total, "messages the lake's commit records cover");
+}
+
+/// The messages the lake's commit records say were applied or dead-lettered:
+/// the next offsets of each task's latest record, summed over the tasks.
+fn committed_messages(lake: &Path) -> u64 {
+    let mut total = 0;
+    let commits = lake.join("_commits");
+    for topic in std::fs::read_dir(&commits).expect("_commits") {
+        for partition in std::fs::read_dir(topic.expect("entry").path()).expect("a topic's records") {
+            let latest = std::fs::read_dir(partition.expect("entry").path())
+                .expect("a task's records")
+                .map(|entry| entry.expect("entry").path())
+                .filter(|path| path.extension().is_some_and(|e| e == "json"))
+                .max_by_key(|path| {
+                    path.file_stem().and_then(|s| s.to_str()).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
+                });
+            let Some(latest) = latest else { continue };
+            let record: Value = serde_json::from_slice(&std::fs::read(&latest).expect("a record")).expect("JSON");
+            let positions = record["positions"].as_object().expect("positions");
+            total += positions.values().map(|next| next.as_u64().expect("an offset")).sum::<u64>();
+        }
+    }
+    total
 }
 
 #[test]

@@ -3,13 +3,11 @@
 //! are the lake's, the lake is the one `replay` builds from the same stream,
 //! the server answers until Ctrl-C.
 
-mod support;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::*;
+use crate::support::*;
 
 fn get(address: &str, route: &str) -> (u16, String) {
     let mut stream = std::net::TcpStream::connect(address).expect("connects");

@@ -3,8 +3,6 @@
 
 use std::collections::BTreeMap;
 
-mod common;
-
 use ingest::simulate::{ScenarioConfig, SimLine, Simulator};
 use processor::Processor;
 use processor::config::ProcessorConfig;
@@ -76,7 +74,7 @@ fn process(lines: &[SimLine], partitions: u32, flush_every: usize) -> Tables {
     let mut processor = Processor::new(ProcessorConfig::default(), partitions);
     let mut tables = Tables::default();
     for (offset, line) in lines.iter().enumerate() {
-        common::take(&mut processor, offset, line);
+        crate::common::take(&mut processor, offset, line);
         if (offset + 1) % flush_every == 0 {
             for (_, epoch) in processor.flush() {
                 tables.merge(epoch);

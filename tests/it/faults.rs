@@ -7,13 +7,11 @@
 //! of the test's own, unmounted when the test ends. Mounting needs root (CI
 //! runs as root); elsewhere the tests say they are skipped.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use support::*;
+use crate::support::*;
 
 /// A tmpfs mounted at `dir`, unmounted when dropped.
 struct SmallDisk {
@@ -90,7 +88,7 @@ fn replay_stops_cleanly_on_a_full_disk_and_resumes_to_the_clean_lake() {
     let size = bytes_under(&clean);
     // Half of what the lake needs: the disk fills in the middle of the input.
     let Some(disk) = SmallDisk::mount(&dir.path().join("disk"), size / 2) else {
-        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        tool_missing(false, "mounting a tmpfs (root)");
         return;
     };
     let lake = disk.dir.join("lake");
@@ -131,7 +129,7 @@ fn run_stops_cleanly_on_a_full_disk_and_resumes_to_the_lake_of_replay() {
     // `run` commits an epoch per task every 300 ms: many small epochs.
     let size = bytes_under(&replayed);
     let Some(disk) = SmallDisk::mount(&dir.path().join("disk"), size / 2) else {
-        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        tool_missing(false, "mounting a tmpfs (root)");
         return;
     };
     let lake = disk.dir.join("lake");

@@ -5,16 +5,14 @@
 //! measures are printed (`--nocapture`) and quoted in the README's security
 //! section.
 
-mod support;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use serde_json::Value;
-use support::*;
 
 const TOKEN: &str = "hostile-test-token";
 

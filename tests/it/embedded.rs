@@ -2,12 +2,10 @@
 //! this test process, on 127.0.0.1): the fast end-to-end check that needs no
 //! external broker. The real-broker tests are in `kafka.rs`.
 
-mod support;
-
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::*;
+use crate::support::*;
 
 #[test]
 fn run_over_the_embedded_broker_gives_the_lake_of_replay() {

@@ -1,8 +1,6 @@
 //! A processor restored from its snapshots, fed the same input again from the
 //! start, ends exactly like one that never stopped: no row lost, none twice.
 
-mod common;
-
 use ingest::simulate::{ScenarioConfig, SimLine, Simulator};
 use processor::Processor;
 use processor::config::ProcessorConfig;
@@ -13,7 +11,7 @@ const EPOCH: usize = 3_000;
 
 fn feed(processor: &mut Processor, lines: &[SimLine], until: usize, out: &mut Vec<String>) {
     for (offset, line) in lines.iter().enumerate().take(until) {
-        common::take(processor, offset, line);
+        crate::common::take(processor, offset, line);
         if (offset + 1) % EPOCH == 0 {
             collect(processor, out);
         }
@@ -73,7 +71,8 @@ fn restoring_snapshots_loses_and_repeats_nothing() {
         let mut first = Processor::new(ProcessorConfig::default(), partitions);
         feed(&mut first, &lines, cut, &mut actual);
         let ids: Vec<TaskId> = first.tasks().map(|task| task.id()).collect();
-        let snapshots: Vec<(TaskId, Vec<u8>)> = ids.iter().map(|&id| (id, first.snapshot(id))).collect();
+        let snapshots: Vec<(TaskId, Vec<u8>)> =
+            ids.iter().map(|&id| (id, first.snapshot(id).expect("a snapshot"))).collect();
         drop(first);
 
         let mut resumed = Processor::new(ProcessorConfig::default(), partitions);
@@ -95,7 +94,7 @@ fn a_snapshot_of_the_wrong_task_or_format_is_refused() {
     let mut processor = Processor::new(ProcessorConfig::default(), 1);
     let assets = processor.tasks().map(|t| t.id()).find(|id| id.topic == schemas::InputTopic::Assets).expect("task");
     let network = processor.tasks().map(|t| t.id()).find(|id| id.topic == schemas::InputTopic::Network).expect("task");
-    let bytes = processor.snapshot(assets);
+    let bytes = processor.snapshot(assets).expect("a snapshot");
     let error = processor.restore(network, &bytes, "x.state").expect_err("wrong task");
     assert!(error.to_string().contains("expected network-0"), "{error}");
     let error = processor.restore(assets, b"garbage", "x.state").expect_err("garbage");

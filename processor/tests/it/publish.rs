@@ -1,8 +1,6 @@
 //! The publisher of a running pipeline: a turn after which no task committed
 //! reads no table log, and a commit after it is published at the next turn.
 
-mod common;
-
 use ingest::simulate::{ScenarioConfig, SimLine, Simulator};
 use processor::config::ProcessorConfig;
 use processor::delta::PublishedUpTo;
@@ -11,7 +9,7 @@ use processor::pipeline::Pipeline;
 
 fn feed(pipeline: &mut Pipeline, lines: &[SimLine], range: std::ops::Range<usize>) {
     for offset in range {
-        common::take(pipeline.processor(), offset, &lines[offset]);
+        crate::common::take(pipeline.processor(), offset, &lines[offset]);
     }
     pipeline.commit().expect("commits");
     pipeline.sync().expect("durable");

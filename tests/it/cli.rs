@@ -77,7 +77,7 @@ fn validate_reads_standard_input() {
         .stdout(Stdio::piped())
         .spawn()
         .expect("spawns");
-    let examples = include_bytes!("../schemas/tests/data/examples.jsonl");
+    let examples = include_bytes!("../../schemas/tests/data/examples.jsonl");
     let mut input = examples.to_vec();
     input.extend_from_slice(b"\n{\"specversion\":\"1.0\"}\n");
     std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), &input).expect("writes");
@@ -120,12 +120,54 @@ fn listed_commands(help: &str) -> Vec<String> {
 fn help_explains_every_command() {
     let stdout = text(&patchtrail(&["--help"]).stdout);
     let commands = listed_commands(&stdout);
-    for command in ["simulate", "validate", "demo", "run", "replay", "serve", "sql", "config"] {
-        assert!(commands.iter().any(|c| c == command), "{command} is not listed under Commands: {commands:?}");
+    let expected =
+        ["simulate", "validate", "import", "replay", "run", "serve", "sql", "demo", "lake", "config", "help"];
+    let mut listed = commands.clone();
+    listed.sort();
+    let mut wanted: Vec<String> = expected.iter().map(|c| (*c).to_owned()).collect();
+    wanted.sort();
+    assert_eq!(listed, wanted, "the commands --help lists");
+    for command in expected.iter().filter(|c| **c != "help") {
+        // Each is explained on its line, and has a help of its own.
+        let line = stdout.lines().find(|line| line.trim_start().starts_with(&format!("{command} "))).unwrap_or("");
+        assert!(line.split_whitespace().count() >= 3, "{command} has no explanation under Commands: {line:?}");
+        let help = patchtrail(&[command, "--help"]);
+        assert!(help.status.success(), "{command} --help: {}", text(&help.stderr));
+        assert!(text(&help.stdout).contains(&format!("Usage: patchtrail {command}")), "{command} --help");
     }
     for flag in ["--log-format", "--config"] {
         assert!(stdout.lines().any(|line| line.trim_start().starts_with(flag)), "{flag} in {stdout}");
     }
+    // `import --help` names every format, in the summary and as a value.
+    let import = text(&patchtrail(&["import", "--help"]).stdout);
+    let short = text(&patchtrail(&["--help"]).stdout);
+    let formats = [
+        "kev",
+        "epss",
+        "nvd",
+        "trivy",
+        "grype",
+        "inventory",
+        "hubble",
+        "vpc-flow",
+        "opa",
+        "argo-rollouts",
+        "policy-report",
+    ];
+    for format in formats {
+        assert!(
+            import.lines().any(|line| line.trim_start().starts_with(&format!("{format}:"))
+                || line.trim_start().starts_with(&format!("- {format}:"))),
+            "{format} is not a value of import --help:\n{import}"
+        );
+        assert!(
+            import.contains(&format!("{format},"))
+                || import.contains(&format!("{format})"))
+                || import.contains(&format!("({format}")),
+            "{format} is not in import's summary:\n{import}"
+        );
+    }
+    assert!(short.contains("policy-report"), "the command list's line for import names the runtime formats: {short}");
     let stdout = text(&patchtrail(&["simulate", "--help"]).stdout);
     for flag in ["--truth", "--malformed-ratio", "--duplicate-ratio", "--late-ratio", "--seed"] {
         assert!(stdout.lines().any(|line| line.trim_start().starts_with(flag)), "{flag} in {stdout}");

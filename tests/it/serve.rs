@@ -3,15 +3,13 @@
 //! with a clear message while `/healthz` keeps answering), bearer tokens, and
 //! new epochs becoming visible without a restart.
 
-mod support;
-
 use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use serde_json::Value;
-use support::*;
 
 /// A running `serve`, stopped when dropped.
 struct Server {
@@ -231,8 +229,20 @@ fn a_token_guards_every_route_but_healthz() {
     }
     assert_eq!(server.request("GET", "/healthz", &[], "").0, 200);
     let (_, metrics) = server.request("GET", "/metrics", &[("Authorization", "Bearer s3cret")], "");
-    assert!(metrics.contains("patchtrail_http_requests_total"), "{metrics}");
-    assert!(metrics.contains("patchtrail_query_duration_seconds"), "{metrics}");
+    // Each request counted under its route and status; the one query timed.
+    let series = |name: &str, labels: &[&str]| -> f64 {
+        metrics
+            .lines()
+            .filter(|line| line.starts_with(name) && labels.iter().all(|label| line.contains(label)))
+            .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum()
+    };
+    for route in ["/v1/sql", "/v1/priorities"] {
+        let route = format!("route=\"{route}\"");
+        assert_eq!(series("patchtrail_http_requests_total{", &[&route, "status=\"401\""]), 2.0, "{route}: {metrics}");
+        assert_eq!(series("patchtrail_http_requests_total{", &[&route, "status=\"200\""]), 1.0, "{route}: {metrics}");
+    }
+    assert_eq!(series("patchtrail_query_duration_seconds_count", &[]), 1.0, "{metrics}");
 }
 
 #[test]
@@ -294,13 +304,35 @@ impl Prometheus {
 
     /// The value of an instant query with one series, once Prometheus has it.
     fn value(&self, query: &str) -> Option<f64> {
-        let route = format!("/api/v1/query?query={}", query.replace('(', "%28").replace(')', "%29"));
+        self.result(query)?[0]["value"][1].as_str()?.parse().ok()
+    }
+
+    /// An instant query's series, by the value of `label`.
+    fn by_label(&self, query: &str, label: &str) -> std::collections::BTreeMap<String, f64> {
+        let result = self.result(query).unwrap_or_default();
+        result
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|series| {
+                let name = series["metric"][label].as_str()?.to_owned();
+                Some((name, series["value"][1].as_str()?.parse().ok()?))
+            })
+            .collect()
+    }
+
+    fn result(&self, query: &str) -> Option<Value> {
+        let encoded: String = query
+            .bytes()
+            .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
+            .collect();
+        let route = format!("/api/v1/query?query={encoded}");
         let mut stream = std::net::TcpStream::connect(&self.address).ok()?;
         write!(stream, "GET {route} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
         let mut response = String::new();
         stream.read_to_string(&mut response).ok()?;
         let body: Value = serde_json::from_str(response.split_once("\r\n\r\n")?.1).ok()?;
-        body["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+        Some(body["data"]["result"].clone()).filter(|result| result.as_array().is_some_and(|r| !r.is_empty()))
     }
 }
 
@@ -314,7 +346,11 @@ impl Drop for Prometheus {
 #[test]
 fn a_real_prometheus_scrapes_the_lake_figures() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let lake = lake_of(dir.path());
+    // A month: exposures both breached and remediated in time, so the SLA
+    // compliance panel below is checked on a lake where formulas differ.
+    let (events, _) = simulate(dir.path(), 200, 30, 3, false);
+    let lake = dir.path().join("lake");
+    replay(&events, &lake, &[]);
     let server = Server::start(&lake, &[]);
     let (status, exposition) = server.request("GET", "/metrics", &[], "");
     assert_eq!(status, 200);
@@ -364,6 +400,36 @@ fn a_real_prometheus_scrapes_the_lake_figures() {
     let remediated = sql(&lake, "SELECT sum(remediated_patches) AS n FROM ttp_matrix")[0]["n"].as_f64();
     assert!(remediated > Some(0.0), "the scenario remediates patches");
     assert_eq!(prometheus.value("sum(patchtrail_time_to_patch_seconds_count)"), remediated);
+    // The dashboard's SLA compliance panel says what the sla_compliance view says.
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/grafana/dashboards/patchtrail.json"),
+        )
+        .expect("dashboard"),
+    )
+    .expect("JSON");
+    let panel = dashboard["panels"]
+        .as_array()
+        .expect("panels")
+        .iter()
+        .find(|panel| panel["title"] == "SLA compliance by severity")
+        .expect("the SLA compliance panel");
+    let panel_expr = panel["targets"][0]["expr"].as_str().expect("expr");
+    let view = sql(
+        &lake,
+        "SELECT severity, 1.0 - CAST(sum(breached) AS DOUBLE) / sum(exposures) AS compliance \
+         FROM sla_compliance WHERE severity IS NOT NULL GROUP BY severity",
+    );
+    let in_time = sql(&lake, "SELECT count(*) AS n FROM exposures WHERE status = 'remediated' AND NOT breached");
+    assert!(in_time[0]["n"].as_f64() > Some(0.0) && breached > Some(0.0), "breached and in-time exposures");
+    let panel_values = prometheus.by_label(panel_expr, "severity");
+    assert!(view.len() >= 2, "the scenario has exposures of several severities: {view:?}");
+    for row in &view {
+        let severity = row["severity"].as_str().expect("severity");
+        let want = row["compliance"].as_f64().expect("compliance");
+        let got = panel_values.get(severity).copied();
+        assert!(got.is_some_and(|got| (got - want).abs() < 1e-9), "{severity}: panel {got:?}, view {want}");
+    }
 }
 
 /// A series' key: its name and its labels sorted by name (`name{a="x",b="y"}`).

@@ -9,9 +9,7 @@ use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-mod support;
-
-use support::*;
+use crate::support::*;
 
 /// What py-ocsf-models asks for that OCSF 1.8.0 does not require, and
 /// patchtrail cannot know: documented in the README's SIEM section.

@@ -10,9 +10,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-mod support;
-
-use support::*;
+use crate::support::*;
 
 fn formats() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/formats")

@@ -2,8 +2,6 @@
 //! mid-rebalance): the one that claimed it last wins, the other is fenced at
 //! its next commit and leaves no file behind.
 
-mod common;
-
 use std::collections::BTreeSet;
 
 use ingest::simulate::{ScenarioConfig, SimLine, Simulator};
@@ -24,7 +22,7 @@ fn feed(pipeline: &mut Pipeline, lines: &[SimLine], range: std::ops::Range<usize
         let line = &lines[offset];
         let id = pipeline.processor_ref().route_topic(line.topic, &line.key);
         if pipeline.owns(id) {
-            common::take(pipeline.processor(), offset, line);
+            crate::common::take(pipeline.processor(), offset, line);
         }
     }
 }
