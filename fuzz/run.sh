@@ -14,9 +14,8 @@
 #
 # The work directory (corpora, findings) is $FUZZ_WORK, by default
 # ~/.cache/patchtrail/fuzz; the instrumented build is in its own target
-# directory beside it. The first build of the config target compiles
-# DataFusion and deltalake (71 CPU-minutes; 96 minutes on the 2 cores while
-# two campaigns ran); the other targets build in about 6 minutes.
+# directory beside it. Every target builds without DataFusion (the config
+# target drives the loader of `schemas::layers`): about 6 minutes.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -70,18 +69,12 @@ fi
 cargo afl config --build >/dev/null 2>&1 || true
 
 # Ours and the parsers they call get coverage; the rest is a plain release build.
-export INSTRUMENT="patchtrail_fuzz patchtrail schemas ingest processor queries serde_json serde_json_borrow
+export INSTRUMENT="patchtrail_fuzz schemas ingest serde_json serde_json_borrow
     yaml_serde libyaml_rs csv csv_core flate2 miniz_oxide toml toml_parser toml_datetime serde_ignored"
 export RUSTC_WRAPPER="$root/fuzz/instrument"
-build() { # FEATURES OUTPUT
-    echo "== building the instrumented targets ($1)"
-    (cd "$root" && cargo afl build --release --locked -p patchtrail-fuzz --no-default-features --features "$1")
-    cp "$CARGO_TARGET_DIR/release/patchtrail-fuzz" "$2.new" && mv -f "$2.new" "$2" # a running fuzzer keeps its copy
-}
-light=0
-for target in "${targets[@]}"; do [ "$target" != config ] && light=1; done
-[ $light = 1 ] && build afl "$work/bin/light"
-[[ " ${targets[*]} " == *" config "* ]] && build afl,config "$work/bin/config"
+echo "== building the instrumented targets"
+(cd "$root" && cargo afl build --release --locked -p patchtrail-fuzz --features afl)
+cp "$CARGO_TARGET_DIR/release/patchtrail-fuzz" "$work/bin/fuzz.new" && mv -f "$work/bin/fuzz.new" "$work/bin/fuzz" # a running fuzzer keeps its copy
 
 dictionary() {
     local dicts="$HOME/.local/share/afl.rs/AFLplusplus/dictionaries"
@@ -114,8 +107,7 @@ for path in sys.argv[2:]:
 }
 export AFL_SKIP_CPUFREQ=1 AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1 AFL_NO_UI=1 AFL_NO_AFFINITY=1
 run_one() { # TARGET
-    local target=$1 dir="$work/$1" bin="$work/bin/light" input
-    [ "$target" = config ] && bin="$work/bin/config"
+    local target=$1 dir="$work/$1" bin="$work/bin/fuzz" input
     if [ $resume = 1 ] && [ -d "$dir/out/default" ]; then
         input=-
     else

@@ -5,12 +5,11 @@
 //! unknown keys (with the file line or the variable), wrong types, values out
 //! of range. `patchtrail.example.toml` documents every key.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use ingest::config::{KafkaConfig, PipelineConfig};
 use ingest::kafka::{KafkaSettings, TopicNames};
-use processor::config::{ProcessorConfig, ProcessorSection, SlaSection};
+use processor::config::{LakeConfig, ProcessorConfig, ProcessorSection, SlaSection};
 use queries::Weights;
 use queries::config::{AuthConfig, PrioritizationConfig, ServerConfig};
 use serde::{Deserialize, Serialize};
@@ -24,6 +23,14 @@ pub fn set<T: Clone>(value: &mut T, flag: &Option<T>) {
 
 /// The prefix of configuration environment variables.
 pub const ENV_PREFIX: &str = "PATCHTRAIL__";
+
+/// The tree's layers: `PATCHTRAIL__KAFKA__PROPERTIES__NAME` sets a librdkafka
+/// property; the token has no default, so help names it.
+const LAYERS: schemas::layers::Spec<'static> = schemas::layers::Spec {
+    env_prefix: ENV_PREFIX,
+    maps: &[("kafka", "properties")],
+    hidden_keys: &["auth", "auth.token"],
+};
 
 /// Everything patchtrail can be told: one section per concern, each
 /// defined (with its defaults and checks) by the crate that owns it.
@@ -50,32 +57,6 @@ pub struct Config {
     pub auth: AuthConfig,
 }
 
-/// `[lake]`: where the lake is.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct LakeConfig {
-    /// A local directory, a `file://` URL, or `s3://BUCKET[/PREFIX]`.
-    pub location: String,
-    /// How often `run` publishes committed epochs to the Delta tables readers see.
-    pub publish_interval_secs: u64,
-    /// How often `run` merges the tables' small files (0: never).
-    pub optimize_interval_secs: u64,
-    /// How long files merged away stay before `run` (after each merge) or
-    /// `lake vacuum` deletes them.
-    pub vacuum_retain_hours: u64,
-}
-
-impl Default for LakeConfig {
-    fn default() -> Self {
-        LakeConfig {
-            location: "lake".to_owned(),
-            publish_interval_secs: 10,
-            optimize_interval_secs: 600,
-            vacuum_retain_hours: 1,
-        }
-    }
-}
-
 impl Config {
     /// Defaults, then `file`, then the `PATCHTRAIL__…` variables of `env`;
     /// every problem at once. Flags are applied by the caller, then [`Config::problems`].
@@ -95,69 +76,7 @@ impl Config {
         file: Option<(&str, &str)>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, Vec<String>> {
-        let mut problems = Vec::new();
-        let mut table = toml::Table::new();
-        let (name, text) = file.unwrap_or_default();
-        if file.is_some() {
-            match text.parse::<toml::Table>() {
-                Ok(parsed) => table = parsed,
-                Err(e) => return Err(vec![format!("{name}: {}", one_line(&e.to_string()))]),
-            }
-            // Type errors, with the file's line and column.
-            if let Err(e) = toml::from_str::<Config>(text) {
-                problems.push(format!("{name}: {}", one_line(&e.to_string())));
-            }
-        }
-        let mut from_env: BTreeMap<String, String> = BTreeMap::new();
-        for (variable, value) in env {
-            let Some(rest) = variable.strip_prefix(ENV_PREFIX) else { continue };
-            let parts: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
-            match parts.as_slice() {
-                [section, properties, property] if section == "kafka" && properties == "properties" => {
-                    let key = property.replace('_', ".");
-                    let kafka = section_table(&mut table, "kafka");
-                    let properties = section_table(kafka, "properties");
-                    properties.insert(key, toml::Value::String(value));
-                }
-                [section, key] if !section.is_empty() && !key.is_empty() => {
-                    section_table(&mut table, section).insert(key.clone(), env_value(&value));
-                    from_env.insert(format!("{section}.{key}"), variable.clone());
-                }
-                _ => problems.push(format!(
-                    "environment variable {variable}: expected {ENV_PREFIX}SECTION__KEY (or {ENV_PREFIX}KAFKA__PROPERTIES__NAME)"
-                )),
-            }
-        }
-        let mut unknown = Vec::new();
-        let config: Result<Config, _> =
-            serde_ignored::deserialize(toml::Value::Table(table), |path| unknown.push(path.to_string()));
-        for path in unknown {
-            let known = known_keys(&path);
-            let origin = match from_env.get(&path) {
-                Some(variable) => format!("environment variable {variable}"),
-                None => match line_of(text, &path) {
-                    Some(line) => format!("{name}:{line}"),
-                    None => name.to_owned(),
-                },
-            };
-            problems.push(format!("{origin}: unknown key `{path}`{known}"));
-        }
-        let config = match config {
-            Ok(config) => Some(config),
-            Err(e) => {
-                if !from_env.is_empty() || problems.is_empty() {
-                    problems.push(format!("environment: {}", one_line(&e.to_string())));
-                }
-                None
-            }
-        };
-        if let Some(config) = &config {
-            problems.extend(config.problems());
-        }
-        match config {
-            Some(config) if problems.is_empty() => Ok(config),
-            _ => Err(problems),
-        }
+        schemas::layers::load(file, env, &LAYERS, Config::problems)
     }
 
     /// Values out of range, every one.
@@ -184,23 +103,7 @@ impl Config {
         if distinct.len() != topics.len() {
             problems.push("topics: every topic needs a name of its own".to_owned());
         }
-        if !(1..=3600).contains(&self.lake.publish_interval_secs) {
-            problems.push("lake.publish_interval_secs must be between 1 and 3600".to_owned());
-        }
-        if self.lake.optimize_interval_secs != 0 && self.lake.optimize_interval_secs < 60 {
-            problems.push("lake.optimize_interval_secs must be 0 (never) or at least 60".to_owned());
-        }
-        let tombstones = processor::delta::TOMBSTONE_RETENTION_HOURS;
-        if self.lake.vacuum_retain_hours >= tombstones {
-            problems.push(format!(
-                "lake.vacuum_retain_hours must be below {tombstones} (the tables remember files merged away for \
-                 {tombstones} h), got {}",
-                self.lake.vacuum_retain_hours
-            ));
-        }
-        if self.lake.location.trim().is_empty() {
-            problems.push("lake.location (--lake) must not be empty".to_owned());
-        }
+        problems.extend(self.lake.problems());
         problems.extend(self.processor.problems());
         problems.extend(self.sla.problems());
         problems.extend(self.prioritization.problems());
@@ -269,91 +172,6 @@ pub fn lake_is_readable(location: &str) -> Option<String> {
     (!location.starts_with("s3://") && !Path::new(local).is_dir()).then(|| {
         format!("the lake {location:?} (--lake, lake.location) is not a directory (build one with `patchtrail replay` or `run`)")
     })
-}
-
-fn one_line(message: &str) -> String {
-    // toml's messages span lines (a caret under the spot); keep the first
-    // line and the explanation.
-    let lines: Vec<&str> = message
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('|') && !l.starts_with('^'))
-        .collect();
-    lines.join(": ").replace("TOML parse error at ", "")
-}
-
-fn section_table<'a>(table: &'a mut toml::Table, key: &str) -> &'a mut toml::Table {
-    let entry = table.entry(key.to_owned()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
-    if !entry.is_table() {
-        *entry = toml::Value::Table(toml::Table::new());
-    }
-    entry.as_table_mut().expect("a table")
-}
-
-/// An environment value as TOML: a number or boolean when it reads as one,
-/// otherwise the string.
-fn env_value(value: &str) -> toml::Value {
-    if let Ok(integer) = value.parse::<i64>() {
-        toml::Value::Integer(integer)
-    } else if let Ok(float) = value.parse::<f64>() {
-        toml::Value::Float(float)
-    } else if let Ok(boolean) = value.parse::<bool>() {
-        toml::Value::Boolean(boolean)
-    } else {
-        toml::Value::String(value.to_owned())
-    }
-}
-
-/// The keys a section has, for "did you mean" help.
-fn known_keys(path: &str) -> String {
-    let defaults = toml::Value::try_from(Config::default()).unwrap_or(toml::Value::Table(toml::Table::new()));
-    let mut parts: Vec<&str> = path.split('.').collect();
-    parts.pop();
-    let mut at = &defaults;
-    for part in &parts {
-        match at.get(part) {
-            Some(next) => at = next,
-            None => return String::new(),
-        }
-    }
-    let Some(table) = at.as_table() else { return String::new() };
-    let mut keys: Vec<&str> = table.keys().map(String::as_str).collect();
-    if parts.is_empty() {
-        keys.push("auth");
-    } else if parts == ["auth"] {
-        keys.push("token");
-    }
-    keys.sort_unstable();
-    keys.dedup();
-    if parts.is_empty() {
-        format!(" (sections: {})", keys.join(", "))
-    } else {
-        format!(" (keys of [{}]: {})", parts.join("."), keys.join(", "))
-    }
-}
-
-/// The line (from 1) of `path` (`section.key`) in a TOML text: a `key =` line
-/// under its `[section]` header, or a `[path]` header, or a dotted key.
-fn line_of(text: &str, path: &str) -> Option<usize> {
-    let (section, key) = path.rsplit_once('.').unwrap_or(("", path));
-    let mut current = String::new();
-    for (number, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if let Some(header) = line.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
-            current = header.trim().to_owned();
-            if current == path {
-                return Some(number + 1);
-            }
-            continue;
-        }
-        let Some((name, _)) = line.split_once('=') else { continue };
-        let name = name.trim().trim_matches('"');
-        let full = if current.is_empty() { name.to_owned() } else { format!("{current}.{name}") };
-        if (current == section && name == key) || full == path {
-            return Some(number + 1);
-        }
-    }
-    None
 }
 
 #[cfg(test)]
@@ -431,7 +249,7 @@ mod tests {
         let defaults = toml::Value::try_from(defaults).expect("a table");
         for (section, keys) in defaults.as_table().expect("a table") {
             for key in keys.as_table().expect("a section").keys() {
-                let documented = line_of(&text, &format!("{section}.{key}")).is_some()
+                let documented = schemas::layers::line_of(&text, &format!("{section}.{key}")).is_some()
                     || text.contains(&format!("# {key} ="))
                     || text.contains(&format!("[{section}.{key}]"));
                 assert!(documented, "{section}.{key} is not in the example");

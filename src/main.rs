@@ -2,6 +2,7 @@
 //! wires the library crates together. No domain logic lives here.
 
 mod cli;
+mod config;
 mod demo;
 mod import;
 mod lake;
@@ -21,7 +22,6 @@ use tracing_subscriber::EnvFilter;
 
 use crate::cli::{Cli, Command, ConfigCommand, LogFormat};
 use crate::config::Config;
-pub(crate) use patchtrail::config;
 use schemas::ErrorClass;
 
 // Events are decoded on one thread and freed on another; mimalloc handles

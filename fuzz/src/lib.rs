@@ -199,12 +199,6 @@ impl Target {
     }
 }
 
-/// Without the `config` feature (the light build of `fuzz/run.sh`).
-#[cfg(not(feature = "config"))]
-fn config(_: &[u8]) {
-    panic!("the config target needs the `config` feature");
-}
-
 fn files_in(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .map(|entries| entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_file()).collect())
@@ -265,8 +259,10 @@ fn stream(format: StreamFormat, bytes: &[u8]) {
     converter.finish(&mut sink);
 }
 
-/// The TOML text, then (after a NUL) `NAME=value` lines as the environment.
-#[cfg(feature = "config")]
+/// The TOML text, then (after a NUL) `NAME=value` lines as the environment,
+/// through the binary's loader (`schemas::layers`, with `Config`'s layers)
+/// into a tree of ingest's real sections and stand-ins of the same shapes
+/// for the sections of the crates that build DataFusion.
 fn config(bytes: &[u8]) {
     let (text, env) = match bytes.iter().position(|b| *b == 0) {
         Some(at) => (&bytes[..at], &bytes[at + 1..]),
@@ -277,11 +273,64 @@ fn config(bytes: &[u8]) {
         .lines()
         .filter_map(|line| line.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
         .collect();
-    use patchtrail::config::Config;
-    let Ok(config) = Config::from_text(Some(("fuzz.toml", text)), env) else { return };
+    let spec = schemas::layers::Spec {
+        env_prefix: "PATCHTRAIL__",
+        maps: &[("kafka", "properties")],
+        hidden_keys: &["auth", "auth.token"],
+    };
+    let checks = |tree: &tree::Tree| [tree.kafka.problems(), tree.pipeline.problems()].concat();
+    let Ok(config) = schemas::layers::load(Some(("fuzz.toml", text)), env, &spec, checks) else { return };
     let shown = toml::to_string(&config).expect("an accepted configuration serializes");
-    match Config::from_text(Some(("shown.toml", &shown)), Vec::new()) {
+    match schemas::layers::load(Some(("shown.toml", &shown)), Vec::new(), &spec, checks) {
         Ok(again) => assert_eq!(again, config, "the configuration changed through TOML:\n{shown}"),
         Err(problems) => panic!("an accepted configuration, written back, is refused: {problems:?}\n{shown}"),
+    }
+}
+
+mod tree {
+    //! The configuration tree the config target loads.
+
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
+    #[serde(default)]
+    pub(super) struct Tree {
+        pub kafka: ingest::config::KafkaConfig,
+        pub topics: ingest::kafka::TopicNames,
+        pub pipeline: ingest::config::PipelineConfig,
+        pub lake: Lake,
+        pub processor: Processor,
+        pub sla: Sla,
+        pub auth: Auth,
+    }
+
+    #[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
+    #[serde(default)]
+    pub(super) struct Lake {
+        location: String,
+        publish_interval_secs: u64,
+        vacuum_retain_hours: u64,
+    }
+
+    #[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
+    #[serde(default)]
+    pub(super) struct Processor {
+        allowed_lateness_secs: u64,
+        idle_timeout_secs: u64,
+        settled_retention_days: u32,
+    }
+
+    #[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
+    #[serde(default)]
+    pub(super) struct Sla {
+        critical_days: u32,
+        high_days: u32,
+    }
+
+    #[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
+    #[serde(default)]
+    pub(super) struct Auth {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        token: Option<String>,
     }
 }

@@ -8,6 +8,8 @@
 //! - [`severity`]: CVSS score to severity band (DOMAIN.md "Severity").
 //! - [`dead_letter`]: a rejected message, as stored and as published.
 //! - [`class`]: whose problem an error is, shared by every crate's error type.
+//! - [`source`]: the names of sources in task positions (`kafka:<topic>/<partition>`).
+//! - [`layers`]: layered configuration text (TOML file, then environment), every problem at once.
 //!
 //! This crate does no I/O and depends on neither tokio nor rdkafka.
 
@@ -15,7 +17,9 @@ pub mod class;
 pub mod dead_letter;
 pub mod decode;
 pub mod events;
+pub mod layers;
 pub mod ocsf;
+pub mod source;
 pub mod tables;
 pub mod time;
 
