@@ -98,7 +98,7 @@ fn topic_slot(topic: InputTopic) -> usize {
 fn snapshot_bytes(processor: &Processor) -> [usize; 4] {
     let mut sums = [0; 4];
     for id in processor.tasks().map(|task| task.id()).collect::<Vec<_>>() {
-        sums[topic_slot(id.topic)] += processor.snapshot(id).len();
+        sums[topic_slot(id.topic)] += processor.snapshot(id).expect("a snapshot").len();
     }
     sums
 }
@@ -181,7 +181,11 @@ fn main() {
     // on start): the live heap it held beyond what its state needs (capacity
     // kept from peaks), by topic.
     let mut slack = [0f64; 4];
-    for (id, bytes) in processor.tasks().map(|task| (task.id(), processor.snapshot(task.id()))).collect::<Vec<_>>() {
+    for (id, bytes) in processor
+        .tasks()
+        .map(|task| (task.id(), processor.snapshot(task.id()).expect("a snapshot")))
+        .collect::<Vec<_>>()
+    {
         let before = heap_mib();
         processor.restore(id, &bytes, "bench").expect("a snapshot just taken restores");
         slack[topic_slot(id.topic)] += before - heap_mib();

@@ -43,11 +43,13 @@ pub enum Command {
     /// Check a file of CloudEvents (one per line) against the event contract;
     /// prints each problem with its line and JSON path, exits 1 if any line is invalid.
     Validate(ValidateArgs),
-    /// Convert what a real tool wrote (the CISA KEV catalog, FIRST EPSS scores,
-    /// NVD API 2.0 records, Trivy and Grype reports, an inventory CSV) into
-    /// patchtrail's events, to a JSONL file, standard output or the input
-    /// topics. Ids are derived from the records: importing twice adds nothing.
-    /// Reports each record it skips with its position; exits 1 if any failed.
+    /// Convert what a real tool wrote into patchtrail's events, to a JSONL
+    /// file, standard output or the input topics: intel (kev, epss, nvd),
+    /// scans (trivy, grype), an inventory CSV (inventory), and the runtime
+    /// sources, also from a raw topic (hubble, vpc-flow, opa, argo-rollouts,
+    /// policy-report). Ids are derived from the records: importing twice adds
+    /// nothing. Reports each record it skips with its position; exits 1 if any
+    /// failed.
     Import(ImportArgs),
     /// See the whole system work on a simulated fleet, on this machine: an
     /// embedded Kafka broker, the simulated stream, the pipeline into a Parquet
@@ -71,8 +73,9 @@ pub enum Command {
     /// latest revision of each row (`<table>_history` has all of them);
     /// `priorities` is the risk-ranked patch queue.
     Sql(SqlArgs),
-    /// Look after a lake: publish committed epochs to its Delta tables, or
-    /// convert a lake written before its tables were Delta tables.
+    /// Look after a lake: publish committed epochs to its Delta tables, compact
+    /// and vacuum them, or convert a lake written before its tables were Delta
+    /// tables.
     #[command(subcommand)]
     Lake(LakeCommand),
     /// Check a configuration file, or show the effective configuration.

@@ -14,13 +14,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::ValueEnum;
-use ingest::import::flows::parse_duration;
-use ingest::import::hubble::SegmentRule;
-use ingest::import::k8s::MetaField;
 use ingest::import::policy_report::ResourceAsset;
 use ingest::import::scan::{AssetRule, ScanOptions, ScanState};
-use ingest::import::segments::Segments;
-use ingest::import::stream::{Converter, StreamFormat};
+use ingest::import::stream::{Converter, StreamFormat, StreamKind, StreamOptions};
+use ingest::import::topic::{OutputError, Sink};
 use ingest::import::{Record, epss, inventory, kev, nvd, scan};
 use ingest::kafka::{self, Publisher, TopicNames};
 use schemas::{CloudEvent, Timestamp};
@@ -217,7 +214,8 @@ pub fn run(args: ImportArgs, mut app: Config) -> anyhow::Result<ExitCode> {
     };
     if let (Some(topic), Some(format)) = (&args.from_topic, &stream_format) {
         let settings = app.kafka_settings();
-        topic::consume(&settings, topic, &args.group, format.clone(), &mut taker)?;
+        let stop = crate::signals::install()?.token();
+        ingest::import::topic::consume(&settings, topic, &args.group, format.clone(), &mut taker, &stop)?;
         return finish(taker, &args, started, None);
     }
     let signals = crate::signals::install()?;
@@ -267,6 +265,30 @@ pub fn run(args: ImportArgs, mut app: Config) -> anyhow::Result<ExitCode> {
     finish(taker, &args, started, state.as_ref())
 }
 
+impl Sink for Taker<'_> {
+    fn take(&mut self, origin: &str, record: Record) {
+        Taker::take(self, origin, record);
+    }
+
+    fn failure(&mut self) -> Option<OutputError> {
+        self.failure.take().map(Into::into)
+    }
+
+    fn deliver(&mut self, cancel: &CancellationToken) -> Result<(), OutputError> {
+        match self.output {
+            Output::Kafka { publisher, .. } => {
+                publisher.flush(Some(Instant::now() + Duration::from_secs(300)), cancel)?;
+                Ok(())
+            }
+            Output::Jsonl(_) => Ok(self.output.flush_now()?),
+        }
+    }
+
+    fn counts(&self) -> (u64, u64, u64) {
+        (self.summary.records, self.summary.by_type.values().sum(), self.summary.failed)
+    }
+}
+
 /// Delivers what is queued, saves the scan state, prints the summary.
 fn finish(
     taker: Taker<'_>,
@@ -308,120 +330,46 @@ fn stream_format(args: &ImportArgs, time: Option<Timestamp>, problems: &mut Vec<
         args.format == ImportFormat::Opa,
     );
     only("--patch-from", args.patch_from.is_some(), "argo-rollouts", args.format == ImportFormat::ArgoRollouts);
-    let duration = |flag: &str, text: &str, problems: &mut Vec<String>| match parse_duration(text) {
-        Some(us) if us > 0 || flag == "--grace" => us,
-        _ => {
-            problems.push(format!("{flag} must be a duration such as 90s, 10m or 1h, got {text:?}"));
-            0
-        }
-    };
-    let segments = match &args.segments {
-        None => None,
-        Some(path) => match std::fs::read_to_string(path) {
-            Ok(text) => match Segments::parse(&text) {
-                Ok(segments) => Some(segments),
-                Err(error) => {
-                    problems.push(format!("--segments {}: {error}", path.display()));
-                    None
-                }
-            },
-            Err(error) => {
-                problems.push(format!("--segments: cannot read {}: {error}", path.display()));
-                None
-            }
-        },
-    };
-    let pointer = |flag: &str, text: &Option<String>, problems: &mut Vec<String>| match text {
-        Some(text) if !text.starts_with('/') => {
-            problems.push(format!("{flag} must be a JSON pointer starting with /, got {text:?}"));
-            None
-        }
-        other => other.clone(),
-    };
-    let format = match args.format {
-        ImportFormat::Hubble => {
-            let segment = match &args.segment_from {
-                None => None,
-                Some(text) => {
-                    let rule = SegmentRule::parse(text);
-                    if rule.is_none() {
-                        problems.push(format!("--segment-from must be namespace or label:KEY, got {text:?}"));
-                    }
-                    rule
-                }
-            };
-            if args.segment_from.is_none() && args.segments.is_none() {
-                problems.push(
-                    "a Hubble flow names no segment: say how with --segment-from namespace|label:KEY, and/or --segments FILE"
-                        .to_owned(),
-                );
-            }
-            StreamFormat::Hubble {
-                segment,
-                segments,
-                window_us: duration("--window", &args.window, problems),
-                grace_us: duration("--grace", &args.grace, problems),
-            }
-        }
-        ImportFormat::VpcFlow => {
-            if args.segments.is_none() {
-                problems.push(
-                    "VPC flow records name addresses, not segments: give --segments FILE (CIDR SEGMENT lines)"
-                        .to_owned(),
-                );
-            }
-            StreamFormat::VpcFlow {
-                segments: segments.unwrap_or_default(),
-                window_us: duration("--window", &args.window, problems),
-                grace_us: duration("--grace", &args.grace, problems),
-            }
-        }
-        ImportFormat::Opa => {
-            let asset_pointer = pointer("--asset-pointer", &args.asset_pointer, problems);
-            let result_pointer = pointer("--result-pointer", &args.result_pointer, problems);
-            if args.asset_pointer.is_none() {
-                problems.push(
-                    "an OPA decision names no device: give --asset-pointer, a JSON pointer into the decision (e.g. /input/attributes/source/address/socketAddress/address)"
-                        .to_owned(),
-                );
-            }
-            StreamFormat::Opa { asset_pointer: asset_pointer.unwrap_or_default(), result_pointer }
-        }
-        ImportFormat::ArgoRollouts => {
-            let patch_from = args.patch_from.as_deref().and_then(MetaField::parse);
-            if patch_from.is_none() {
-                problems.push(
-                    "an AnalysisRun names no patch: give --patch-from annotation:KEY or label:KEY (e.g. label:rollouts-pod-template-hash)"
-                        .to_owned(),
-                );
-            }
-            StreamFormat::ArgoRollouts { patch_from: patch_from.unwrap_or(MetaField::Label(String::new())) }
-        }
-        ImportFormat::PolicyReport => {
-            let asset = match (&args.asset, args.asset_from) {
-                (Some(id), _) => Some(ResourceAsset::Fixed(id.trim().to_owned())),
-                (None, Some(AssetFrom::Name)) => Some(ResourceAsset::Name),
-                (None, Some(AssetFrom::Uid)) => Some(ResourceAsset::Uid),
-                (None, Some(AssetFrom::NamespacedName)) => Some(ResourceAsset::NamespacedName),
-                (None, Some(other)) => {
-                    problems.push(format!(
-                        "--asset-from {other:?} applies to scans; policy reports take name, uid or namespaced-name"
-                    ));
-                    None
-                }
-                (None, None) => None,
-            };
-            if args.asset.is_none() && args.asset_from.is_none() {
-                problems.push(
-                    "a policy report's resource is not an asset id: say which with --asset ID or --asset-from name|uid|namespaced-name"
-                        .to_owned(),
-                );
-            }
-            StreamFormat::PolicyReport { asset: asset.unwrap_or(ResourceAsset::Name), time }
-        }
+    let kind = match args.format {
+        ImportFormat::Hubble => StreamKind::Hubble,
+        ImportFormat::VpcFlow => StreamKind::VpcFlow,
+        ImportFormat::Opa => StreamKind::Opa,
+        ImportFormat::ArgoRollouts => StreamKind::ArgoRollouts,
+        ImportFormat::PolicyReport => StreamKind::PolicyReport,
         _ => return None,
     };
-    Some(Arc::new(format))
+    let resource_asset = match (&args.asset, args.asset_from) {
+        _ if kind != StreamKind::PolicyReport => None,
+        (Some(id), _) => Some(ResourceAsset::Fixed(id.trim().to_owned())),
+        (None, Some(AssetFrom::Name)) => Some(ResourceAsset::Name),
+        (None, Some(AssetFrom::Uid)) => Some(ResourceAsset::Uid),
+        (None, Some(AssetFrom::NamespacedName)) => Some(ResourceAsset::NamespacedName),
+        (None, Some(other)) => {
+            problems.push(format!(
+                "--asset-from {other:?} applies to scans; policy reports take name, uid or namespaced-name"
+            ));
+            return None;
+        }
+        (None, None) => None,
+    };
+    let options = StreamOptions {
+        segment_from: args.segment_from.as_deref(),
+        segments: args.segments.as_deref(),
+        window: &args.window,
+        grace: &args.grace,
+        asset_pointer: args.asset_pointer.as_deref(),
+        result_pointer: args.result_pointer.as_deref(),
+        patch_from: args.patch_from.as_deref(),
+        resource_asset,
+        time,
+    };
+    match StreamFormat::from_options(kind, &options) {
+        Ok(format) => Some(Arc::new(format)),
+        Err(found) => {
+            problems.extend(found);
+            None
+        }
+    }
 }
 
 /// Reads whole lines in blocks of up to about 64 KiB, on a thread of its
@@ -566,186 +514,5 @@ fn print_summary(summary: &Summary, args: &ImportArgs, shown: usize, elapsed: Du
     }
     for (reason, count) in &summary.ignored {
         eprintln!("  nothing to import: {reason}: {count}");
-    }
-}
-
-/// `import FORMAT --from-topic TOPIC`: raw records from a Kafka topic.
-mod topic {
-    use std::collections::BTreeMap;
-    use std::sync::{Arc, Mutex, PoisonError};
-    use std::time::{Duration, Instant};
-
-    use anyhow::Context;
-    use ingest::import::stream::{Converter, StreamFormat};
-    use ingest::kafka::KafkaSettings;
-    use rdkafka::ClientContext;
-    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
-    use rdkafka::message::Message;
-    use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-    use schemas::Timestamp;
-    use tokio_util::sync::CancellationToken;
-
-    use super::{Output, Taker};
-
-    /// How often offsets are committed (after the events are acknowledged).
-    const COMMIT_EVERY: Duration = Duration::from_secs(2);
-
-    /// Notes the partitions a rebalance takes away: their windows are
-    /// dropped, and their next owner rebuilds them from the committed offset.
-    #[derive(Default)]
-    struct ImportContext {
-        revoked: Mutex<Vec<i32>>,
-    }
-
-    impl ClientContext for ImportContext {}
-
-    impl ConsumerContext for ImportContext {
-        fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-            if let Rebalance::Revoke(partitions) = rebalance {
-                let mut revoked = self.revoked.lock().unwrap_or_else(PoisonError::into_inner);
-                revoked.extend(partitions.elements().iter().map(|element| element.partition()));
-            }
-        }
-    }
-
-    struct Partition {
-        converter: Converter,
-        /// The offset after the last message taken.
-        next: i64,
-    }
-
-    /// Consumes `topic` in `group` until a stop signal, converting each
-    /// message and committing, every few seconds and at the stop, the
-    /// offsets whose events the brokers acknowledged. A flow source's
-    /// offset stops at the first message an open window holds, with the
-    /// window watermark as the offset's metadata: the next owner of the
-    /// partition rebuilds the open windows exactly and skips the closed ones.
-    pub(super) fn consume(
-        settings: &KafkaSettings,
-        topic: &str,
-        group: &str,
-        format: Arc<StreamFormat>,
-        taker: &mut Taker<'_>,
-    ) -> anyhow::Result<()> {
-        let stop = crate::signals::install()?.token();
-        let consumer: BaseConsumer<ImportContext> = settings
-            .client_config(&[
-                ("group.id", group),
-                ("enable.auto.commit", "false"),
-                ("auto.offset.reset", "earliest"),
-                ("enable.partition.eof", "false"),
-                ("session.timeout.ms", "10000"),
-                ("heartbeat.interval.ms", "1000"),
-            ])
-            .create_with_context(ImportContext::default())
-            .context("cannot create the consumer")?;
-        consumer.subscribe(&[topic]).with_context(|| format!("cannot subscribe to {topic}"))?;
-        tracing::info!(topic, group, "importing from the topic until SIGTERM");
-        let mut partitions: BTreeMap<i32, Partition> = BTreeMap::new();
-        let mut last_commit = Instant::now();
-        let mut reported = (0, 0);
-        let name = format!("topic {topic}");
-        while !stop.is_cancelled() {
-            match consumer.poll(Duration::from_millis(200)) {
-                Some(Ok(message)) => {
-                    let (partition, offset) = (message.partition(), message.offset());
-                    let state = match partitions.entry(partition) {
-                        std::collections::btree_map::Entry::Occupied(entry) => entry.into_mut(),
-                        std::collections::btree_map::Entry::Vacant(entry) => {
-                            let watermark = committed_watermark(&consumer, topic, partition);
-                            let tag = format!("{topic}/{partition}");
-                            entry.insert(Partition {
-                                converter: Converter::new(format.clone(), tag, watermark),
-                                next: offset,
-                            })
-                        }
-                    };
-                    let payload = message.payload().unwrap_or_default();
-                    state.converter.record(
-                        &|| format!("partition {partition} offset {offset}"),
-                        payload,
-                        offset,
-                        &mut |record| taker.take(&name, record),
-                    );
-                    state.next = offset + 1;
-                    if let Some(error) = taker.failure.take() {
-                        return Err(error);
-                    }
-                }
-                Some(Err(error)) => tracing::warn!(%error, "consumer error (librdkafka retries)"),
-                None => {}
-            }
-            let revoked =
-                std::mem::take(&mut *consumer.context().revoked.lock().unwrap_or_else(PoisonError::into_inner));
-            for partition in revoked {
-                partitions.remove(&partition);
-            }
-            if last_commit.elapsed() >= COMMIT_EVERY {
-                commit(&consumer, topic, &partitions, taker.output, &stop)?;
-                last_commit = Instant::now();
-                let events: u64 = taker.summary.by_type.values().sum();
-                if (taker.summary.records, events) != reported {
-                    reported = (taker.summary.records, events);
-                    tracing::info!(
-                        records = reported.0,
-                        events,
-                        failed = taker.summary.failed,
-                        "delivered and committed"
-                    );
-                }
-            }
-        }
-        tracing::info!("stop requested: committing what was delivered");
-        commit(&consumer, topic, &partitions, taker.output, &CancellationToken::new())
-    }
-
-    /// The window watermark stored with the partition's committed offset.
-    fn committed_watermark(consumer: &BaseConsumer<ImportContext>, topic: &str, partition: i32) -> Option<Timestamp> {
-        let mut wanted = TopicPartitionList::new();
-        wanted.add_partition(topic, partition);
-        let committed = consumer.committed_offsets(wanted, Duration::from_secs(10)).ok()?;
-        let element = committed.find_partition(topic, partition)?;
-        element.metadata().strip_prefix("watermark=")?.parse::<i64>().ok().map(Timestamp::from_micros)
-    }
-
-    /// Waits for every event to be acknowledged, then commits each
-    /// partition's offset: past its last message, or, for a flow source,
-    /// at the first message its open windows hold.
-    fn commit(
-        consumer: &BaseConsumer<ImportContext>,
-        topic: &str,
-        partitions: &BTreeMap<i32, Partition>,
-        output: &mut Output,
-        cancel: &CancellationToken,
-    ) -> anyhow::Result<()> {
-        if partitions.is_empty() {
-            return Ok(());
-        }
-        match output {
-            Output::Kafka { publisher, .. } => {
-                publisher
-                    .flush(Some(Instant::now() + Duration::from_secs(300)), cancel)
-                    .context("cannot deliver the events")?;
-            }
-            Output::Jsonl(_) => output.flush_now()?,
-        }
-        let mut offsets = TopicPartitionList::new();
-        for (partition, state) in partitions {
-            let windows = state.converter.windows();
-            let offset = windows.and_then(|w| w.held_from()).unwrap_or(state.next);
-            offsets
-                .add_partition_offset(topic, *partition, Offset::Offset(offset))
-                .context("cannot list an offset to commit")?;
-            if let (Some(watermark), Some(mut element)) =
-                (windows.and_then(|w| w.watermark()), offsets.find_partition(topic, *partition))
-            {
-                element.set_metadata(format!("watermark={}", watermark.micros()));
-            }
-        }
-        if let Err(error) = consumer.commit(&offsets, CommitMode::Sync) {
-            // Not fatal: the next commit covers these offsets; a restart repeats a little.
-            tracing::warn!(%error, "cannot commit the offsets now");
-        }
-        Ok(())
     }
 }

@@ -495,6 +495,51 @@ impl Catalog {
     }
 }
 
+/// A CVE's row of the `cves` table.
+impl From<&CveInfo> for CveRow {
+    fn from(info: &CveInfo) -> Self {
+        let (kev_date_added, kev_due_date) = info.kev_dates();
+        let (epss, epss_percentile) = info.epss();
+        let (cvss_source, kev_source, epss_source) = info.sources();
+        CveRow {
+            cve_id: info.cve_id.clone(),
+            cvss_base: info.cvss_base(),
+            severity: info.severity().map(|s| s.as_str()),
+            epss,
+            kev: info.kev(),
+            kev_due_date,
+            published_at: info.published_at(),
+            cvss_version: info.cvss_version().map(str::to_owned),
+            epss_percentile,
+            kev_date_added,
+            exploitation: info.exploitation().map(|e| e.as_str()),
+            cvss_source: cvss_source.map(str::to_owned),
+            kev_source: kev_source.map(str::to_owned),
+            epss_source: epss_source.map(str::to_owned),
+            epss_date: info.epss_score.as_ref().map(|e| e.score_date),
+            updated_at: info.updated_at(),
+            revision: info.revision,
+        }
+    }
+}
+
+/// A patch's row of the `patches` table.
+impl From<&PatchInfo> for PatchRow {
+    fn from(info: &PatchInfo) -> Self {
+        PatchRow {
+            patch_id: info.patch_id.clone(),
+            vendor: info.vendor.clone(),
+            product: info.product.clone(),
+            released_at: info.released_at,
+            fixes_cves: info.fixes_cves.clone(),
+            artifact_sha256: info.artifact_sha256.clone(),
+            signed: info.signed,
+            updated_at: info.stamp.0,
+            revision: info.revision,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

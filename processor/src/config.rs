@@ -1,5 +1,5 @@
 //! What the processor computes with: lateness, SLAs, gate limits, windows;
-//! and the `[processor]` and `[sla]` sections of the configuration that say them.
+//! and the `[processor]`, `[sla]` and `[lake]` sections of the configuration.
 
 use schemas::severity::Severity;
 use schemas::time::{MICROS_PER_DAY, MICROS_PER_HOUR, MICROS_PER_SECOND};
@@ -230,5 +230,56 @@ impl ProcessorConfig {
             idle_timeout_us: secs(p.idle_timeout_secs),
             settled_retention_us: (p.settled_retention_days as i64).saturating_mul(MICROS_PER_DAY),
         }
+    }
+}
+
+/// `[lake]`: where the lake is.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct LakeConfig {
+    /// A local directory, a `file://` URL, or `s3://BUCKET[/PREFIX]`.
+    pub location: String,
+    /// How often `run` publishes committed epochs to the Delta tables readers see.
+    pub publish_interval_secs: u64,
+    /// How often `run` merges the tables' small files (0: never).
+    pub optimize_interval_secs: u64,
+    /// How long files merged away stay before `run` (after each merge) or
+    /// `lake vacuum` deletes them.
+    pub vacuum_retain_hours: u64,
+}
+
+impl Default for LakeConfig {
+    fn default() -> Self {
+        LakeConfig {
+            location: "lake".to_owned(),
+            publish_interval_secs: 10,
+            optimize_interval_secs: 600,
+            vacuum_retain_hours: 1,
+        }
+    }
+}
+
+impl LakeConfig {
+    /// Values out of range, every one.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if !(1..=3600).contains(&self.publish_interval_secs) {
+            problems.push("lake.publish_interval_secs must be between 1 and 3600".to_owned());
+        }
+        if self.optimize_interval_secs != 0 && self.optimize_interval_secs < 60 {
+            problems.push("lake.optimize_interval_secs must be 0 (never) or at least 60".to_owned());
+        }
+        let tombstones = crate::delta::TOMBSTONE_RETENTION_HOURS;
+        if self.vacuum_retain_hours >= tombstones {
+            problems.push(format!(
+                "lake.vacuum_retain_hours must be below {tombstones} (the tables remember files merged away for \
+                 {tombstones} h), got {}",
+                self.vacuum_retain_hours
+            ));
+        }
+        if self.location.trim().is_empty() {
+            problems.push("lake.location (--lake) must not be empty".to_owned());
+        }
+        problems
     }
 }

@@ -134,7 +134,7 @@ pub struct Publication {
 }
 
 fn delta_error(table: Table) -> impl FnOnce(DeltaTableError) -> Error {
-    move |error| Error::Delta { table: table.name().to_owned(), reason: error.to_string() }
+    move |error| Error::DeltaTable { table: table.name().to_owned(), source: Box::new(error) }
 }
 
 /// The app id of a task in `txn` actions.
@@ -224,10 +224,10 @@ impl Lake {
         match created {
             Ok(delta) => Ok(delta),
             // Another publisher created it first.
-            Err(_) => self.load_table(table).await?.ok_or_else(|| Error::Delta {
-                table: table.name().to_owned(),
-                reason: "the table could be neither created nor loaded".to_owned(),
-            }),
+            Err(error) => match self.load_table(table).await? {
+                Some(delta) => Ok(delta),
+                None => Err(delta_error(table)(error)),
+            },
         }
     }
 

@@ -13,6 +13,14 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// A task's state that cannot be encoded as a snapshot (a bug).
+    #[error("cannot encode the state of task {task}: {reason}")]
+    SnapshotEncode {
+        /// The task.
+        task: String,
+        /// Why.
+        reason: String,
+    },
     /// A commit record that cannot be read.
     #[error("commit record {path} cannot be read: {reason}")]
     CommitRecord {
@@ -47,13 +55,47 @@ pub enum Error {
         /// The epoch this writer tried to commit.
         epoch: u64,
     },
-    /// A Delta table of the lake cannot be read or written.
+    /// delta-rs failed on a Delta table of the lake; its class follows the cause.
+    #[error("Delta table {table}")]
+    DeltaTable {
+        /// The table.
+        table: String,
+        /// delta-rs's error.
+        #[source]
+        source: Box<deltalake::DeltaTableError>,
+    },
+    /// A Delta table of the lake is not as patchtrail writes it.
     #[error("Delta table {table}: {reason}")]
     Delta {
         /// The table.
         table: String,
         /// Why.
         reason: String,
+    },
+    /// A thread or runtime of the pipeline could not start (the system's
+    /// limits: threads, memory).
+    #[error("cannot start the {what}")]
+    Start {
+        /// What did not start.
+        what: &'static str,
+        /// The system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The lake writer thread ended without its error (it panicked: a bug).
+    #[error("the lake writer {how}")]
+    Writer {
+        /// What happened to it.
+        how: &'static str,
+    },
+    /// The latest rows of the lake could not be read for compaction.
+    #[error("cannot read the latest rows of {what}")]
+    LatestRows {
+        /// The table, or the lake when opening it failed.
+        what: String,
+        /// The reader's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// The lake location is not usable.
     #[error("lake location {location:?} is not usable: {reason}")]
@@ -74,20 +116,103 @@ impl Error {
         use schemas::ErrorClass;
         match self {
             Error::Location { .. } => ErrorClass::Input,
-            Error::Storage { source, .. } => match source {
-                object_store::Error::PermissionDenied { .. }
-                | object_store::Error::Unauthenticated { .. }
-                | object_store::Error::NotSupported { .. }
-                | object_store::Error::NotImplemented { .. }
-                | object_store::Error::UnknownConfigurationKey { .. } => ErrorClass::Input,
-                object_store::Error::NotFound { .. } => ErrorClass::Internal,
-                _ => ErrorClass::Transient,
-            },
-            Error::Fenced { .. } | Error::Delta { .. } => ErrorClass::Transient,
-            Error::Snapshot { .. } | Error::CommitRecord { .. } | Error::Encode { .. } => ErrorClass::Internal,
+            Error::Storage { source, .. } => storage_class(source),
+            Error::DeltaTable { source, .. } => delta_class(source),
+            // Another writer won the race: the next turn sees its version.
+            // A compaction that could not read is tried again at the next one.
+            Error::Fenced { .. } | Error::LatestRows { .. } => ErrorClass::Transient,
+            // A table patchtrail did not write, or a log that lost its files.
+            Error::Delta { .. } => ErrorClass::Internal,
+            Error::Snapshot { .. }
+            | Error::SnapshotEncode { .. }
+            | Error::Start { .. }
+            | Error::Writer { .. }
+            | Error::CommitRecord { .. }
+            | Error::Encode { .. } => ErrorClass::Internal,
         }
+    }
+}
+
+/// The class of a store's error: refused credentials or an unsupported
+/// request are the user's to fix; a missing object the lake named is corrupt
+/// state; the rest may heal.
+fn storage_class(error: &object_store::Error) -> schemas::ErrorClass {
+    use schemas::ErrorClass;
+    match error {
+        object_store::Error::PermissionDenied { .. }
+        | object_store::Error::Unauthenticated { .. }
+        | object_store::Error::NotSupported { .. }
+        | object_store::Error::NotImplemented { .. }
+        | object_store::Error::UnknownConfigurationKey { .. } => ErrorClass::Input,
+        object_store::Error::NotFound { .. } => ErrorClass::Internal,
+        _ => ErrorClass::Transient,
+    }
+}
+
+/// The class of a delta-rs error, by its cause: storage as the store's, a
+/// commit that lost a race transient, a log or file delta-rs cannot make
+/// sense of internal (never retried: retrying reads the same bytes).
+fn delta_class(error: &deltalake::DeltaTableError) -> schemas::ErrorClass {
+    use deltalake::DeltaTableError as Delta;
+    use deltalake::kernel::transaction::TransactionError;
+    use schemas::ErrorClass;
+    match error {
+        Delta::ObjectStore { source } => storage_class(source),
+        Delta::Io { .. } | Delta::VersionAlreadyExists(_) => ErrorClass::Transient,
+        Delta::Transaction { source } => match source {
+            TransactionError::ObjectStore { source } => storage_class(source),
+            TransactionError::VersionAlreadyExists(_)
+            | TransactionError::CommitConflict(_)
+            | TransactionError::MaxCommitAttempts(_) => ErrorClass::Transient,
+            _ => ErrorClass::Internal,
+        },
+        Delta::InvalidTableLocation(_) | Delta::MissingFeature { .. } => ErrorClass::Input,
+        _ => ErrorClass::Internal,
     }
 }
 
 /// Result with the processor's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use deltalake::DeltaTableError;
+    use schemas::ErrorClass;
+
+    use super::*;
+
+    fn check(error: Error, class: ErrorClass) {
+        assert_eq!(error.class(), class, "{error:?}");
+    }
+
+    fn delta(source: DeltaTableError) -> Error {
+        Error::DeltaTable { table: "exposures".to_owned(), source: Box::new(source) }
+    }
+
+    fn denied() -> object_store::Error {
+        object_store::Error::PermissionDenied { path: "lake".to_owned(), source: "no".into() }
+    }
+
+    #[test]
+    fn each_error_is_classed_by_its_cause() {
+        check(Error::Storage { path: "a".to_owned(), source: denied() }, ErrorClass::Input);
+        let missing = object_store::Error::NotFound { path: "a".to_owned(), source: "gone".into() };
+        check(Error::Storage { path: "a".to_owned(), source: missing }, ErrorClass::Internal);
+        let timeout = object_store::Error::Generic { store: "S3", source: "timed out".into() };
+        check(Error::Storage { path: "a".to_owned(), source: timeout }, ErrorClass::Transient);
+        check(delta(DeltaTableError::ObjectStore { source: denied() }), ErrorClass::Input);
+        check(delta(DeltaTableError::VersionAlreadyExists(7)), ErrorClass::Transient);
+        check(delta(DeltaTableError::NotATable("x".to_owned())), ErrorClass::Internal);
+        check(delta(DeltaTableError::InvalidTableLocation("x".to_owned())), ErrorClass::Input);
+        check(Error::Fenced { task: "assets-0".to_owned(), epoch: 3 }, ErrorClass::Transient);
+        check(Error::Location { location: "x".to_owned(), reason: "y".to_owned() }, ErrorClass::Input);
+        check(Error::SnapshotEncode { task: "assets-0".to_owned(), reason: "y".to_owned() }, ErrorClass::Internal);
+    }
+
+    #[test]
+    fn a_delta_error_keeps_its_source() {
+        let error = delta(DeltaTableError::VersionAlreadyExists(7));
+        let source = std::error::Error::source(&error).map(ToString::to_string);
+        assert_eq!(source.as_deref(), Some("Delta transaction failed, version 7 already exists."));
+    }
+}

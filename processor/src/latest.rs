@@ -143,7 +143,7 @@ impl Lake {
         let fail = |reason: String| Error::Encode { table: table.name().to_owned(), reason };
         let location = Path::from(path.as_str());
         let object = BufWriter::new(self.store(), location.clone());
-        let mut writer = AsyncArrowWriter::try_new(object, table.schema(), Some(crate::lake::writer_properties()?))
+        let mut writer = AsyncArrowWriter::try_new(object, table.schema(), Some(crate::encode::writer_properties()?))
             .map_err(|e| fail(e.to_string()))?;
         let mut rows = 0;
         while let Some(batch) = batches.next().await {

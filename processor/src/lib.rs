@@ -10,6 +10,12 @@
 //! - [`catalog`]: the global intel catalog (CVEs, patches) every task consults.
 //! - [`rows`]: the rows each table gets; [`alerts`]: the rules and their OCSF.
 //! - [`config`]: lateness, SLAs, limits and windows.
+//! - [`lake`]: the lake's store, commit records and snapshots; [`encode`]:
+//!   the tables' Parquet encoding;
+//!   [`delta`]: publishing committed epochs to the Delta tables, optimize and
+//!   vacuum; [`latest`]: the tables' latest forms; [`compact`]: compaction.
+//! - [`pipeline`]: a processor bound to a lake (recovery, epoch commits,
+//!   publishing); [`replay`]: a file source's lines through a pipeline.
 //!
 //! [`Processor`] routes events to tasks the way the Kafka pipeline partitions
 //! them, so `replay` and `run` compute the same rows. This crate takes events
@@ -18,14 +24,17 @@
 pub mod alerts;
 pub mod assets;
 pub mod catalog;
+pub mod compact;
 pub mod config;
 pub mod delta;
+pub mod encode;
 pub mod error;
 mod interner;
 pub mod lake;
 pub mod latest;
 pub mod network;
 pub mod pipeline;
+pub mod replay;
 pub mod rollouts;
 pub mod rows;
 pub mod task;
@@ -287,20 +296,22 @@ impl Processor {
 
     /// The state of one task as bytes, to store with its commit; the intel
     /// task's includes the catalog. Take it right after [`Processor::flush`].
-    pub fn snapshot(&self, id: TaskId) -> Vec<u8> {
+    /// An error is a bug (a task this processor does not have, or state
+    /// postcard cannot encode), never written as an empty snapshot.
+    pub fn snapshot(&self, id: TaskId) -> error::Result<Vec<u8>> {
+        let fail = |reason: String| error::Error::SnapshotEncode { task: id.to_string(), reason };
         let (task, catalog) = match self.task(id) {
             Some(task) if id.topic == InputTopic::Intel => (task, Some(&self.catalog)),
             Some(task) => (task, None),
-            None => return Vec::new(),
+            None => return Err(fail("the processor has no such task".to_owned())),
         };
         // Sized from the previous snapshot with room for an epoch's growth, so
         // a large state is written once, without regrowing (and copying) the buffer.
         let mut bytes = Vec::with_capacity(task.last_snapshot_bytes().max(4096) / 4 * 5);
         bytes.extend_from_slice(SNAPSHOT_MAGIC);
-        // Serializing plain owned data into a Vec cannot fail.
-        let bytes = postcard::to_extend(&(task, catalog), bytes).unwrap_or_default();
+        let bytes = postcard::to_extend(&(task, catalog), bytes).map_err(|e| fail(e.to_string()))?;
         task.set_last_snapshot_bytes(bytes.len());
-        bytes
+        Ok(bytes)
     }
 
     /// Replaces a task's state with a snapshot taken by [`Processor::snapshot`].

@@ -135,7 +135,7 @@ impl Pipeline {
         let writer = std::thread::Builder::new()
             .name("lake-writer".to_owned())
             .spawn(move || write_epochs(writer_lake, inbox, done_tx))
-            .map_err(|e| Error::Location { location: "lake writer thread".to_owned(), reason: e.to_string() })?;
+            .map_err(|source| Error::Start { what: "lake writer thread", source })?;
         Ok(Pipeline {
             processor,
             lake,
@@ -337,7 +337,7 @@ impl Pipeline {
             let job = Epoch {
                 task: id,
                 epoch: last.epoch + 1,
-                state: self.processor.snapshot(id),
+                state: self.processor.snapshot(id)?,
                 watermark,
                 max_event_time: task.max_event_time(),
                 positions: positions.clone(),
@@ -358,8 +358,7 @@ impl Pipeline {
 
     /// The writer stopped on an error: join it to report the error.
     fn writer_stopped(&mut self) -> Result<()> {
-        self.join_writer()
-            .and(Err(Error::Location { location: "lake writer".to_owned(), reason: "stopped".to_owned() }))
+        self.join_writer().and(Err(Error::Writer { how: "stopped" }))
     }
 
     fn count(&mut self, rows: &EpochRows) {
@@ -389,7 +388,7 @@ impl Pipeline {
         self.jobs = None;
         match self.writer.take().map(JoinHandle::join) {
             Some(Ok(result)) => result,
-            Some(Err(_)) => Err(Error::Location { location: "lake writer".to_owned(), reason: "panicked".to_owned() }),
+            Some(Err(_)) => Err(Error::Writer { how: "panicked" }),
             None => Ok(()),
         }
     }
@@ -427,7 +426,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| Error::Location { location: "lake runtime".to_owned(), reason: e.to_string() })
+        .map_err(|source| Error::Start { what: "lake runtime", source })
 }
 
 fn write_epochs(lake: Lake, inbox: Receiver<Job>, done: Sender<Written>) -> Result<()> {

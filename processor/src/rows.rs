@@ -7,8 +7,6 @@ use std::hash::{Hash, Hasher};
 use rustc_hash::FxHasher;
 use schemas::{Date, Timestamp};
 
-use crate::catalog::{CveInfo, PatchInfo};
-
 /// `assets`: the latest inventory of an asset.
 #[derive(Clone, Debug, PartialEq)]
 #[allow(missing_docs)]
@@ -51,33 +49,6 @@ pub struct CveRow {
     pub revision: i64,
 }
 
-impl From<&CveInfo> for CveRow {
-    fn from(info: &CveInfo) -> Self {
-        let (kev_date_added, kev_due_date) = info.kev_dates();
-        let (epss, epss_percentile) = info.epss();
-        let (cvss_source, kev_source, epss_source) = info.sources();
-        CveRow {
-            cve_id: info.cve_id.clone(),
-            cvss_base: info.cvss_base(),
-            severity: info.severity().map(|s| s.as_str()),
-            epss,
-            kev: info.kev(),
-            kev_due_date,
-            published_at: info.published_at(),
-            cvss_version: info.cvss_version().map(str::to_owned),
-            epss_percentile,
-            kev_date_added,
-            exploitation: info.exploitation().map(|e| e.as_str()),
-            cvss_source: cvss_source.map(str::to_owned),
-            kev_source: kev_source.map(str::to_owned),
-            epss_source: epss_source.map(str::to_owned),
-            epss_date: info.epss_score.as_ref().map(|e| e.score_date),
-            updated_at: info.updated_at(),
-            revision: info.revision,
-        }
-    }
-}
-
 /// `patches`: the latest release of a patch.
 #[derive(Clone, Debug, PartialEq)]
 #[allow(missing_docs)]
@@ -91,22 +62,6 @@ pub struct PatchRow {
     pub signed: Option<bool>,
     pub updated_at: Timestamp,
     pub revision: i64,
-}
-
-impl From<&PatchInfo> for PatchRow {
-    fn from(info: &PatchInfo) -> Self {
-        PatchRow {
-            patch_id: info.patch_id.clone(),
-            vendor: info.vendor.clone(),
-            product: info.product.clone(),
-            released_at: info.released_at,
-            fixes_cves: info.fixes_cves.clone(),
-            artifact_sha256: info.artifact_sha256.clone(),
-            signed: info.signed,
-            updated_at: info.stamp.0,
-            revision: info.revision,
-        }
-    }
 }
 
 /// `exposures`: one (asset, CVE).

@@ -290,19 +290,21 @@ impl Task {
         }
         self.counts.events -= 1;
         self.counts.dead_letters += 1;
-        // `kafka:<topic>/<partition>` (ingest's source names), else a file.
-        let (topic, partition) = source
-            .strip_prefix("kafka:")
-            .and_then(|name| name.rsplit_once('/'))
-            .and_then(|(topic, partition)| Some((topic, partition.parse().ok()?)))
-            .unwrap_or((source, self.id.partition as i32));
+        // A Kafka partition's topic and partition, else the file and the task's.
+        let kafka = schemas::source::Source::parse(source);
+        let (topic, partition) = match &kafka {
+            Some(kafka) => (kafka.topic.as_str(), kafka.partition),
+            None => (source, self.id.partition as i32),
+        };
         let days = config.settled_retention_us / schemas::time::MICROS_PER_DAY;
         let error = format!(
             "beyond retention: event time {} is more than {days} days (processor.settled_retention_days) before the \
              newest event of its task ({newest}); the state it would revise may be forgotten",
             event.time
         );
-        let payload = serde_json::to_vec(event).unwrap_or_default();
+        // A decoded event always encodes again (the decoder's round trip is
+        // property-tested): a failure here is a bug, not bad input.
+        let payload = serde_json::to_vec(event).expect("a decoded event encodes");
         let key = event.data.subject();
         self.dead_letters.push(DeadLetterRow::new(topic, partition, offset as i64, Some(key), error, &payload, newest));
         true

@@ -2,9 +2,10 @@
 //!
 //! - [`session`]: [`LakeSession`], DataFusion over one committed snapshot,
 //!   with the tables, their history and the metric views of `queries/sql/`.
-//! - [`priorities`]: the priority score's [`Weights`], the queue as typed
-//!   rows, what changed between two queues, and the [`priorities::QueueSink`]
-//!   the binary plugs a Kafka publisher into.
+//! - [`weights`]: the priority score's [`Weights`] and the `priorities` view.
+//! - [`priorities`]: the queue as typed rows, what changed between two
+//!   queues, and the [`priorities::QueueSink`] the binary plugs a Kafka
+//!   publisher into.
 //! - [`metrics`]: the names of the query side's metrics, the HTTP metrics,
 //!   and the domain metrics computed from the lake with bounded memory.
 //! - [`summary`]: the figures `demo` prints.
@@ -13,7 +14,9 @@
 //! - [`guard`]: what a session withholds from untrusted SQL.
 //! - [`config`]: the `[server]`, `[auth]` and `[prioritization]` sections.
 //!
-//! This crate reads the lake and never writes it; it never talks to Kafka.
+//! This crate reads the lake and never writes it (compaction writes the
+//! latest forms it reads through [`session::CompactionReader`]: the writing is
+//! `processor::compact`'s); it never talks to Kafka.
 
 pub mod columns;
 pub mod config;
@@ -25,7 +28,8 @@ pub mod priorities;
 pub mod server;
 pub mod session;
 pub mod summary;
+pub mod weights;
 
 pub use error::QueryError;
-pub use priorities::Weights;
-pub use session::{LakeSession, PRIORITIES_SQL, VIEWS};
+pub use session::{LakeSession, VIEWS};
+pub use weights::{PRIORITIES_SQL, Weights};

@@ -1,5 +1,4 @@
-//! Prioritization (DOMAIN.md "Prioritization"): the weights of the score,
-//! the queue as typed rows computed once from the `priorities` view of a
+//! Prioritization (DOMAIN.md "Prioritization"): the queue as typed rows computed once from the `priorities` view of a
 //! snapshot, the messages that take the priorities topic from the queue it
 //! last got to the current one, and [`QueueSink`], the trait the binary
 //! plugs its Kafka publisher into (this crate never talks to Kafka).
@@ -13,63 +12,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::columns::{Columns, flag_at, float_at, int_at, text_at, time_at};
 use crate::error::QueryError;
-use crate::session::{LakeSession, PRIORITIES_SQL};
-
-/// The weights of the priority score; the defaults are DOMAIN.md's.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Weights {
-    /// `1 + epss × epss_weight`.
-    pub epss: f64,
-    /// For a CVE in the KEV catalog.
-    pub kev: f64,
-    /// For an internet-exposed asset.
-    pub internet_exposed: f64,
-    /// For an asset in the `edge` environment.
-    pub edge: f64,
-    /// By asset criticality.
-    pub criticality_low: f64,
-    /// By asset criticality.
-    pub criticality_moderate: f64,
-    /// By asset criticality.
-    pub criticality_high: f64,
-    /// The urgency term is `1 + clamp(elapsed share of the SLA, 0, max_urgency)`.
-    pub max_urgency: f64,
-}
-
-impl Default for Weights {
-    fn default() -> Self {
-        Weights {
-            epss: 4.0,
-            kev: 2.0,
-            internet_exposed: 1.5,
-            edge: 1.2,
-            criticality_low: 1.0,
-            criticality_moderate: 1.5,
-            criticality_high: 2.0,
-            max_urgency: 2.0,
-        }
-    }
-}
-
-impl Weights {
-    /// The `priorities` SQL with these weights and `now` filled in.
-    pub fn priorities_sql(&self, now: &str) -> String {
-        // `{:?}` keeps a decimal point (2.0, not 2): DataFusion reads it as a double.
-        [
-            ("{now}", now.to_owned()),
-            ("{epss_weight}", format!("{:?}", self.epss)),
-            ("{kev_weight}", format!("{:?}", self.kev)),
-            ("{internet_exposed_weight}", format!("{:?}", self.internet_exposed)),
-            ("{edge_weight}", format!("{:?}", self.edge)),
-            ("{criticality_low_weight}", format!("{:?}", self.criticality_low)),
-            ("{criticality_moderate_weight}", format!("{:?}", self.criticality_moderate)),
-            ("{criticality_high_weight}", format!("{:?}", self.criticality_high)),
-            ("{max_urgency}", format!("{:?}", self.max_urgency)),
-        ]
-        .iter()
-        .fold(PRIORITIES_SQL.to_owned(), |sql, (placeholder, value)| sql.replace(placeholder, value))
-    }
-}
+use crate::session::LakeSession;
+pub use crate::weights::Weights;
 
 /// One row of the queue, as `GET /v1/priorities` answers it and the
 /// priorities topic carries it.

@@ -29,7 +29,7 @@ use schemas::{Table, Timestamp};
 use crate::error::{QueryError, classify};
 use crate::guard;
 use crate::known::KnownFiles;
-use crate::priorities::Weights;
+use crate::weights::Weights;
 
 /// The metric views every session has, by name, as the SQL files in
 /// `queries/sql/`, in the order they are created (a view may read the ones
@@ -42,10 +42,6 @@ pub const VIEWS: [(&str, &str); 6] = [
     ("drift_summary", include_str!("../sql/drift_summary.sql")),
     ("asset_risk", include_str!("../sql/asset_risk.sql")),
 ];
-
-/// The `priorities` view (DOMAIN.md "Prioritization"), with `{now}` for the
-/// lake's as-of time and the [`Weights`] as `{…_weight}` placeholders.
-pub const PRIORITIES_SQL: &str = include_str!("../sql/priorities.sql");
 
 /// A read-only DataFusion session over one snapshot of the lake.
 pub struct LakeSession {
@@ -213,11 +209,41 @@ impl LakeSession {
     }
 }
 
-/// Whether a table's view keeps the latest revision of each key (and so can
-/// have a latest form): a table with key columns, alerts aside (an alert is
-/// one row per firing).
-pub fn keeps_latest(table: Table) -> bool {
-    !table.key_columns().is_empty() && table != Table::Alerts
+pub use processor::compact::keeps_latest;
+
+/// The reader compaction reads the latest rows through
+/// ([`processor::compact`]): a session over each snapshot it asks for.
+pub struct CompactionReader;
+
+impl processor::compact::LatestReader for CompactionReader {
+    type Snapshot = LakeSession;
+
+    async fn open(
+        &self,
+        lake: &Lake,
+        published: &Published,
+        forms: &LatestManifest,
+    ) -> Result<LakeSession, processor::compact::ReadError> {
+        Ok(LakeSession::over(lake, published, forms, None, &Weights::default()).await?)
+    }
+}
+
+impl processor::compact::LatestSnapshot for LakeSession {
+    fn fitting_forms(&self) -> Vec<Table> {
+        self.latest_forms()
+    }
+
+    async fn latest_rows(
+        &self,
+        table: Table,
+    ) -> Result<
+        futures::stream::BoxStream<'static, Result<RecordBatch, processor::compact::ReadError>>,
+        processor::compact::ReadError,
+    > {
+        use futures::{StreamExt, TryStreamExt};
+        let rows = self.stream(&format!("SELECT * FROM {}", table.name())).await?;
+        Ok(rows.map_err(|e| Box::new(e) as processor::compact::ReadError).boxed())
+    }
 }
 
 /// One table of a session: its history, and its latest form when it has one

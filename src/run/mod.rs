@@ -170,7 +170,7 @@ fn publish_logged(
 fn start_publisher(
     supervisor: &Supervisor,
     location: &str,
-    settings: &config::LakeConfig,
+    settings: &processor::config::LakeConfig,
     metrics: LakeMetrics,
 ) -> anyhow::Result<Publisher> {
     let lake = processor::lake::Lake::open(location)?;
@@ -203,7 +203,7 @@ fn compact_logged(
     metrics: &LakeMetrics,
 ) {
     let started = Instant::now();
-    match runtime.block_on(crate::lake::compact(lake)) {
+    match runtime.block_on(processor::compact::compact(lake, &queries::session::CompactionReader)) {
         Ok(report) => {
             metrics.files_compacted.inc_by(report.merged.files_removed);
             tracing::info!(

@@ -21,6 +21,7 @@ pub mod policy_report;
 pub mod scan;
 pub mod segments;
 pub mod stream;
+pub mod topic;
 pub mod vpc;
 
 use schemas::CloudEvent;

@@ -13,7 +13,6 @@ mod error;
 mod message;
 pub mod offsets;
 mod producer;
-mod source;
 
 pub use broker::EmbeddedBroker;
 pub use consumer::{
@@ -23,7 +22,7 @@ pub use consumer::{
 pub use error::{Error, Result};
 pub use message::{Rejection, check_message, dead_letter};
 pub use producer::{Publisher, produce_simulation, sleep_unless_cancelled};
-pub use source::{Source, source_name, topic_positions};
+pub use schemas::source::{Source, source_name, topic_positions};
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
