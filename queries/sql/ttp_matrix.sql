@@ -11,7 +11,7 @@ WITH ttp AS (
            count(*) AS remediated_patches,
            avg(o.time_to_patch_s) AS mean_ttp_s,
            median(o.time_to_patch_s) AS median_ttp_s,
-           approx_percentile_cont(o.time_to_patch_s, 0.9) AS p90_ttp_s
+           percentile_cont(o.time_to_patch_s, 0.9) AS p90_ttp_s
     FROM patch_outcomes o
     JOIN patch_severity s ON s.patch_id = o.patch_id
     LEFT JOIN assets a ON a.asset_id = o.asset_id

@@ -30,6 +30,9 @@ pub mod names {
     pub const OPEN_EXPOSURES: &str = "patchtrail_open_exposures";
     /// Exposures past their due date, by severity.
     pub const SLA_BREACHES: &str = "patchtrail_sla_breaches_total";
+    /// Exposures counted for SLAs (all but suppressed), by severity: with
+    /// the breaches, the `sla_compliance` view's compliance.
+    pub const SLA_EXPOSURES: &str = "patchtrail_sla_exposures";
     /// Rollouts by canary gate.
     pub const CANARY_GATES: &str = "patchtrail_canary_gate_total";
     /// Alerts, by rule.
@@ -109,6 +112,7 @@ pub struct DomainMetrics {
     time_to_patch: Arc<LakeHistogram>,
     open_exposures: IntGaugeVec,
     sla_breaches: IntCounterVec,
+    sla_exposures: IntGaugeVec,
     canary_gates: IntCounterVec,
     alerts: IntCounterVec,
     drift_ratio: GaugeVec,
@@ -120,6 +124,10 @@ const OPEN_EXPOSURES_SQL: &str = "SELECT coalesce(severity, 'unknown') AS severi
 /// Breached exposures by severity (a counter following the lake upwards).
 const SLA_BREACHES_SQL: &str =
     "SELECT coalesce(severity, 'unknown') AS severity, count(*) AS n FROM exposures WHERE breached GROUP BY 1";
+/// Exposures counted for SLAs by severity (a gauge: the `sla_compliance`
+/// view's denominator).
+const SLA_EXPOSURES_SQL: &str = "SELECT coalesce(severity, 'unknown') AS severity, count(*) AS n FROM exposures \
+     WHERE status <> 'suppressed' GROUP BY 1";
 /// Rollouts by gate.
 const CANARY_GATES_SQL: &str = "SELECT gate, count(*) AS n FROM canary_rollups GROUP BY 1";
 /// Alerts by rule.
@@ -165,6 +173,15 @@ impl DomainMetrics {
                 &["severity"],
             )
             .expect("valid metric"),
+            sla_exposures: IntGaugeVec::new(
+                Opts::new(
+                    names::SLA_EXPOSURES,
+                    "Exposures counted for SLAs (all but suppressed), by severity; compliance is \
+                     1 - sla_breaches_total / sla_exposures.",
+                ),
+                &["severity"],
+            )
+            .expect("valid metric"),
             canary_gates: IntCounterVec::new(
                 Opts::new(names::CANARY_GATES, "Rollouts by their canary gate."),
                 &["gate"],
@@ -181,6 +198,7 @@ impl DomainMetrics {
         registry.register(Box::new(ArcCollector(time_to_patch))).expect("registered once");
         registry.register(Box::new(metrics.open_exposures.clone())).expect("registered once");
         registry.register(Box::new(metrics.sla_breaches.clone())).expect("registered once");
+        registry.register(Box::new(metrics.sla_exposures.clone())).expect("registered once");
         registry.register(Box::new(metrics.canary_gates.clone())).expect("registered once");
         registry.register(Box::new(metrics.alerts.clone())).expect("registered once");
         registry.register(Box::new(metrics.drift_ratio.clone())).expect("registered once");
@@ -217,6 +235,11 @@ impl DomainMetrics {
         self.open_exposures.reset();
         for (labels, n) in open {
             self.open_exposures.with_label_values(&labels).set(n);
+        }
+        let counted = counts(session, SLA_EXPOSURES_SQL, &["severity"]).await?;
+        self.sla_exposures.reset();
+        for (labels, n) in counted {
+            self.sla_exposures.with_label_values(&labels).set(n);
         }
         for (counter, sql, label) in [
             (&self.sla_breaches, SLA_BREACHES_SQL, "severity"),
