@@ -47,6 +47,22 @@ fn code_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
     text.lines().enumerate().take_while(|(_, line)| line.trim() != "#[cfg(test)]").map(|(n, line)| (n + 1, line))
 }
 
+/// Every line of the crates' and the binary's code outside tests, benches
+/// and the fuzzer: (file, line number, line).
+fn library_lines() -> Vec<(String, usize, String)> {
+    let mut lines = Vec::new();
+    for path in rust_files() {
+        let name = path.to_string_lossy().into_owned();
+        let elsewhere = ["tests/", "benches/", "fuzz/"].iter().any(|dir| name.starts_with(dir));
+        if elsewhere || name.contains("/tests/") {
+            continue;
+        }
+        let text = read(&path);
+        lines.extend(code_lines(&text).map(|(number, line)| (name.clone(), number, line.to_owned())));
+    }
+    lines
+}
+
 #[test]
 fn every_rust_file_opens_with_a_module_doc() {
     let missing: Vec<String> = rust_files()
@@ -126,26 +142,15 @@ fn threads_and_tasks_start_only_where_architecture_says() {
     let architecture = read(Path::new("ARCHITECTURE.md"));
     let mut found = Vec::new();
     let mut used = std::collections::BTreeSet::new();
-    for path in rust_files() {
-        let name = path.to_string_lossy().into_owned();
-        if name.starts_with("tests/")
-            || name.contains("/tests/")
-            || name.starts_with("benches/")
-            || name.starts_with("fuzz/")
-        {
+    for (name, number, line) in library_lines() {
+        if line.trim_start().starts_with("//") || !PATTERNS.iter().any(|p| line.contains(p)) {
             continue;
         }
-        let text = read(&path);
-        for (number, line) in code_lines(&text) {
-            if line.trim_start().starts_with("//") || !PATTERNS.iter().any(|p| line.contains(p)) {
-                continue;
+        match SPAWNS_ALLOWED.iter().find(|(file, _)| *file == name) {
+            Some((file, _)) => {
+                used.insert(*file);
             }
-            match SPAWNS_ALLOWED.iter().find(|(file, _)| *file == name) {
-                Some((file, _)) => {
-                    used.insert(*file);
-                }
-                None => found.push(format!("{name}:{number}: {}", line.trim())),
-            }
+            None => found.push(format!("{name}:{number}: {}", line.trim())),
         }
     }
     assert!(found.is_empty(), "threads or tasks started outside the Supervisor, not in SPAWNS_ALLOWED: {found:#?}");
@@ -162,25 +167,14 @@ fn threads_and_tasks_start_only_where_architecture_says() {
 fn metric_names_live_in_metrics_files() {
     let mut found = Vec::new();
     let mut in_metrics = 0;
-    for path in rust_files() {
-        let name = path.to_string_lossy().into_owned();
-        if name.starts_with("tests/")
-            || name.contains("/tests/")
-            || name.starts_with("benches/")
-            || name.starts_with("fuzz/")
-        {
+    for (name, number, line) in library_lines() {
+        if !line.contains("\"patchtrail_") {
             continue;
         }
-        let text = read(&path);
-        for (number, line) in code_lines(&text) {
-            if !line.contains("\"patchtrail_") {
-                continue;
-            }
-            if path.file_name().is_some_and(|f| f == "metrics.rs") {
-                in_metrics += 1;
-            } else {
-                found.push(format!("{name}:{number}: {}", line.trim()));
-            }
+        if name.ends_with("/metrics.rs") {
+            in_metrics += 1;
+        } else {
+            found.push(format!("{name}:{number}: {}", line.trim()));
         }
     }
     assert!(in_metrics >= 15, "only {in_metrics} metric names found in metrics.rs files: is the check reading them?");
