@@ -61,7 +61,12 @@ impl Drop for Server {
 }
 
 fn lake_of(dir: &Path) -> std::path::PathBuf {
-    let (events, _) = simulate(dir, 300, 6, 3, false);
+    simulated_lake(dir, 300, 6, 3)
+}
+
+/// The lake `replay` makes of a simulated fleet of `assets` over `days`.
+fn simulated_lake(dir: &Path, assets: u32, days: u32, seed: u64) -> std::path::PathBuf {
+    let (events, _) = simulate(dir, assets, days, seed, false);
     let lake = dir.join("lake");
     replay(&events, &lake, &[]);
     lake
@@ -348,9 +353,7 @@ fn a_real_prometheus_scrapes_the_lake_figures() {
     let dir = tempfile::tempdir().expect("temp dir");
     // A month: exposures both breached and remediated in time, so the SLA
     // compliance panel below is checked on a lake where formulas differ.
-    let (events, _) = simulate(dir.path(), 200, 30, 3, false);
-    let lake = dir.path().join("lake");
-    replay(&events, &lake, &[]);
+    let lake = simulated_lake(dir.path(), 200, 30, 3);
     let server = Server::start(&lake, &[]);
     let (status, exposition) = server.request("GET", "/metrics", &[], "");
     assert_eq!(status, 200);
@@ -477,9 +480,7 @@ fn expected(lake: &Path, metric: &str, label: &str, query: &str) -> std::collect
 fn the_domain_metrics_are_the_lakes_figures() {
     let dir = tempfile::tempdir().expect("temp dir");
     // A month, so that some exposures are past their due dates.
-    let (events, _) = simulate(dir.path(), 300, 30, 5, false);
-    let lake = dir.path().join("lake");
-    replay(&events, &lake, &[]);
+    let lake = simulated_lake(dir.path(), 300, 30, 5);
     let server = Server::start(&lake, &[]);
     let (status, exposition) = server.request("GET", "/metrics", &[], "");
     assert_eq!(status, 200);
