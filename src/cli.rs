@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use ingest::import::input::FileFormat;
+use ingest::import::stream::StreamKind;
 
 /// patchtrail measures patching as a zero-trust security control: time-to-patch
 /// and SLA compliance, canary gates, micro-segmentation drift and post-patch
@@ -257,16 +259,22 @@ pub enum ImportFormat {
 }
 
 impl ImportFormat {
-    /// Whether `--from-topic` can read it: a message is one line or object.
-    pub fn streams(self) -> bool {
-        matches!(
-            self,
-            ImportFormat::Hubble
-                | ImportFormat::VpcFlow
-                | ImportFormat::Opa
-                | ImportFormat::ArgoRollouts
-                | ImportFormat::PolicyReport
-        )
+    /// What it is to the importers: a runtime format (which `--from-topic`
+    /// can also read, a message being one line or object), or a document.
+    pub fn kind(self) -> Result<StreamKind, FileFormat> {
+        match self {
+            ImportFormat::Hubble => Ok(StreamKind::Hubble),
+            ImportFormat::VpcFlow => Ok(StreamKind::VpcFlow),
+            ImportFormat::Opa => Ok(StreamKind::Opa),
+            ImportFormat::ArgoRollouts => Ok(StreamKind::ArgoRollouts),
+            ImportFormat::PolicyReport => Ok(StreamKind::PolicyReport),
+            ImportFormat::Kev => Err(FileFormat::Kev),
+            ImportFormat::Epss => Err(FileFormat::Epss),
+            ImportFormat::Nvd => Err(FileFormat::Nvd),
+            ImportFormat::Trivy => Err(FileFormat::Trivy),
+            ImportFormat::Grype => Err(FileFormat::Grype),
+            ImportFormat::Inventory => Err(FileFormat::Inventory),
+        }
     }
 }
 

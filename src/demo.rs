@@ -7,35 +7,22 @@
 //! summary is `queries::summary` over the lake. Nothing here computes a
 //! figure or writes SQL.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
-use ingest::kafka::{self, EmbeddedBroker, KafkaSettings, TopicSpec};
+use ingest::kafka::broker::{self, EmbeddedBroker};
 use ingest::simulate::truth::LineCounts;
 use ingest::simulate::{ScenarioConfig, Simulator};
 use processor::lake::Lake;
 use queries::LakeSession;
 use queries::summary::Summary;
-use schemas::InputTopic;
 
 use crate::cli::{DemoArgs, KafkaArgs, RunArgs, ServeArgs};
 use crate::config::Config;
 use crate::tasks::Supervisor;
-
-/// Partitions for each keyed input topic, so that the fleet's stream fits the
-/// embedded broker's retention (5 MiB of record batches per partition, the
-/// oldest dropped beyond): one partition per 8 MB of the estimate below,
-/// about 10 events of 400 bytes per asset and day, a quarter of it after lz4.
-/// The estimate is generous (the default fleet, 60 MB by it, fits 8
-/// partitions), and `run` checks afterwards that nothing was dropped.
-fn partitions_for(assets: u32, days: u32) -> i32 {
-    let estimate = u64::from(assets) * u64::from(days) * 10 * 400 / 4;
-    (estimate / 8_000_000 + 1).clamp(3, 64) as i32
-}
 
 pub fn run(args: DemoArgs, app: Config) -> anyhow::Result<ExitCode> {
     let fleet = &args.fleet;
@@ -112,51 +99,19 @@ pub fn run(args: DemoArgs, app: Config) -> anyhow::Result<ExitCode> {
     outcome
 }
 
-/// Creates the topics on the embedded broker and produces the simulated
-/// fleet into them; checks that the broker kept every message.
+/// The simulated fleet into the embedded broker's topics, with a progress bar.
 fn produce(broker: &EmbeddedBroker, app: &Config, config: ScenarioConfig) -> anyhow::Result<LineCounts> {
-    let brokers = broker.bootstrap_servers();
-    let topics = app.topic_names();
-    let partitions = partitions_for(config.assets, config.days);
-    let mut specs: Vec<TopicSpec<'_>> = InputTopic::ALL
-        .iter()
-        .map(|&topic| TopicSpec {
-            name: topics.input(topic),
-            partitions: if topic == InputTopic::Intel { 1 } else { partitions },
-            compacted: topic == InputTopic::Intel,
-        })
-        .collect();
-    for name in [&topics.alerts, &topics.reevaluations, &topics.dlq, &topics.priorities] {
-        specs.push(TopicSpec { name, partitions, compacted: name == &topics.priorities });
-    }
-    broker.create_topics(&specs).context("cannot create the topics")?;
-    println!("  embedded Kafka broker on {brokers} ({} topics, {partitions} partitions each)", specs.len());
+    let partitions = broker::partitions_for(config.assets, config.days);
+    println!("  embedded Kafka broker on {} ({partitions} partitions per topic)", broker.bootstrap_servers());
     let bar = progress_bar("producing", 1_000);
     let mut simulator = Simulator::new(config, false);
-    let mut producing = KafkaSettings::new(brokers.as_str());
-    for (key, value) in
-        [("compression.type", "lz4"), ("linger.ms", "200"), ("batch.num.messages", "100000"), ("batch.size", "8000000")]
-    {
-        producing.properties.insert(key.to_owned(), value.to_owned());
-    }
-    let counts = kafka::produce_simulation(&producing, &topics, &mut simulator, None, |c, done| {
-        bar.set_position((done * 1_000.0) as u64);
-        bar.set_message(format!("{} messages", c.total));
-    })
-    .context("cannot produce the simulated fleet")?;
+    let counts = broker
+        .produce_fleet(&app.topic_names(), partitions, &mut simulator, |c, done| {
+            bar.set_position((done * 1_000.0) as u64);
+            bar.set_message(format!("{} messages", c.total));
+        })
+        .context("cannot produce the simulated fleet")?;
     bar.finish_and_clear();
-    for topic in InputTopic::ALL.iter().copied() {
-        let count = if topic == InputTopic::Intel { 1 } else { partitions };
-        let starts = kafka::start_offsets(&producing, topics.input(topic), count, Duration::from_secs(10))?;
-        if let Some((partition, start)) = starts.iter().find(|(_, start)| **start > 0) {
-            anyhow::bail!(
-                "the embedded broker dropped the first {start} messages of {}/{partition}: it keeps 5 MiB per \
-                 partition, and this fleet is too large for it; use fewer --assets or --days, or a real Kafka \
-                 cluster (`simulate --brokers`, `run`, `serve`)",
-                topics.input(topic)
-            );
-        }
-    }
     Ok(counts)
 }
 
@@ -196,7 +151,7 @@ fn run_pipeline(
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => anyhow::bail!("the pipeline thread panicked"),
         }
-        if let Ok(done) = runtime.block_on(committed_messages(lake)) {
+        if let Ok(done) = runtime.block_on(lake.committed_messages()) {
             bar.set_position(done.min(total));
         }
     };
@@ -287,19 +242,6 @@ fn progress_bar(label: &str, length: u64) -> ProgressBar {
     bar.set_style(style);
     bar.enable_steady_tick(Duration::from_millis(200));
     bar
-}
-
-/// Messages the lake has committed: the sum of every task's latest source positions.
-async fn committed_messages(lake: &Lake) -> anyhow::Result<u64> {
-    let mut latest: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-    for record in lake.commit_records().await? {
-        let done: u64 = record.positions.values().sum();
-        let entry = latest.entry(record.task.to_string()).or_default();
-        if record.epoch >= entry.0 {
-            *entry = (record.epoch, done);
-        }
-    }
-    Ok(latest.values().map(|(_, done)| done).sum())
 }
 
 fn print_next_steps(listen: &str, lake: &Path) {

@@ -5,20 +5,20 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{self, BufRead, BufWriter, IsTerminal, Read, Write};
+use std::io::{self, BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::ValueEnum;
+use ingest::import::Record;
+use ingest::import::input::{self, FileOptions};
 use ingest::import::policy_report::ResourceAsset;
 use ingest::import::scan::{AssetRule, ScanOptions, ScanState};
-use ingest::import::stream::{Converter, StreamFormat, StreamKind, StreamOptions};
+use ingest::import::stream::{StreamFormat, StreamKind, StreamOptions};
 use ingest::import::topic::{OutputError, Sink};
-use ingest::import::{Record, epss, inventory, kev, nvd, scan};
 use ingest::kafka::{self, Publisher, TopicNames};
 use schemas::{CloudEvent, Timestamp};
 use tokio_util::sync::CancellationToken;
@@ -163,7 +163,7 @@ pub fn run(args: ImportArgs, mut app: Config) -> anyhow::Result<ExitCode> {
         problems.push("--state applies to scans (trivy, grype) only".to_owned());
     }
     let stream_format = stream_format(&args, time, &mut problems);
-    if args.from_topic.is_some() && !args.format.streams() {
+    if args.from_topic.is_some() && args.format.kind().is_err() {
         problems.push(format!(
             "--from-topic reads hubble, vpc-flow, opa, argo-rollouts and policy-report records; {} files are imported as files",
             args.format.to_possible_value().map(|v| v.get_name().to_owned()).unwrap_or_default()
@@ -225,42 +225,19 @@ pub fn run(args: ImportArgs, mut app: Config) -> anyhow::Result<ExitCode> {
         if stop.is_cancelled() {
             break;
         }
-        let name = if input.as_os_str() == "-" { "standard input".to_owned() } else { input.display().to_string() };
-        let reader = open(input).with_context(|| format!("cannot open {name}"))?;
+        let name = input::name(input);
+        let reader = input::open(input)?;
         taker.last_progress = Instant::now();
-        if let Some(format) = &stream_format {
-            let mut reader = epss::maybe_gunzip(reader).with_context(|| format!("cannot read {name}"))?;
-            let mut converter = Converter::new(format.clone(), String::new(), None);
-            let array = matches!(**format, StreamFormat::Opa { .. })
-                && reader.fill_buf().map(|head| head.trim_ascii_start().starts_with(b"[")).unwrap_or(false);
-            if format.reads_lines() && !array {
-                read_lines(reader, &name, &mut converter, &mut taker, &stop)?;
-            } else {
-                let document = read_all(reader).with_context(|| format!("cannot read {name}"))?;
-                converter.record(&|| "".to_owned(), &document, 0, &mut |record| taker.take(&name, record));
+        let converted = match (&stream_format, args.format.kind()) {
+            (Some(format), _) => input::convert_stream(format, reader, &name, &mut taker, &stop),
+            (None, Err(format)) => {
+                let options = FileOptions { scan: &options, state: state.as_mut(), time };
+                input::convert_file(format, reader, &name, options, &mut taker)
             }
-            converter.finish(&mut |record| taker.take(&name, record));
-        } else {
-            match args.format {
-                ImportFormat::Epss => {
-                    epss::convert(epss::maybe_gunzip(reader)?, |record| taker.take(&name, record));
-                }
-                ImportFormat::Inventory => inventory::convert(reader, time, |record| taker.take(&name, record)),
-                document_format => {
-                    let document = read_all(reader).with_context(|| format!("cannot read {name}"))?;
-                    let records = match document_format {
-                        ImportFormat::Kev => kev::convert(&document),
-                        ImportFormat::Nvd => nvd::convert(&document),
-                        ImportFormat::Trivy => scan::convert_trivy(&document, &options, state.as_mut()),
-                        _ => scan::convert_grype(&document, &options, state.as_mut()),
-                    };
-                    records.into_iter().for_each(|record| taker.take(&name, record));
-                }
-            }
-        }
-        if let Some(error) = taker.failure.take() {
-            return Err(error.context(format!("while importing {name}")));
-        }
+            // A runtime format whose flags were refused has stopped above.
+            (None, Ok(_)) => Ok(()),
+        };
+        converted.with_context(|| format!("while importing {name}"))?;
     }
     finish(taker, &args, started, state.as_ref())
 }
@@ -272,6 +249,10 @@ impl Sink for Taker<'_> {
 
     fn failure(&mut self) -> Option<OutputError> {
         self.failure.take().map(Into::into)
+    }
+
+    fn flush(&mut self) -> Result<(), OutputError> {
+        Ok(self.output.flush_now()?)
     }
 
     fn deliver(&mut self, cancel: &CancellationToken) -> Result<(), OutputError> {
@@ -330,14 +311,7 @@ fn stream_format(args: &ImportArgs, time: Option<Timestamp>, problems: &mut Vec<
         args.format == ImportFormat::Opa,
     );
     only("--patch-from", args.patch_from.is_some(), "argo-rollouts", args.format == ImportFormat::ArgoRollouts);
-    let kind = match args.format {
-        ImportFormat::Hubble => StreamKind::Hubble,
-        ImportFormat::VpcFlow => StreamKind::VpcFlow,
-        ImportFormat::Opa => StreamKind::Opa,
-        ImportFormat::ArgoRollouts => StreamKind::ArgoRollouts,
-        ImportFormat::PolicyReport => StreamKind::PolicyReport,
-        _ => return None,
-    };
+    let kind = args.format.kind().ok()?;
     let resource_asset = match (&args.asset, args.asset_from) {
         _ if kind != StreamKind::PolicyReport => None,
         (Some(id), _) => Some(ResourceAsset::Fixed(id.trim().to_owned())),
@@ -370,102 +344,6 @@ fn stream_format(args: &ImportArgs, time: Option<Timestamp>, problems: &mut Vec<
             None
         }
     }
-}
-
-/// Reads whole lines in blocks of up to about 64 KiB, on a thread of its
-/// own, so that a quiet pipe never keeps the importer from seeing a stop
-/// signal or from flushing what it wrote. A block ends early when the
-/// input has nothing more right now.
-fn spawn_reader(reader: Box<dyn BufRead + Send>) -> anyhow::Result<Receiver<io::Result<Vec<u8>>>> {
-    // A buffer of our own, to see when the input has nothing more right now.
-    let mut reader = io::BufReader::with_capacity(1 << 16, reader);
-    let (blocks, received): (SyncSender<io::Result<Vec<u8>>>, _) = std::sync::mpsc::sync_channel(16);
-    // Never joined: after a stop it may stay blocked on a quiet pipe until the process exits.
-    std::thread::Builder::new()
-        .name("import-reader".to_owned())
-        .spawn(move || {
-            loop {
-                let mut block = Vec::with_capacity(1 << 16);
-                loop {
-                    match reader.read_until(b'\n', &mut block) {
-                        Ok(0) => {
-                            if !block.is_empty() {
-                                let _ = blocks.send(Ok(block));
-                            }
-                            return;
-                        }
-                        Ok(_) if block.len() >= 1 << 16 || reader.buffer().is_empty() => break,
-                        Ok(_) => {}
-                        Err(error) => {
-                            let _ = blocks.send(Err(error));
-                            return;
-                        }
-                    }
-                }
-                if blocks.send(Ok(block)).is_err() {
-                    return;
-                }
-            }
-        })
-        .context("cannot start the reader thread")?;
-    Ok(received)
-}
-
-/// Converts a line input as it arrives, flushing the output whenever the
-/// input has nothing more right now, until its end or a stop signal (a
-/// drain: the caller then writes the open windows).
-fn read_lines(
-    reader: Box<dyn BufRead + Send>,
-    name: &str,
-    converter: &mut Converter,
-    taker: &mut Taker<'_>,
-    stop: &CancellationToken,
-) -> anyhow::Result<()> {
-    let blocks = spawn_reader(reader)?;
-    let mut line_number = 0u64;
-    loop {
-        let block = match blocks.try_recv() {
-            Ok(block) => block,
-            Err(TryRecvError::Disconnected) => return Ok(()),
-            Err(TryRecvError::Empty) => {
-                taker.output.flush_now()?;
-                match blocks.recv_timeout(Duration::from_millis(200)) {
-                    Ok(block) => block,
-                    Err(RecvTimeoutError::Timeout) if stop.is_cancelled() => break,
-                    Err(RecvTimeoutError::Timeout) => continue,
-                    Err(RecvTimeoutError::Disconnected) => return Ok(()),
-                }
-            }
-        };
-        let block = block.with_context(|| format!("cannot read {name} after line {line_number}"))?;
-        for line in block.split(|b| *b == b'\n') {
-            line_number += 1;
-            let at = line_number;
-            converter.record(&|| format!("line {at}"), line, 0, &mut |record| taker.take(name, record));
-        }
-        // The split counts one empty piece after the block's last newline.
-        if block.ends_with(b"\n") {
-            line_number -= 1;
-        }
-        if let Some(error) = taker.failure.take() {
-            return Err(error);
-        }
-        if stop.is_cancelled() {
-            break;
-        }
-    }
-    eprintln!("stop requested: writing the open windows and exiting");
-    Ok(())
-}
-
-fn open(input: &Path) -> io::Result<Box<dyn Read + Send>> {
-    if input.as_os_str() == "-" { Ok(Box::new(io::stdin())) } else { Ok(Box::new(File::open(input)?)) }
-}
-
-fn read_all(mut reader: impl Read) -> io::Result<Vec<u8>> {
-    let mut document = Vec::new();
-    reader.read_to_end(&mut document)?;
-    Ok(document)
 }
 
 fn load_state(path: &PathBuf) -> anyhow::Result<ScanState> {

@@ -24,7 +24,7 @@ pub fn run(command: LakeCommand, mut config: Config) -> anyhow::Result<ExitCode>
     }
     let mut problems = config.problems();
     let location = config.lake.location.clone();
-    problems.extend(crate::config::lake_is_readable(&location));
+    problems.extend(config.lake.missing_lake());
     if !problems.is_empty() {
         return Ok(crate::usage_error(&problems));
     }

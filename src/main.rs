@@ -72,32 +72,11 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("error: {}", message(&error));
+            eprintln!("error: {}", schemas::class::one_line(error.as_ref()));
             // Configuration the libraries refuse is the user's to fix, like a bad flag.
             if class_of(&error) == Some(ErrorClass::Input) { ExitCode::from(2) } else { ExitCode::FAILURE }
         }
     }
-}
-
-/// The error and its causes on one line, `a: b: c`, leaving out a cause
-/// whose text the previous one already holds: object_store, DataFusion and
-/// others print their source inside their own message, and a full disk would
-/// otherwise say "No space left on device" four times.
-fn message(error: &anyhow::Error) -> String {
-    let mut out = String::new();
-    let mut previous = String::new();
-    for cause in error.chain() {
-        let text = cause.to_string();
-        if !previous.is_empty() && previous.contains(text.as_str()) {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push_str(": ");
-        }
-        out.push_str(&text);
-        previous = text;
-    }
-    out
 }
 
 /// The class of the first error in the chain that has one.
@@ -105,6 +84,8 @@ fn class_of(error: &anyhow::Error) -> Option<ErrorClass> {
     error.chain().find_map(|cause| {
         if let Some(kafka) = cause.downcast_ref::<ingest::kafka::Error>() {
             Some(kafka.class())
+        } else if let Some(worker) = cause.downcast_ref::<ingest::worker::Error>() {
+            Some(worker.class())
         } else if let Some(lake) = cause.downcast_ref::<processor::error::Error>() {
             Some(lake.class())
         } else {
@@ -161,34 +142,6 @@ fn init_logging(format: LogFormat, default_filter: &str) {
 
 #[cfg(test)]
 mod tests {
-    use super::message;
-
-    #[derive(Debug)]
-    struct Wraps(&'static str, Option<Box<Wraps>>);
-    impl std::fmt::Display for Wraps {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str(self.0)
-        }
-    }
-    impl std::error::Error for Wraps {
-        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-            self.1.as_deref().map(|e| e as _)
-        }
-    }
-
-    #[test]
-    fn a_cause_already_in_its_parents_text_is_said_once() {
-        let disk = Wraps("No space left on device (os error 28)", None);
-        let store = Wraps("Unable to copy data to file: No space left on device (os error 28)", Some(Box::new(disk)));
-        let error = anyhow::Error::new(store).context("lake storage failed at a.parquet");
-        assert_eq!(
-            message(&error),
-            "lake storage failed at a.parquet: Unable to copy data to file: No space left on device (os error 28)"
-        );
-        let plain = anyhow::anyhow!("cannot read x").context("replay failed");
-        assert_eq!(message(&plain), "replay failed: cannot read x");
-    }
-
     #[test]
     #[allow(unsafe_code)]
     fn the_purge_delay_option_is_the_one_we_set() {

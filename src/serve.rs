@@ -12,9 +12,8 @@ use anyhow::Context;
 use ingest::kafka::{KafkaSettings, Publisher, TopicSpec};
 use processor::lake::Lake;
 use queries::priorities::{QueueChange, QueuePublisher, QueueSink};
-use queries::server::listener::ConnectionLimits;
+use queries::server::Service;
 use queries::server::worker::WorkerCommand;
-use queries::server::{Service, Settings};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::ServeArgs;
@@ -42,32 +41,17 @@ pub fn run(args: ServeArgs, mut config: Config) -> anyhow::Result<ExitCode> {
     if args.token_file.is_some() {
         config.auth.token_file.clone_from(&args.token_file);
     }
-    problems.extend(config::lake_is_readable(&config.lake.location));
+    problems.extend(config.lake.missing_lake());
     problems.extend(config.problems());
     if !problems.is_empty() {
         return Ok(crate::usage_error(&problems));
     }
     let server = config.server.clone();
-    let settings = Settings {
-        query_timeout: Duration::from_secs(server.query_timeout_secs),
-        memory_limit_bytes: server.memory_limit_mib * 1024 * 1024,
-        max_rows: server.max_rows,
-        max_answer_bytes: server.max_answer_mib * 1024 * 1024,
-        refresh: Duration::from_millis(server.refresh_ms),
-        token: config.auth.effective_token(),
-        weights: config.weights(),
-        max_concurrent_queries: server.max_concurrent_queries,
-        connections: ConnectionLimits {
-            max_connections: server.max_connections,
-            header_timeout: Duration::from_secs(server.header_timeout_secs),
-        },
-        // Client queries run in `patchtrail query-worker` processes: this binary.
-        worker: WorkerCommand {
-            program: std::env::current_exe().context("cannot find this program to start query workers")?,
-            args: vec!["query-worker".to_owned()],
-        },
+    let worker = WorkerCommand {
+        program: std::env::current_exe().context("cannot find this program to start query workers")?,
+        args: vec!["query-worker".to_owned()],
     };
-    // Requests under way may run to their time limit; then the process goes.
+    let settings = server.settings(&config.auth, config.weights(), worker);
     let deadline = settings.query_timeout + Duration::from_secs(5);
     let signals = crate::signals::install()?;
     signals.set_deadline(deadline);

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use processor::lake::Lake;
 use queries::LakeSession;
+use queries::output::Format;
 
 use crate::cli::{OutputFormat, SqlArgs};
 use crate::config::Config;
@@ -15,7 +16,7 @@ pub fn run(args: SqlArgs, mut config: Config) -> anyhow::Result<ExitCode> {
     crate::config::set(&mut config.lake.location, &args.lake);
     let mut problems = config.problems();
     let lake_location = config.lake.location.clone();
-    problems.extend(crate::config::lake_is_readable(&lake_location));
+    problems.extend(config.lake.missing_lake());
     if !problems.is_empty() {
         return Ok(crate::usage_error(&problems));
     }
@@ -53,34 +54,13 @@ pub fn run(args: SqlArgs, mut config: Config) -> anyhow::Result<ExitCode> {
         }
         Err(error) => return Err(error.into()),
     };
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
-    match args.format {
-        OutputFormat::Table => {
-            let table = arrow::util::pretty::pretty_format_batches(&batches).context("cannot format the result")?;
-            writeln!(out, "{table}")?;
-            let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-            writeln!(out, "{rows} row{}", if rows == 1 { "" } else { "s" })?;
-        }
-        OutputFormat::Json => {
-            let mut writer = arrow::json::ArrayWriter::new(&mut out);
-            for batch in &batches {
-                writer.write(batch).context("cannot write JSON")?;
-            }
-            // With no rows the writer still opens and closes the array: `[]`.
-            writer.finish().context("cannot write JSON")?;
-            writeln!(out)?;
-        }
-        OutputFormat::Csv => {
-            if batches.is_empty() {
-                writeln!(out, "{}", schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(","))?;
-            }
-            let mut writer = arrow::csv::WriterBuilder::new().with_header(true).build(&mut out);
-            for batch in &batches {
-                writer.write(batch).context("cannot write CSV")?;
-            }
-        }
-    }
+    let format = match args.format {
+        OutputFormat::Table => Format::Table,
+        OutputFormat::Json => Format::Json,
+        OutputFormat::Csv => Format::Csv,
+    };
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    queries::output::write(format, &schema, &batches, &mut out).context("cannot write the answer")?;
     out.flush()?;
     Ok(ExitCode::SUCCESS)
 }

@@ -41,6 +41,15 @@ impl KafkaConfig {
         problems.0
     }
 
+    /// Masks the properties that hold secrets (passwords, keys), for showing.
+    pub fn mask_secrets(&mut self) {
+        for (key, value) in self.properties.iter_mut() {
+            if key.contains("password") || key.contains("secret") || key.contains("key") && !key.ends_with("location") {
+                *value = "********".to_owned();
+            }
+        }
+    }
+
     /// The client settings.
     pub fn settings(&self) -> KafkaSettings {
         KafkaSettings { brokers: self.brokers.trim().to_owned(), properties: self.properties.clone() }

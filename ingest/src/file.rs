@@ -2,11 +2,13 @@
 //! decoded in batches on a thread of the caller's, a bounded number of
 //! batches ahead of processing. Processed batches come back to that thread
 //! to be dropped there: the events were allocated on it, and freeing them on
-//! the thread that allocated them is mimalloc's fast path.
+//! the thread that allocated them is mimalloc's fast path. [`validate`]
+//! checks such a file line by line (`validate`).
 
-use std::io::BufRead;
+use std::collections::BTreeMap;
+use std::io::{self, BufRead};
 
-use schemas::InputTopic;
+use schemas::{FieldError, InputTopic};
 
 /// One line of the input, decoded.
 // Nearly every line is an event: boxing it would cost an allocation per line to shrink the rare others.
@@ -38,7 +40,7 @@ pub struct Batch {
 /// `returned`: they are dropped here and their vectors reused.
 pub fn read_batches(
     mut input: impl BufRead,
-    out: std::sync::mpsc::SyncSender<std::io::Result<Batch>>,
+    out: std::sync::mpsc::SyncSender<io::Result<Batch>>,
     returned: std::sync::mpsc::Receiver<Batch>,
 ) {
     const LINES: usize = 4096;
@@ -87,4 +89,49 @@ pub fn route_hint(payload: &[u8]) -> (InputTopic, Option<String>) {
     let Ok(value) = serde_json::from_slice::<serde_json::Value>(payload) else { return (InputTopic::Assets, None) };
     let topic = value["type"].as_str().and_then(schemas::EventType::parse).map_or(InputTopic::Assets, |t| t.topic());
     (topic, value["subject"].as_str().map(str::to_owned))
+}
+
+/// What [`validate`] found.
+#[derive(Debug, Default)]
+pub struct Validation {
+    /// Lines read.
+    pub lines: u64,
+    /// Empty or blank lines.
+    pub blank: u64,
+    /// Valid events.
+    pub valid: u64,
+    /// Lines that are not valid events.
+    pub invalid: u64,
+    /// Valid events by type.
+    pub by_type: BTreeMap<&'static str, u64>,
+}
+
+/// Checks every line of `input` against the event contract; `invalid`
+/// gets each invalid line's number and problems, as they are found.
+pub fn validate(mut input: impl BufRead, mut invalid: impl FnMut(u64, &[FieldError])) -> io::Result<Validation> {
+    let mut found = Validation::default();
+    let mut line = Vec::with_capacity(4096);
+    loop {
+        line.clear();
+        if input.read_until(b'\n', &mut line)? == 0 {
+            return Ok(found);
+        }
+        found.lines += 1;
+        let trimmed = line.strip_suffix(b"\n").unwrap_or(&line);
+        let trimmed = trimmed.strip_suffix(b"\r").unwrap_or(trimmed);
+        if trimmed.iter().all(u8::is_ascii_whitespace) {
+            found.blank += 1;
+            continue;
+        }
+        match schemas::decode(trimmed) {
+            Ok(event) => {
+                found.valid += 1;
+                *found.by_type.entry(event.event_type().as_str()).or_default() += 1;
+            }
+            Err(problems) => {
+                found.invalid += 1;
+                invalid(found.lines, &problems.errors);
+            }
+        }
+    }
 }

@@ -9,6 +9,9 @@
 //! - [`metrics`]: the pipeline metrics of `run` and their names.
 //! - [`file`]: events from a JSONL file, decoded in batches (`replay`).
 //! - [`config`]: the `[kafka]` and `[pipeline]` sections of the configuration.
+//! - `worker` (feature `worker`): the pipeline instance of `run` in a
+//!   consumer group, driving the processor's tasks: the one module that
+//!   sees the processor.
 //!
 //! This crate never computes metrics.
 
@@ -18,3 +21,5 @@ pub mod import;
 pub mod kafka;
 pub mod metrics;
 pub mod simulate;
+#[cfg(feature = "worker")]
+pub mod worker;

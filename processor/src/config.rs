@@ -260,6 +260,18 @@ impl Default for LakeConfig {
 }
 
 impl LakeConfig {
+    /// The problem with a location that must already hold a lake (`sql`,
+    /// `serve`, `lake`), if any: a local path must be a directory.
+    pub fn missing_lake(&self) -> Option<String> {
+        let location = &self.location;
+        let local = location.trim_start_matches("file://");
+        (!location.starts_with("s3://") && !std::path::Path::new(local).is_dir()).then(|| {
+            format!(
+                "the lake {location:?} (--lake, lake.location) is not a directory (build one with `patchtrail replay` or `run`)"
+            )
+        })
+    }
+
     /// Values out of range, every one.
     pub fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();

@@ -44,6 +44,7 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use schemas::{Table, Timestamp};
 use url::Url;
 
+use crate::columns::TableSchema;
 use crate::error::{Error, Result};
 use crate::lake::{CommitRecord, Lake};
 use crate::latest::Merge;

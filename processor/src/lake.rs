@@ -531,6 +531,20 @@ impl Lake {
         Ok(records)
     }
 
+    /// Messages the lake has committed: the sum of every task's latest
+    /// source positions (a progress figure for `demo`).
+    pub async fn committed_messages(&self) -> Result<u64> {
+        let mut latest: BTreeMap<TaskId, (u64, u64)> = BTreeMap::new();
+        for record in self.commit_records().await? {
+            let done: u64 = record.positions.values().sum();
+            let entry = latest.entry(record.task).or_default();
+            if record.epoch >= entry.0 {
+                *entry = (record.epoch, done);
+            }
+        }
+        Ok(latest.values().map(|(_, done)| done).sum())
+    }
+
     /// The committed files of every table (the reader's view of the lake).
     pub async fn committed_files(&self) -> Result<BTreeMap<String, Vec<CommittedFile>>> {
         let mut files: BTreeMap<String, Vec<CommittedFile>> = BTreeMap::new();

@@ -32,6 +32,7 @@ use parquet::arrow::AsyncArrowWriter;
 use schemas::Table;
 use serde::{Deserialize, Serialize};
 
+use crate::columns::TableSchema;
 use crate::error::{Error, Result};
 use crate::lake::Lake;
 

@@ -8,7 +8,9 @@
 //! - [`rollouts`]: canary rollups and gates.
 //! - [`network`]: hourly segmentation drift.
 //! - [`catalog`]: the global intel catalog (CVEs, patches) every task consults.
-//! - [`rows`]: the rows each table gets; [`alerts`]: the rules and their OCSF.
+//! - [`rows`]: the rows each table gets, declared once with their columns
+//!   ([`columns`]: the Arrow schema and encoder derived from them);
+//!   [`alerts`]: the rules and their OCSF.
 //! - [`config`]: lateness, SLAs, limits and windows.
 //! - [`lake`]: the lake's store, commit records and snapshots; [`encode`]:
 //!   the tables' Parquet encoding;
@@ -24,6 +26,7 @@
 pub mod alerts;
 pub mod assets;
 pub mod catalog;
+pub mod columns;
 pub mod compact;
 pub mod config;
 pub mod delta;

@@ -1,174 +1,207 @@
-//! Rows of the lake tables, one struct per table, fields in the order of the
-//! table's Arrow schema (`schemas::tables`). A row's content excludes
-//! `updated_at` and `revision`, which the task sets when it emits the row.
+//! Rows of the lake tables, one struct per table, declared through
+//! [`lake_row!`]: a struct's fields, in order, are its table's columns
+//! (`crate::columns` derives the Arrow schema and the encoder from them).
+//! A row's content excludes `updated_at` and `revision`, which the task
+//! sets when it emits the row.
 
 use std::hash::{Hash, Hasher};
 
 use rustc_hash::FxHasher;
-use schemas::{Date, Timestamp};
+use schemas::{Date, Table, Timestamp};
 
-/// `assets`: the latest inventory of an asset.
-#[derive(Clone, Debug, PartialEq)]
-#[allow(missing_docs)]
-pub struct AssetRow {
-    pub asset_id: String,
-    pub environment: &'static str,
-    pub criticality: &'static str,
-    pub internet_exposed: bool,
-    pub segment: String,
-    pub managed: bool,
-    pub hostname: Option<String>,
-    pub os_family: Option<String>,
-    pub os_version: Option<String>,
-    pub updated_at: Timestamp,
-    pub revision: i64,
+use crate::columns::lake_row;
+
+lake_row! {
+    /// `assets`: the latest inventory of an asset.
+    #[derive(Clone, Debug, PartialEq)]
+    #[allow(missing_docs)]
+    pub struct AssetRow in Table::Assets, versioned {
+        pub asset_id: String,
+        pub environment: &'static str,
+        pub criticality: &'static str,
+        pub internet_exposed: bool,
+        pub segment: String,
+        pub managed: bool,
+        pub hostname: Option<String>,
+        pub os_family: Option<String>,
+        pub os_version: Option<String>,
+        pub updated_at: Timestamp,
+        pub revision: i64,
+    }
 }
 
-/// `cves`: what the feeds say of a CVE, merged (DOMAIN.md "One CVE, several feeds").
-#[derive(Clone, Debug, PartialEq)]
-#[allow(missing_docs)]
-pub struct CveRow {
-    pub cve_id: String,
-    pub cvss_base: Option<f64>,
-    pub severity: Option<&'static str>,
-    pub epss: Option<f64>,
-    pub kev: bool,
-    pub kev_due_date: Option<Date>,
-    pub published_at: Option<Timestamp>,
-    pub cvss_version: Option<String>,
-    pub epss_percentile: Option<f64>,
-    pub kev_date_added: Option<Date>,
-    pub exploitation: Option<&'static str>,
-    /// The `source` of the events the CVSS, KEV and EPSS values came from.
-    pub cvss_source: Option<String>,
-    pub kev_source: Option<String>,
-    pub epss_source: Option<String>,
-    /// The day the EPSS feed's score is for.
-    pub epss_date: Option<Date>,
-    pub updated_at: Timestamp,
-    pub revision: i64,
+lake_row! {
+    /// `cves`: what the feeds say of a CVE, merged (DOMAIN.md "One CVE, several feeds").
+    #[derive(Clone, Debug, PartialEq)]
+    #[allow(missing_docs)]
+    pub struct CveRow in Table::Cves {
+        pub cve_id: String,
+        pub cvss_base: Option<f64>,
+        pub severity: Option<&'static str>,
+        pub epss: Option<f64>,
+        pub kev: bool,
+        pub kev_due_date: Option<Date>,
+        pub published_at: Option<Timestamp>,
+        pub cvss_version: Option<String>,
+        pub epss_percentile: Option<f64>,
+        pub kev_date_added: Option<Date>,
+        pub exploitation: Option<&'static str>,
+        /// The `source` of the events the CVSS, KEV and EPSS values came from.
+        pub cvss_source: Option<String>,
+        pub kev_source: Option<String>,
+        pub epss_source: Option<String>,
+        /// The day the EPSS feed's score is for.
+        pub epss_date: Option<Date>,
+        pub updated_at: Timestamp,
+        pub revision: i64,
+    }
 }
 
-/// `patches`: the latest release of a patch.
-#[derive(Clone, Debug, PartialEq)]
-#[allow(missing_docs)]
-pub struct PatchRow {
-    pub patch_id: String,
-    pub vendor: String,
-    pub product: String,
-    pub released_at: Timestamp,
-    pub fixes_cves: Vec<String>,
-    pub artifact_sha256: Option<String>,
-    pub signed: Option<bool>,
-    pub updated_at: Timestamp,
-    pub revision: i64,
+lake_row! {
+    /// `patches`: the latest release of a patch.
+    #[derive(Clone, Debug, PartialEq)]
+    #[allow(missing_docs)]
+    pub struct PatchRow in Table::Patches {
+        pub patch_id: String,
+        pub vendor: String,
+        pub product: String,
+        pub released_at: Timestamp,
+        pub fixes_cves: Vec<String>,
+        pub artifact_sha256: Option<String>,
+        pub signed: Option<bool>,
+        pub updated_at: Timestamp,
+        pub revision: i64,
+    }
 }
 
-/// `exposures`: one (asset, CVE).
-#[derive(Clone, Debug, PartialEq)]
-#[allow(missing_docs)]
-pub struct ExposureRow {
-    pub asset_id: String,
-    pub cve_id: String,
-    pub status: &'static str,
-    pub severity: Option<&'static str>,
-    pub kev: bool,
-    pub detected_at: Timestamp,
-    pub remediated_at: Option<Timestamp>,
-    pub due_at: Option<Timestamp>,
-    pub breached: bool,
-    pub remediated_by_patch_id: Option<String>,
-    /// The highest CVSS the exposure's scanners reported.
-    pub scanner_cvss: Option<f64>,
-    /// Where `severity` comes from: `catalog` (its CVSS) or `scanner`.
-    pub severity_source: Option<&'static str>,
-    pub updated_at: Timestamp,
-    pub revision: i64,
+lake_row! {
+    /// `exposures`: one (asset, CVE).
+    #[derive(Clone, Debug, PartialEq)]
+    #[allow(missing_docs)]
+    pub struct ExposureRow in Table::Exposures, versioned {
+        pub asset_id: String,
+        pub cve_id: String,
+        pub status: &'static str,
+        pub severity: Option<&'static str>,
+        pub kev: bool,
+        pub detected_at: Timestamp,
+        pub remediated_at: Option<Timestamp>,
+        pub due_at: Option<Timestamp>,
+        pub breached: bool,
+        pub remediated_by_patch_id: Option<String>,
+        /// The highest CVSS the exposure's scanners reported.
+        pub scanner_cvss: Option<f64>,
+        /// Where `severity` comes from: `catalog` (its CVSS) or `scanner`.
+        pub severity_source: Option<&'static str>,
+        pub updated_at: Timestamp,
+        pub revision: i64,
+    }
 }
 
-/// `patch_outcomes`: one (asset, patch) with any deployment event.
-#[derive(Clone, Debug, PartialEq)]
-#[allow(missing_docs)]
-pub struct OutcomeRow {
-    pub asset_id: String,
-    pub patch_id: String,
-    pub released_at: Option<Timestamp>,
-    pub first_attempt_at: Option<Timestamp>,
-    pub remediated_at: Option<Timestamp>,
-    pub time_to_patch_s: Option<f64>,
-    pub attempts: i64,
-    pub outcome: &'static str,
-    pub posture_before: Option<f64>,
-    pub posture_after: Option<f64>,
-    pub posture_reeval_latency_s: Option<f64>,
-    pub posture_regressed: Option<bool>,
-    pub updated_at: Timestamp,
-    pub revision: i64,
+lake_row! {
+    /// `patch_outcomes`: one (asset, patch) with any deployment event.
+    #[derive(Clone, Debug, PartialEq)]
+    #[allow(missing_docs)]
+    pub struct OutcomeRow in Table::PatchOutcomes, versioned {
+        pub asset_id: String,
+        pub patch_id: String,
+        pub released_at: Option<Timestamp>,
+        pub first_attempt_at: Option<Timestamp>,
+        pub remediated_at: Option<Timestamp>,
+        pub time_to_patch_s: Option<f64>,
+        pub attempts: i64,
+        pub outcome: &'static str,
+        pub posture_before: Option<f64>,
+        pub posture_after: Option<f64>,
+        pub posture_reeval_latency_s: Option<f64>,
+        pub posture_regressed: Option<bool>,
+        pub updated_at: Timestamp,
+        pub revision: i64,
+    }
 }
 
-/// `canary_rollups`: one rollout.
-#[derive(Clone, Debug, PartialEq)]
-#[allow(missing_docs)]
-pub struct RolloutRow {
-    pub rollout_id: String,
-    pub patch_id: String,
-    pub stages: i64,
-    pub failed: i64,
-    pub inconclusive: i64,
-    pub failure_rate: f64,
-    pub gate: &'static str,
-    pub last_event_at: Timestamp,
-    pub updated_at: Timestamp,
-    pub revision: i64,
+lake_row! {
+    /// `canary_rollups`: one rollout.
+    #[derive(Clone, Debug, PartialEq)]
+    #[allow(missing_docs)]
+    pub struct RolloutRow in Table::CanaryRollups, versioned {
+        pub rollout_id: String,
+        pub patch_id: String,
+        pub stages: i64,
+        pub failed: i64,
+        pub inconclusive: i64,
+        pub failure_rate: f64,
+        pub gate: &'static str,
+        pub last_event_at: Timestamp,
+        pub updated_at: Timestamp,
+        pub revision: i64,
+    }
 }
 
-/// `segment_drift`: one (window, source segment, destination segment).
-#[derive(Clone, Debug, PartialEq)]
-#[allow(missing_docs)]
-pub struct DriftRow {
-    pub window_start: Timestamp,
-    pub src_segment: String,
-    pub dst_segment: String,
-    pub connections: i64,
-    pub drift_connections: i64,
-    pub drift_ratio: f64,
-    pub updated_at: Timestamp,
-    pub revision: i64,
+lake_row! {
+    /// `segment_drift`: one (window, source segment, destination segment).
+    #[derive(Clone, Debug, PartialEq)]
+    #[allow(missing_docs)]
+    pub struct DriftRow in Table::SegmentDrift, versioned {
+        pub window_start: Timestamp,
+        pub src_segment: String,
+        pub dst_segment: String,
+        pub connections: i64,
+        pub drift_connections: i64,
+        pub drift_ratio: f64,
+        pub updated_at: Timestamp,
+        pub revision: i64,
+    }
 }
 
-/// `alerts`: one alert, emitted once.
-#[derive(Clone, Debug, PartialEq)]
-#[allow(missing_docs)]
-pub struct AlertRow {
-    pub alert_id: String,
-    pub rule: &'static str,
-    pub severity: &'static str,
-    pub time: Timestamp,
-    pub entity_id: String,
-    pub ocsf: String,
-    pub severity_id: i32,
-    pub class_uid: i32,
+lake_row! {
+    /// `alerts`: one alert, emitted once.
+    #[derive(Clone, Debug, PartialEq)]
+    #[allow(missing_docs)]
+    pub struct AlertRow in Table::Alerts {
+        pub alert_id: String,
+        pub rule: &'static str,
+        pub severity: &'static str,
+        pub time: Timestamp,
+        pub entity_id: String,
+        pub ocsf: String,
+        pub severity_id: i32,
+        pub class_uid: i32,
+    }
 }
 
-/// `clock_watermarks`: a quiet task's watermark moved by the wall clock in
-/// `run` (DESIGN.md "Event time"), so an auditor can tell which deadlines
-/// fired without an event behind them.
-#[derive(Clone, Debug, PartialEq)]
-#[allow(missing_docs)]
-pub struct ClockMoveRow {
-    /// The task, as `<input topic>-<partition>` (`assets-0`).
-    pub task: String,
-    pub watermark: Timestamp,
-    pub previous_watermark: Option<Timestamp>,
-    /// The largest event time the task had seen.
-    pub last_event_at: Option<Timestamp>,
-    /// The wall clock when it moved.
-    pub moved_at: Timestamp,
+lake_row! {
+    /// `clock_watermarks`: a quiet task's watermark moved by the wall clock in
+    /// `run` (DESIGN.md "Event time"), so an auditor can tell which deadlines
+    /// fired without an event behind them.
+    #[derive(Clone, Debug, PartialEq)]
+    #[allow(missing_docs)]
+    pub struct ClockMoveRow in Table::ClockWatermarks {
+        /// The task, as `<input topic>-<partition>` (`assets-0`).
+        pub task: String,
+        pub watermark: Timestamp,
+        pub previous_watermark: Option<Timestamp>,
+        /// The largest event time the task had seen.
+        pub last_event_at: Option<Timestamp>,
+        /// The wall clock when it moved.
+        pub moved_at: Timestamp,
+    }
 }
 
 /// `dead_letters`: one message that failed to decode or validate (the
 /// wire type lives in `schemas`: ingest builds it from a raw message).
 pub use schemas::DeadLetter as DeadLetterRow;
+
+lake_row!(impl DeadLetterRow in Table::DeadLetters {
+    topic: String,
+    partition: i32,
+    offset: i64,
+    error: String,
+    payload: String,
+    key: Option<String>,
+    payload_encoding: Option<&'static str>,
+    failed_at: Timestamp,
+});
 
 /// A request to the posture service and policy engine to re-evaluate a
 /// device after a verified patch (DOMAIN.md "Re-evaluation requests").
@@ -307,28 +340,6 @@ impl<T: HashField> HashField for Option<T> {
         }
     }
 }
-
-macro_rules! versioned {
-    ($row:ty: $($field:ident),+) => {
-        impl Versioned for $row {
-            fn content_hash(&self) -> u64 {
-                let mut state = FxHasher::default();
-                $(self.$field.hash_field(&mut state);)+
-                state.finish()
-            }
-            fn set_revision(&mut self, revision: i64) {
-                self.revision = revision;
-            }
-        }
-    };
-}
-
-versioned!(AssetRow: asset_id, environment, criticality, internet_exposed, segment, managed, hostname, os_family, os_version);
-versioned!(ExposureRow: asset_id, cve_id, status, severity, kev, detected_at, remediated_at, due_at, breached, remediated_by_patch_id);
-versioned!(OutcomeRow: asset_id, patch_id, released_at, first_attempt_at, remediated_at, time_to_patch_s, attempts, outcome,
-    posture_before, posture_after, posture_reeval_latency_s, posture_regressed);
-versioned!(RolloutRow: rollout_id, patch_id, stages, failed, inconclusive, failure_rate, gate, last_event_at);
-versioned!(DriftRow: window_start, src_segment, dst_segment, connections, drift_connections, drift_ratio);
 
 /// Returns `row` with the next revision if its content differs from the last
 /// committed one (recorded by its hash), else `None`.

@@ -1,6 +1,8 @@
 //! The `[server]`, `[auth]` and `[prioritization]` sections of the
 //! configuration: what `serve` is told, and the priority score's weights.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
 use crate::priorities::Weights;
@@ -138,6 +140,33 @@ impl AuthConfig {
             let file = self.token_file.as_ref()?;
             Some(std::fs::read_to_string(file).ok()?.trim_end().to_owned()).filter(|t| !t.is_empty())
         })
+    }
+}
+
+impl ServerConfig {
+    /// The server's settings: this section, the token in force and the
+    /// weights, with `worker` the command that starts a query worker.
+    pub fn settings(
+        &self,
+        auth: &AuthConfig,
+        weights: Weights,
+        worker: crate::server::worker::WorkerCommand,
+    ) -> crate::server::Settings {
+        crate::server::Settings {
+            query_timeout: Duration::from_secs(self.query_timeout_secs),
+            memory_limit_bytes: self.memory_limit_mib * 1024 * 1024,
+            max_rows: self.max_rows,
+            max_answer_bytes: self.max_answer_mib * 1024 * 1024,
+            refresh: Duration::from_millis(self.refresh_ms),
+            token: auth.effective_token(),
+            weights,
+            max_concurrent_queries: self.max_concurrent_queries,
+            connections: crate::server::listener::ConnectionLimits {
+                max_connections: self.max_connections,
+                header_timeout: Duration::from_secs(self.header_timeout_secs),
+            },
+            worker,
+        }
     }
 }
 

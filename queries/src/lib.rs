@@ -8,7 +8,8 @@
 //!   publisher into.
 //! - [`metrics`]: the names of the query side's metrics, the HTTP metrics,
 //!   and the domain metrics computed from the lake with bounded memory.
-//! - [`summary`]: the figures `demo` prints.
+//! - [`summary`]: the figures `demo` prints; [`output`]: answers as a
+//!   table, JSON or CSV (`sql --format`).
 //! - [`server`]: the HTTP API of `serve` and the probe endpoints of `run`.
 //! - [`error`]: [`QueryError`] and its class; [`columns`]: typed result columns.
 //! - [`guard`]: what a session withholds from untrusted SQL.
@@ -24,6 +25,7 @@ pub mod error;
 pub mod guard;
 pub mod known;
 pub mod metrics;
+pub mod output;
 pub mod priorities;
 pub mod server;
 pub mod session;

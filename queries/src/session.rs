@@ -30,6 +30,7 @@ use crate::error::{QueryError, classify};
 use crate::guard;
 use crate::known::KnownFiles;
 use crate::weights::Weights;
+use processor::columns::TableSchema;
 
 /// The metric views every session has, by name, as the SQL files in
 /// `queries/sql/`, in the order they are created (a view may read the ones

@@ -246,3 +246,80 @@ fn a_typo_in_the_config_file_names_the_key_and_the_line_and_every_layer_applies(
         .expect("runs");
     assert!(text(&output.stderr).contains("/nonexistent/flag"), "the flag wins: {}", text(&output.stderr));
 }
+
+/// `config show` with the environment given (and no `--config`), as TOML.
+fn shown_config(file: Option<&Path>, env: &[(&str, &str)]) -> toml::Table {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_patchtrail"));
+    if let Some(file) = file {
+        command.args(["--config", file.to_str().expect("UTF-8")]);
+    }
+    let output = command.args(["config", "show"]).envs(env.iter().copied()).output().expect("runs");
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    text(&output.stdout).parse().expect("config show prints TOML")
+}
+
+#[test]
+fn the_example_file_states_every_default_and_documents_every_key() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("patchtrail.example.toml");
+    let defaults = shown_config(None, &[]);
+    assert_eq!(shown_config(Some(&example), &[]), defaults, "the example states the defaults");
+    let text = std::fs::read_to_string(&example).expect("reads");
+    let mut keys = 0;
+    for (section, values) in &defaults {
+        for key in values.as_table().expect("a section").keys() {
+            keys += 1;
+            let documented = schemas::layers::line_of(&text, &format!("{section}.{key}")).is_some()
+                || text.contains(&format!("# {key} ="))
+                || text.contains(&format!("[{section}.{key}]"));
+            assert!(documented, "{section}.{key} is not in the example");
+        }
+    }
+    // The token has no default, so `show` leaves it out: the example must still say it.
+    assert!(text.contains("# token ="), "auth.token is not in the example");
+    assert!(keys > 40, "only {keys} keys shown: is `config show` printing the whole tree?");
+}
+
+#[test]
+fn the_environment_sets_client_properties_and_show_masks_their_secrets() {
+    let env = [
+        ("PATCHTRAIL__KAFKA__PROPERTIES__SECURITY_PROTOCOL", "SASL_SSL"),
+        ("PATCHTRAIL__KAFKA__PROPERTIES__SASL_PASSWORD", "hunter3"),
+        ("PATCHTRAIL__SLA__CRITICAL_DAYS", "7"),
+    ];
+    let shown = shown_config(None, &env);
+    let properties = shown["kafka"]["properties"].as_table().expect("a table");
+    assert_eq!(properties["security.protocol"].as_str(), Some("SASL_SSL"));
+    assert_eq!(properties["sasl.password"].as_str(), Some("********"));
+    assert_eq!(shown["sla"]["critical_days"].as_integer(), Some(7));
+}
+
+#[test]
+fn every_problem_of_a_file_and_the_environment_is_reported_with_its_line_or_variable() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("patchtrail.toml");
+    std::fs::write(
+        &file,
+        "[server]\nlisten = \"127.0.0.1:9000\"\nlisen = 1\n\n[sla]\ncritcal_days = 7\nhigh_days = 0\n",
+    )
+    .expect("writes");
+    let output = Command::new(env!("CARGO_BIN_EXE_patchtrail"))
+        .args(["config", "check", file.to_str().expect("UTF-8")])
+        .env("PATCHTRAIL__SERVER__MAX_ROW", "9")
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(2));
+    let problems: Vec<String> = text(&output.stderr).lines().map(str::to_owned).collect();
+    let all = problems.join("\n");
+    assert!(all.contains(":3: unknown key `server.lisen`"), "{all}");
+    assert!(all.contains("(keys of [server]: ") && all.contains(" listen, "), "{all}");
+    assert!(all.contains(":6: unknown key `sla.critcal_days`"), "{all}");
+    assert!(all.contains("PATCHTRAIL__SERVER__MAX_ROW: unknown key `server.max_row`"), "{all}");
+    assert!(all.contains("sla.high_days must be between 1 and 3650, got 0"), "{all}");
+    assert_eq!(problems.len(), 4, "{all}");
+
+    std::fs::write(&file, "[pipeline]\ncommit_interval_ms = \"soon\"\n").expect("writes");
+    let output = patchtrail(&["config", "check", file.to_str().expect("UTF-8")]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("line 2") && stderr.contains("commit_interval_ms"), "{stderr}");
+}

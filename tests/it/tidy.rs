@@ -118,9 +118,9 @@ fn architecture_is_short_and_names_only_what_exists() {
 const SPAWNS_ALLOWED: &[(&str, &str)] = &[
     ("src/tasks.rs", "the Supervisor itself"),
     ("src/signals.rs", "the signal listener lives as long as the process; the deadline thread must outlive every join"),
-    ("src/import.rs", "the reader of a quiet pipe can block for ever; the process exit ends it"),
+    ("ingest/src/import/input.rs", "the reader of a quiet pipe can block for ever; the process exit ends it"),
     ("src/sql.rs", "the query runs on a worker thread for its stack size, awaited at once"),
-    ("src/run/batch.rs", "scoped threads, joined by their scope"),
+    ("ingest/src/worker/batch.rs", "scoped threads, joined by their scope"),
     ("ingest/src/simulate/mod.rs", "a scoped thread, joined by its scope"),
     ("processor/src/pipeline.rs", "the epoch writer, owned and joined by the Pipeline"),
     ("queries/src/server/listener.rs", "connection tasks in a JoinSet the listener owns"),

@@ -6,12 +6,16 @@
 //! ([`event_id`]), so importing the same input twice yields the same events,
 //! which the pipeline then counts once.
 //!
+//! [`input`] reads a file or standard input into a [`topic::Sink`], and
+//! [`topic`] a raw Kafka topic, committing its offsets behind the sink.
+//!
 //! The mapping of every format, field by field, is in `docs/sources.md`.
 
 pub mod argo;
 pub mod epss;
 pub mod flows;
 pub mod hubble;
+pub mod input;
 pub mod inventory;
 pub mod k8s;
 pub mod kev;

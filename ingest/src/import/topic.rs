@@ -31,6 +31,11 @@ pub trait Sink {
     /// The output's first failure since the last call, if any: it stops
     /// the import.
     fn failure(&mut self) -> Option<OutputError>;
+    /// Pushes what was taken out now (a file, standard output), when the
+    /// input has nothing more for a while; a producer sends on its own.
+    fn flush(&mut self) -> Result<(), OutputError> {
+        Ok(())
+    }
     /// Waits until every event taken so far is delivered for good.
     fn deliver(&mut self, cancel: &CancellationToken) -> Result<(), OutputError>;
     /// Records and events taken, and records that failed, for the log.

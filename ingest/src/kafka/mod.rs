@@ -7,7 +7,7 @@
 //!
 //! Nothing here computes metrics: the binary wires these to the processor.
 
-mod broker;
+pub mod broker;
 mod consumer;
 mod error;
 mod message;
@@ -117,6 +117,30 @@ impl TopicNames {
     /// The keyed input topics, consumed by the group.
     pub fn keyed(&self) -> [&str; 3] {
         [&self.assets, &self.rollouts, &self.network]
+    }
+
+    /// Names missing or given twice, every one (`[topics]`).
+    pub fn problems(&self) -> Vec<String> {
+        let topics = [
+            ("assets", &self.assets),
+            ("rollouts", &self.rollouts),
+            ("network", &self.network),
+            ("intel", &self.intel),
+            ("alerts", &self.alerts),
+            ("priorities", &self.priorities),
+            ("reevaluations", &self.reevaluations),
+            ("dlq", &self.dlq),
+        ];
+        let mut problems: Vec<String> = topics
+            .iter()
+            .filter(|(_, name)| name.trim().is_empty())
+            .map(|(key, _)| format!("topics.{key} must not be empty"))
+            .collect();
+        let distinct: std::collections::BTreeSet<&String> = topics.iter().map(|(_, name)| *name).collect();
+        if distinct.len() != topics.len() {
+            problems.push("topics: every topic needs a name of its own".to_owned());
+        }
+        problems
     }
 
     /// The output topics with `partitions` each (the priorities topic compacted).

@@ -13,13 +13,12 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use ingest::kafka::TopicNames;
-use ingest::metrics::PipelineMetrics;
 use processor::pipeline::Pipeline;
 use processor::task::TaskId;
 use schemas::{InputTopic, Timestamp};
 
-use super::now_micros;
+use crate::kafka::TopicNames;
+use crate::metrics::PipelineMetrics;
 
 /// How often the tasks are looked at (a fraction of short timeouts).
 const CHECK_EVERY: Duration = Duration::from_millis(500);
@@ -80,4 +79,10 @@ impl IdleClock {
         }
         moved
     }
+}
+
+/// The wall clock, in microseconds since the epoch.
+pub(super) fn now_micros() -> i64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(now.as_micros()).unwrap_or(i64::MAX)
 }

@@ -1,18 +1,20 @@
 //! The [`PartitionOwner`] of an instance: what the group's rebalances act
 //! on (the pipeline, whose tasks follow the partitions, and the publisher
-//! of each commit's outbox). The only place that sees both ingest and the
-//! processor.
+//! of each commit's outbox).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
-use ingest::kafka::{PartitionOwner, Publisher, Source, StartAt, TopicNames};
-use ingest::metrics::PipelineMetrics;
 use processor::pipeline::{Committed, Pipeline};
 use processor::rows::{OutboxMessage, OutputKind};
 use processor::task::TaskId;
 use schemas::InputTopic;
 use tokio_util::sync::CancellationToken;
+
+use super::{Error, Result};
+use crate::kafka::{PartitionOwner, Publisher, Source, StartAt, TopicNames, topic_positions};
+use crate::metrics::PipelineMetrics;
 
 /// The intel task (the catalog rows), committed by whoever holds assets/0.
 pub(super) const INTEL: TaskId = TaskId { topic: InputTopic::Intel, partition: 0 };
@@ -26,6 +28,11 @@ pub(super) enum Patience {
     /// Stopping: until the shutdown deadline.
     Until(Instant),
 }
+
+/// The highest offset of each partition the metrics have counted: a
+/// message read again (after a rebalance, or when the intel topic is read
+/// again from a restored catalog) is applied again but counted once.
+pub(super) type Counted = BTreeMap<(String, i32), i64>;
 
 /// What the group's rebalances act on.
 pub(super) struct Owner {
@@ -44,11 +51,19 @@ pub(super) struct Owner {
     /// The intel task was restored from the lake: the reader must re-seek.
     pub(super) intel_reseek: bool,
     /// A failure inside a rebalance callback, raised by the polling loop.
-    pub(super) failure: Option<anyhow::Error>,
+    pub(super) failure: Option<Error>,
     pub(super) metrics: PipelineMetrics,
     /// Messages larger than this are dead letters.
     pub(super) max_message_bytes: usize,
     pub(super) patience: Patience,
+    /// The highest offset of each partition counted in the metrics.
+    pub(super) counted: Counted,
+}
+
+/// The owner, for the polling thread (rebalances take it inside `poll`,
+/// on the same thread, so it is never contended).
+pub(super) fn lock(owner: &Mutex<Owner>) -> MutexGuard<'_, Owner> {
+    owner.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Owner {
@@ -57,9 +72,21 @@ impl Owner {
         Some(TaskId { topic, partition: u32::try_from(partition).ok()? })
     }
 
+    /// Where this instance's task of a partition is (the next offset).
+    pub(super) fn position(&self, topic: &str, partition: i32) -> Option<i64> {
+        let task = self.pipeline.processor_ref().task(self.task_of(topic, partition)?)?;
+        Source::new(topic, partition).position(task.positions())
+    }
+
+    /// The intel task's positions, by intel partition.
+    pub(super) fn intel_positions(&self) -> BTreeMap<i32, i64> {
+        let task = self.pipeline.processor_ref().task(INTEL);
+        task.map(|task| topic_positions(task.positions(), &self.topics.intel)).unwrap_or_default()
+    }
+
     /// Waits until everything queued is delivered, as patient as the
     /// instance is now.
-    pub(super) fn flush(&self) -> anyhow::Result<()> {
+    pub(super) fn flush(&self) -> Result<()> {
         let never = CancellationToken::new();
         let (deadline, cancel) = match &self.patience {
             Patience::UntilStopped(cancel) => (None, cancel),
@@ -68,7 +95,7 @@ impl Owner {
         Ok(self.publisher.flush(deadline, cancel)?)
     }
 
-    fn publish(&self, messages: &[OutboxMessage]) -> anyhow::Result<()> {
+    fn publish(&self, messages: &[OutboxMessage]) -> Result<()> {
         for message in messages {
             let topic = match message.kind {
                 OutputKind::Alert => &self.topics.alerts,
@@ -81,7 +108,7 @@ impl Owner {
     }
 
     /// Publishes what committed epochs produce; returns them for offset storing.
-    pub(super) fn publish_committed(&mut self) -> anyhow::Result<Vec<Committed>> {
+    pub(super) fn publish_committed(&mut self) -> Result<Vec<Committed>> {
         let committed = self.pipeline.take_committed();
         for epoch in &committed {
             self.publish(&epoch.outbox)?;
@@ -93,7 +120,7 @@ impl Owner {
 
     /// Tasks another writer committed are theirs now (see `Lake`): stop
     /// applying their partitions' messages until the group moves them.
-    fn give_up_fenced(&mut self) -> anyhow::Result<()> {
+    fn give_up_fenced(&mut self) -> Result<()> {
         for id in self.pipeline.take_fenced() {
             if id == INTEL {
                 self.intel_owner = false;
@@ -117,7 +144,7 @@ impl Owner {
     /// previous epoch's outbox is delivered: recovery re-sends only the
     /// latest commit's outbox, so a crash re-sends at most one epoch's
     /// messages and never loses any.
-    pub(super) fn commit(&mut self) -> anyhow::Result<Vec<Committed>> {
+    pub(super) fn commit(&mut self) -> Result<Vec<Committed>> {
         let started = Instant::now();
         self.flush()?;
         self.pipeline.commit()?;
@@ -126,7 +153,7 @@ impl Owner {
         Ok(committed)
     }
 
-    fn acquire(&mut self, id: TaskId) -> anyhow::Result<BTreeMap<String, u64>> {
+    fn acquire(&mut self, id: TaskId) -> Result<BTreeMap<String, u64>> {
         let (positions, outbox) = self.pipeline.acquire(id)?;
         // Acquiring waits for the writer, which may have found a task fenced.
         self.give_up_fenced()?;
@@ -135,7 +162,7 @@ impl Owner {
         Ok(positions)
     }
 
-    fn assign(&mut self, partitions: &[(String, i32)]) -> anyhow::Result<Vec<StartAt>> {
+    fn assign(&mut self, partitions: &[(String, i32)]) -> Result<Vec<StartAt>> {
         let mut starts = Vec::with_capacity(partitions.len());
         for (topic, partition) in partitions {
             let Some(id) = self.task_of(topic, *partition) else {
@@ -157,7 +184,7 @@ impl Owner {
         Ok(starts)
     }
 
-    fn revoke(&mut self, partitions: &[(String, i32)], lost: bool) -> anyhow::Result<()> {
+    fn revoke(&mut self, partitions: &[(String, i32)], lost: bool) -> Result<()> {
         let mut ids: Vec<TaskId> = partitions.iter().filter_map(|(t, p)| self.task_of(t, *p)).collect();
         if ids.contains(&ASSETS_0) && self.intel_owner {
             ids.push(INTEL);
