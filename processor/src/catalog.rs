@@ -1,8 +1,10 @@
 //! The intel catalog: per CVE, what each feed (`vuln.intel.v1`,
-//! `vuln.kev.v1`, `vuln.epss.v1`) last said of it, merged; per patch, its
-//! latest `patch.release.v1`. Every task consults it. "Latest" is by event
-//! time, arrival order breaking ties (EPSS: by score date first), so the
-//! catalog does not depend on delivery order.
+//! `vuln.kev.v1`, `vuln.epss.v1`) said of it and when, merged; per patch,
+//! its latest `patch.release.v1`. Every task consults it. A check about an
+//! instant reads the catalog as of that instant ([`CveInfo::at`], DOMAIN.md
+//! "The catalog at an instant"), a row reads its latest facts. "Latest" is
+//! by event time, arrival order breaking ties (EPSS: by score date first),
+//! so the catalog does not depend on delivery order.
 
 use rustc_hash::FxHashMap;
 use schemas::severity::Severity;
@@ -12,26 +14,25 @@ use serde::{Deserialize, Serialize};
 use crate::Stamp;
 use crate::rows::{CveRow, PatchRow};
 
-/// What the catalog knows of a CVE: what each feed last said of it, merged
-/// by the accessors below (DOMAIN.md "One CVE, several feeds"). Each feed
-/// replaces only its own record, so a KEV or EPSS record never erases
-/// NVD's CVSS, and NVD never erases KEV's due date.
+/// What the catalog knows of a CVE: every record each feed gave of it, by
+/// stamp, merged by [`CveFacts`] as of an instant (DOMAIN.md "One CVE,
+/// several feeds"). Each feed has its own records, so a KEV or EPSS record
+/// never erases NVD's CVSS, and NVD never erases KEV's due date.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CveInfo {
     /// The CVE.
     pub cve_id: String,
-    /// The latest `vuln.intel.v1` (NVD, or an organisation's own catalog).
-    pub intel: Option<IntelRecord>,
-    /// The latest `vuln.kev.v1`.
-    pub kev_entry: Option<KevRecord>,
-    /// The `vuln.epss.v1` with the latest score date.
-    pub epss_score: Option<EpssRecord>,
+    /// Every `vuln.intel.v1` (NVD, or an organisation's own catalog), by stamp.
+    intel: Vec<IntelRecord>,
+    /// Every `vuln.kev.v1`, by stamp.
+    kev: Vec<KevRecord>,
+    /// The `vuln.epss.v1` reports, by stamp, with non-decreasing score
+    /// dates: a report that an earlier one outdates (a later score date)
+    /// can be the latest at no instant, and one repeating the report before
+    /// it (same date, score and source) changes no answer; neither is kept.
+    epss: Vec<EpssRecord>,
     /// Times the `cves` row of this CVE was emitted.
     pub revision: i64,
-    /// (time, epss, percentile) of every EPSS score reported (by either
-    /// feed), sorted by time, so an alert can carry the score that was
-    /// current at its own time.
-    epss_history: Vec<(Timestamp, Option<f64>, Option<f64>)>,
 }
 
 /// A `vuln.intel.v1` as the catalog keeps it.
@@ -74,6 +75,18 @@ pub struct EpssRecord {
     pub percentile: Option<f64>,
 }
 
+/// What the feeds had stated of a CVE by an instant: each feed's latest
+/// record at or before it (EPSS: the latest score date), merged.
+#[derive(Clone, Copy, Debug)]
+pub struct CveFacts<'a> {
+    /// The latest `vuln.intel.v1`.
+    pub intel: Option<&'a IntelRecord>,
+    /// The latest `vuln.kev.v1`.
+    pub kev_entry: Option<&'a KevRecord>,
+    /// The `vuln.epss.v1` with the latest score date.
+    pub epss_score: Option<&'a EpssRecord>,
+}
+
 /// What a `cves` row shows of a CVE, compared to skip rows that would not change.
 type Content = (
     Option<Timestamp>,
@@ -89,26 +102,122 @@ type Content = (
     Option<Date>,
 );
 
+/// The index of the last of `items` (sorted by stamp) reported at or before `instant`.
+fn last_at<T>(items: &[T], stamp: impl Fn(&T) -> Stamp, instant: Timestamp) -> Option<usize> {
+    items.partition_point(|item| stamp(item).0 <= instant).checked_sub(1)
+}
+
+/// Keeps, of `items` sorted by stamp, the last reported at or before
+/// `cutoff` and all after: every answer as of `cutoff` or later is unchanged.
+fn forget_before<T>(items: &mut Vec<T>, stamp: impl Fn(&T) -> Stamp, cutoff: Timestamp) {
+    if let Some(last) = last_at(items, stamp, cutoff)
+        && last > 0
+    {
+        items.drain(..last);
+    }
+}
+
 impl CveInfo {
     fn new(cve_id: &str) -> Self {
-        CveInfo {
-            cve_id: cve_id.to_owned(),
-            intel: None,
-            kev_entry: None,
-            epss_score: None,
-            revision: 0,
-            epss_history: Vec::new(),
-        }
+        CveInfo { cve_id: cve_id.to_owned(), intel: Vec::new(), kev: Vec::new(), epss: Vec::new(), revision: 0 }
     }
 
+    /// The catalog's facts about the CVE as of `instant`: only records
+    /// reported at or before it.
+    pub fn at(&self, instant: Timestamp) -> CveFacts<'_> {
+        let intel = last_at(&self.intel, |r| r.stamp, instant).map(|i| &self.intel[i]);
+        let kev_entry = last_at(&self.kev, |r| r.stamp, instant).map(|i| &self.kev[i]);
+        let epss_score = last_at(&self.epss, |r| r.stamp, instant).map(|i| &self.epss[i]);
+        CveFacts { intel, kev_entry, epss_score }
+    }
+
+    /// The latest facts, whatever their time: what the `cves` and
+    /// `exposures` rows show.
+    pub fn latest(&self) -> CveFacts<'_> {
+        CveFacts { intel: self.intel.last(), kev_entry: self.kev.last(), epss_score: self.epss.last() }
+    }
+
+    /// Whether any feed has ever put the CVE in KEV: a check of KEV
+    /// exposures about some instant may concern it.
+    pub fn ever_kev(&self) -> bool {
+        !self.kev.is_empty() || self.intel.iter().any(|record| record.kev)
+    }
+
+    /// The times from which the facts a deadline depends on (CVSS, KEV
+    /// status and due date) may change, sorted: each intel and KEV report's.
+    pub fn deadline_changes(&self) -> Vec<Timestamp> {
+        let mut times: Vec<Timestamp> =
+            self.intel.iter().map(|r| r.stamp.0).chain(self.kev.iter().map(|r| r.stamp.0)).collect();
+        times.sort_unstable();
+        times.dedup();
+        times
+    }
+
+    /// Retention: forgets the records no question from `cutoff` on can reach.
+    fn forget_before(&mut self, cutoff: Timestamp) {
+        forget_before(&mut self.intel, |r| r.stamp, cutoff);
+        forget_before(&mut self.kev, |r| r.stamp, cutoff);
+        forget_before(&mut self.epss, |r| r.stamp, cutoff);
+    }
+
+    /// Inserts an EPSS report in order (see [`CveInfo::epss`]); false if it
+    /// changes no answer at any instant.
+    fn insert_epss(&mut self, record: EpssRecord) -> bool {
+        let idx = self.epss.partition_point(|known| known.stamp <= record.stamp);
+        if let Some(before) = idx.checked_sub(1).map(|i| &self.epss[i])
+            && (before.score_date > record.score_date
+                || (before.score_date, before.epss.to_bits(), before.percentile.map(f64::to_bits), &before.source)
+                    == (record.score_date, record.epss.to_bits(), record.percentile.map(f64::to_bits), &record.source))
+        {
+            return false;
+        }
+        // Reports after it with an earlier score date are now outdated at every instant.
+        let outdated = self.epss[idx..].iter().take_while(|later| later.score_date < record.score_date).count();
+        self.epss.splice(idx..idx + outdated, [record]);
+        true
+    }
+
+    /// What the `cves` row shows: a change writes a new revision.
+    fn content(&self) -> Content {
+        let latest = self.latest();
+        let (kev_added, kev_due) = latest.kev_dates();
+        let (epss, percentile) = latest.epss();
+        let (cvss_source, kev_source, epss_source) = latest.sources();
+        (
+            latest.published_at(),
+            latest.cvss_base().map(f64::to_bits),
+            latest.cvss_version().map(str::to_owned),
+            epss.map(f64::to_bits),
+            percentile.map(f64::to_bits),
+            latest.kev(),
+            kev_added,
+            kev_due,
+            latest.exploitation(),
+            (cvss_source.map(str::to_owned), kev_source.map(str::to_owned), epss_source.map(str::to_owned)),
+            latest.epss_score.map(|e| e.score_date),
+        )
+    }
+
+    /// When the catalog last heard of the CVE, from any feed.
+    pub fn updated_at(&self) -> Timestamp {
+        let latest = self.latest();
+        [latest.intel.map(|r| r.stamp.0), latest.kev_entry.map(|r| r.stamp.0), latest.epss_score.map(|r| r.stamp.0)]
+            .into_iter()
+            .flatten()
+            .max()
+            .unwrap_or(Timestamp(i64::MIN))
+    }
+}
+
+impl CveFacts<'_> {
     /// The CVSS base score: the latest intel's; none without intel.
     pub fn cvss_base(&self) -> Option<f64> {
-        self.intel.as_ref().map(|intel| intel.cvss_base)
+        self.intel.map(|intel| intel.cvss_base)
     }
 
-    /// The CVSS version of [`CveInfo::cvss_base`].
+    /// The CVSS version of [`CveFacts::cvss_base`].
     pub fn cvss_version(&self) -> Option<&str> {
-        self.intel.as_ref().and_then(|intel| intel.cvss_version.as_deref())
+        self.intel.and_then(|intel| intel.cvss_version.as_deref())
     }
 
     /// Severity band of the CVSS score; none without one.
@@ -118,17 +227,17 @@ impl CveInfo {
 
     /// Publication time, from the latest intel.
     pub fn published_at(&self) -> Option<Timestamp> {
-        self.intel.as_ref().map(|intel| intel.published_at)
+        self.intel.map(|intel| intel.published_at)
     }
 
     /// In KEV: by the KEV feed, else as the latest intel says.
     pub fn kev(&self) -> bool {
-        self.kev_entry.is_some() || self.intel.as_ref().is_some_and(|intel| intel.kev)
+        self.kev_entry.is_some() || self.intel.is_some_and(|intel| intel.kev)
     }
 
     /// The KEV dates (added, due): the KEV feed's, else the latest intel's.
     pub fn kev_dates(&self) -> (Option<Date>, Option<Date>) {
-        match (&self.kev_entry, &self.intel) {
+        match (self.kev_entry, self.intel) {
             (Some(kev), _) => (Some(kev.date_added), kev.due_date),
             (None, Some(intel)) if intel.kev => (intel.kev_date_added, intel.kev_due_date),
             _ => (None, None),
@@ -140,9 +249,10 @@ impl CveInfo {
         self.kev_dates().1
     }
 
-    /// EPSS score and percentile: the EPSS feed's latest score, else the latest intel's.
+    /// EPSS score and percentile: the EPSS feed's latest score, else the
+    /// latest intel's; none before any feed states one.
     pub fn epss(&self) -> (Option<f64>, Option<f64>) {
-        match (&self.epss_score, &self.intel) {
+        match (self.epss_score, self.intel) {
             (Some(epss), _) => (Some(epss.epss), epss.percentile),
             (None, Some(intel)) => (intel.epss, intel.epss_percentile),
             (None, None) => (None, None),
@@ -151,100 +261,23 @@ impl CveInfo {
 
     /// Known exploitation, from the latest intel.
     pub fn exploitation(&self) -> Option<Exploitation> {
-        self.intel.as_ref().and_then(|intel| intel.exploitation)
+        self.intel.and_then(|intel| intel.exploitation)
     }
 
     /// The `source` of the event each merged value came from: (CVSS, KEV, EPSS).
     pub fn sources(&self) -> (Option<&str>, Option<&str>, Option<&str>) {
-        let intel = self.intel.as_ref().map(|intel| intel.source.as_str());
-        let kev = match (&self.kev_entry, &self.intel) {
+        let intel = self.intel.map(|intel| intel.source.as_str());
+        let kev = match (self.kev_entry, self.intel) {
             (Some(kev), _) => Some(kev.source.as_str()),
             (None, Some(i)) if i.kev => intel,
             _ => None,
         };
-        let epss = match (&self.epss_score, &self.intel) {
+        let epss = match (self.epss_score, self.intel) {
             (Some(epss), _) => Some(epss.source.as_str()),
             (None, Some(i)) if i.epss.is_some() => intel,
             _ => None,
         };
         (intel, kev, epss)
-    }
-
-    /// When the catalog last heard of the CVE, from any feed.
-    pub fn updated_at(&self) -> Timestamp {
-        [
-            self.intel.as_ref().map(|r| r.stamp.0),
-            self.kev_entry.as_ref().map(|r| r.stamp.0),
-            self.epss_score.as_ref().map(|r| r.stamp.0),
-        ]
-        .into_iter()
-        .flatten()
-        .max()
-        .unwrap_or(Timestamp(i64::MIN))
-    }
-
-    /// EPSS score and percentile as reported at or before `at` (the first
-    /// report's if none was earlier; the merged score if none was reported).
-    pub fn epss_at(&self, at: Timestamp) -> (Option<f64>, Option<f64>) {
-        let idx = self.epss_history.partition_point(|(time, ..)| *time <= at).saturating_sub(1);
-        self.epss_history.get(idx).map_or_else(|| self.epss(), |&(_, epss, pct)| (epss, pct))
-    }
-
-    /// Records a score reported at `at`. A score equal to the one in force
-    /// just before `at` changes no answer of [`CveInfo::epss_at`] and is not
-    /// kept, and neither is a later entry that this one makes a repeat: the
-    /// history grows with the changes of a CVE's score, not with the feed's
-    /// days (FIRST republishes every CVE's score daily, most of them unchanged).
-    fn record_epss(&mut self, at: Timestamp, epss: Option<f64>, percentile: Option<f64>) {
-        if epss.is_none() {
-            return;
-        }
-        let entry = (at, epss, percentile);
-        let same = |other: &(Timestamp, Option<f64>, Option<f64>)| (other.1, other.2) == (entry.1, entry.2);
-        let idx = self.epss_history.partition_point(|(time, ..)| *time <= at);
-        if idx > 0 && same(&self.epss_history[idx - 1]) {
-            return;
-        }
-        if self.epss_history.get(idx).is_some_and(same) {
-            self.epss_history.remove(idx);
-        }
-        self.epss_history.insert(idx, entry);
-    }
-
-    /// Retention of the EPSS history: of the scores reported at or before
-    /// `cutoff`, only the last is kept. [`CveInfo::epss_at`] answers the same
-    /// for any time from `cutoff` on; an alert dated earlier (rare: most are
-    /// dated at the watermark) carries the score in force at `cutoff`.
-    fn forget_epss_before(&mut self, cutoff: Timestamp) {
-        let idx = self.epss_history.partition_point(|(time, ..)| *time <= cutoff);
-        if idx > 1 {
-            self.epss_history.drain(..idx - 1);
-        }
-    }
-
-    /// What derived rows depend on: a change rewrites the CVE's exposures.
-    fn relevant(&self) -> (Option<Severity>, Option<Date>, bool) {
-        (self.severity(), self.kev_due(), self.kev())
-    }
-
-    /// What the `cves` row shows: a change writes a new revision.
-    fn content(&self) -> Content {
-        let (kev_added, kev_due) = self.kev_dates();
-        let (epss, percentile) = self.epss();
-        let (cvss_source, kev_source, epss_source) = self.sources();
-        (
-            self.published_at(),
-            self.cvss_base().map(f64::to_bits),
-            self.cvss_version().map(str::to_owned),
-            epss.map(f64::to_bits),
-            percentile.map(f64::to_bits),
-            self.kev(),
-            kev_added,
-            kev_due,
-            self.exploitation(),
-            (cvss_source.map(str::to_owned), kev_source.map(str::to_owned), epss_source.map(str::to_owned)),
-            self.epss_score.as_ref().map(|e| e.score_date),
-        )
     }
 }
 
@@ -296,8 +329,14 @@ impl PatchInfo {
 /// A change of the catalog that may change derived rows.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CatalogChange {
-    /// A CVE's severity or KEV due date changed (or it appeared).
-    Cve(String),
+    /// A CVE's severity, KEV status or KEV due date may have changed (or it
+    /// appeared), as of `at` on: the time of the report that changed it.
+    Cve {
+        /// The CVE.
+        cve_id: String,
+        /// From when the answers may differ.
+        at: Timestamp,
+    },
     /// A patch's release time, digest or fixed CVEs changed (or it appeared).
     Patch {
         /// The patch.
@@ -322,11 +361,11 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    /// Retention (`processor.settled_retention_days`): forgets the EPSS
-    /// scores no question from `cutoff` on can reach.
+    /// Retention (`processor.settled_retention_days`): forgets the records
+    /// no question from `cutoff` on can reach.
     pub fn forget_before(&mut self, cutoff: Timestamp) {
         for info in self.cves.values_mut() {
-            info.forget_epss_before(cutoff);
+            info.forget_before(cutoff);
         }
     }
 
@@ -366,12 +405,9 @@ impl Catalog {
             exploitation: intel.exploitation,
         };
         self.update(stamp, &intel.cve_id, |info| {
-            info.record_epss(stamp.0, intel.epss, intel.epss_percentile);
-            let newer = info.intel.as_ref().is_none_or(|known| known.stamp <= stamp);
-            if newer {
-                info.intel = Some(record);
-            }
-            newer
+            let idx = info.intel.partition_point(|known| known.stamp <= record.stamp);
+            info.intel.insert(idx, record);
+            true
         })
     }
 
@@ -379,16 +415,16 @@ impl Catalog {
     pub fn apply_kev(&mut self, stamp: Stamp, source: &str, kev: &VulnKev) -> Option<CatalogChange> {
         let record = KevRecord { stamp, source: source.to_owned(), date_added: kev.date_added, due_date: kev.due_date };
         self.update(stamp, &kev.cve_id, |info| {
-            let newer = info.kev_entry.as_ref().is_none_or(|known| known.stamp <= stamp);
-            if newer {
-                info.kev_entry = Some(record);
-            }
-            newer
+            let idx = info.kev.partition_point(|known| known.stamp <= record.stamp);
+            info.kev.insert(idx, record);
+            true
         })
     }
 
     /// Applies a `vuln.epss.v1` from `source`: only the CVE's EPSS fields;
     /// the score with the latest score date wins (then the latest event).
+    /// A score is known from its event's time on, as an intel record's is.
+    /// EPSS changes no deadline, so it returns no change.
     pub fn apply_epss(&mut self, stamp: Stamp, source: &str, epss: &VulnEpss) -> Option<CatalogChange> {
         let record = EpssRecord {
             stamp,
@@ -397,24 +433,12 @@ impl Catalog {
             epss: epss.epss,
             percentile: epss.percentile,
         };
-        self.update(stamp, &epss.cve_id, |info| {
-            // Known from the event's time on, as an intel record's score is (an alert
-            // at an earlier time must not see it, whatever order the events arrived in).
-            info.record_epss(stamp.0, Some(epss.epss), epss.percentile);
-            let newer = info
-                .epss_score
-                .as_ref()
-                .is_none_or(|known| (known.score_date, known.stamp) <= (epss.score_date, stamp));
-            if newer {
-                info.epss_score = Some(record);
-            }
-            newer
-        })
+        self.update(stamp, &epss.cve_id, |info| info.insert_epss(record))
     }
 
-    /// Lets `apply` update one CVE's feed records (it returns whether it
-    /// replaced one); marks the `cves` row dirty when its content changed,
-    /// and returns the change when derived rows may be affected.
+    /// Lets `apply` insert one record of a CVE (it returns whether it kept
+    /// it); marks the `cves` row dirty when its content changed, and
+    /// returns the change when the deadline facts may differ at some instant.
     fn update(
         &mut self,
         stamp: Stamp,
@@ -423,15 +447,18 @@ impl Catalog {
     ) -> Option<CatalogChange> {
         self.max_time = self.max_time.max(Some(stamp.0));
         let info = self.cves.entry(cve_id.to_owned()).or_insert_with(|| CveInfo::new(cve_id));
-        let known = info.intel.is_some() || info.kev_entry.is_some() || info.epss_score.is_some();
-        let (relevant, content) = (info.relevant(), info.content());
+        let known = !(info.intel.is_empty() && info.kev.is_empty() && info.epss.is_empty());
+        let content = info.content();
+        let deadlines = (info.intel.len(), info.kev.len());
         if !apply(info) {
             return None;
         }
         if !known || info.content() != content {
             self.dirty_cves.push(cve_id.to_owned());
         }
-        (!known || info.relevant() != relevant).then(|| CatalogChange::Cve(cve_id.to_owned()))
+        // A late record changes answers as of its time even when the latest facts stay.
+        (!known || (info.intel.len(), info.kev.len()) != deadlines)
+            .then(|| CatalogChange::Cve { cve_id: cve_id.to_owned(), at: stamp.0 })
     }
 
     /// Applies a `patch.release.v1`; returns the change if derived rows may be affected.
@@ -498,25 +525,26 @@ impl Catalog {
 /// A CVE's row of the `cves` table.
 impl From<&CveInfo> for CveRow {
     fn from(info: &CveInfo) -> Self {
-        let (kev_date_added, kev_due_date) = info.kev_dates();
-        let (epss, epss_percentile) = info.epss();
-        let (cvss_source, kev_source, epss_source) = info.sources();
+        let latest = info.latest();
+        let (kev_date_added, kev_due_date) = latest.kev_dates();
+        let (epss, epss_percentile) = latest.epss();
+        let (cvss_source, kev_source, epss_source) = latest.sources();
         CveRow {
             cve_id: info.cve_id.clone(),
-            cvss_base: info.cvss_base(),
-            severity: info.severity().map(|s| s.as_str()),
+            cvss_base: latest.cvss_base(),
+            severity: latest.severity().map(|s| s.as_str()),
             epss,
-            kev: info.kev(),
+            kev: latest.kev(),
             kev_due_date,
-            published_at: info.published_at(),
-            cvss_version: info.cvss_version().map(str::to_owned),
+            published_at: latest.published_at(),
+            cvss_version: latest.cvss_version().map(str::to_owned),
             epss_percentile,
             kev_date_added,
-            exploitation: info.exploitation().map(|e| e.as_str()),
+            exploitation: latest.exploitation().map(|e| e.as_str()),
             cvss_source: cvss_source.map(str::to_owned),
             kev_source: kev_source.map(str::to_owned),
             epss_source: epss_source.map(str::to_owned),
-            epss_date: info.epss_score.as_ref().map(|e| e.score_date),
+            epss_date: latest.epss_score.map(|e| e.score_date),
             updated_at: info.updated_at(),
             revision: info.revision,
         }
@@ -544,30 +572,65 @@ impl From<&PatchInfo> for PatchRow {
 mod tests {
     use super::*;
 
-    /// [`CveInfo::epss_at`] answers as if every report were kept, whatever
-    /// their order, while repeats are dropped.
+    fn day(d: i64) -> Timestamp {
+        Timestamp(d * 86_400_000_000)
+    }
+
+    fn report(d: i64, arrival: u64, score_date: i64, epss: f64) -> EpssRecord {
+        let score_date = Date::parse("2026-01-01").expect("a date").add_days(score_date as i32);
+        EpssRecord { stamp: (day(d), arrival), source: "urn:first".to_owned(), score_date, epss, percentile: None }
+    }
+
+    /// As of any instant, the EPSS is the report with the latest score date
+    /// among those reported by then, whatever their order, while outdated
+    /// reports and repeats are not kept.
     #[test]
-    fn repeated_epss_scores_are_not_kept_and_change_no_answer() {
-        let day = |d: i64| Timestamp(d * 86_400_000_000);
-        // (day, score): repeats, a change back, and reports out of order.
-        let reports = [(3, 0.1), (1, 0.1), (2, 0.1), (5, 0.2), (4, 0.1), (7, 0.1), (6, 0.2), (9, 0.1), (8, 0.1)];
+    fn epss_as_of_an_instant_is_the_latest_score_date_reported_by_then() {
+        // (day reported, score date, score): repeats, an older score date
+        // reported later, reports out of order.
+        let reports = [(3, 3, 0.1), (1, 1, 0.1), (2, 2, 0.1), (5, 5, 0.2), (4, 4, 0.1), (6, 2, 0.9), (7, 7, 0.1)];
         let mut info = CveInfo::new("CVE-2026-0001");
-        let mut naive: Vec<(Timestamp, f64)> = Vec::new();
-        for (d, score) in reports {
-            info.record_epss(day(d), Some(score), None);
-            let idx = naive.partition_point(|(time, _)| *time <= day(d));
-            naive.insert(idx, (day(d), score));
-            for t in 0..=10 {
-                let expected = naive.iter().rev().find(|(time, _)| *time <= day(t)).map(|(_, score)| *score);
-                let answer = info.epss_at(day(t)).0;
-                // Before the first report `epss_at` falls back to the current score.
-                if expected.is_some() {
-                    assert_eq!(answer, expected, "day {t} after reporting day {d}");
-                }
+        let mut all: Vec<EpssRecord> = Vec::new();
+        for (arrival, &(d, date, score)) in reports.iter().enumerate() {
+            let record = report(d, arrival as u64, date, score);
+            info.insert_epss(record.clone());
+            all.push(record);
+            for t in 0..=8 {
+                let expected =
+                    all.iter().filter(|r| r.stamp.0 <= day(t)).max_by_key(|r| (r.score_date, r.stamp)).map(|r| r.epss);
+                assert_eq!(info.at(day(t)).epss().0, expected, "day {t} after report {arrival}");
             }
         }
-        // 0.1 from day 1, 0.2 from day 5, 0.1 from day 7: three changes, nine reports.
-        let kept: Vec<(Timestamp, Option<f64>)> = info.epss_history.iter().map(|e| (e.0, e.1)).collect();
-        assert_eq!(kept, [(day(1), Some(0.1)), (day(5), Some(0.2)), (day(7), Some(0.1))]);
+        assert_eq!(info.at(day(0)).epss(), (None, None), "no EPSS before any feed states one");
+        // The report of day 6 (score date 2) is outdated by the earlier ones;
+        // the repeats of 0.1 with later dates are kept (a late report of a date between may come).
+        assert_eq!(info.epss.len(), 6);
+    }
+
+    #[test]
+    fn a_late_intel_record_is_known_from_its_time_only() {
+        let mut catalog = Catalog::default();
+        let intel = |cvss: f64| VulnIntel {
+            cve_id: "CVE-2026-0001".to_owned(),
+            published_at: day(0),
+            cvss_base: cvss,
+            cvss_version: None,
+            epss: None,
+            epss_percentile: None,
+            kev: false,
+            kev_date_added: None,
+            kev_due_date: None,
+            exploitation: None,
+            automatable: None,
+            technical_impact: None,
+        };
+        assert!(catalog.apply_intel((day(5), 0), "nvd", &intel(9.8)).is_some());
+        let change = catalog.apply_intel((day(2), 1), "nvd", &intel(5.0));
+        assert_eq!(change, Some(CatalogChange::Cve { cve_id: "CVE-2026-0001".to_owned(), at: day(2) }));
+        let info = catalog.cve("CVE-2026-0001").expect("the CVE");
+        assert_eq!(info.latest().cvss_base(), Some(9.8));
+        assert_eq!(info.at(day(3)).cvss_base(), Some(5.0));
+        assert_eq!(info.at(day(1)).cvss_base(), None);
+        assert_eq!(info.deadline_changes(), [day(2), day(5)]);
     }
 }

@@ -1,6 +1,8 @@
 //! What the processor computes with: lateness, SLAs, gate limits, windows;
 //! and the `[processor]`, `[sla]` and `[lake]` sections of the configuration.
 
+use schemas::InputTopic;
+use schemas::Timestamp;
 use schemas::severity::Severity;
 use schemas::time::{MICROS_PER_DAY, MICROS_PER_HOUR, MICROS_PER_SECOND};
 
@@ -23,9 +25,11 @@ pub struct ProcessorConfig {
     pub drift_window_us: i64,
     /// Event ids remembered per task to drop duplicates.
     pub dedupe_capacity: usize,
-    /// How far back, in µs of event time, a late event can still raise an
-    /// alert about earlier events it changes the meaning of (a policy
-    /// decision, an event naming an asset): what is kept for those re-checks.
+    /// How far behind its task's newest event, in µs of event time, an
+    /// event of the assets topic may be and still be applied: the histories
+    /// it may revise (inventories, findings, postures, policy decisions) are
+    /// kept exactly for this long, and an older event is a dead letter
+    /// ("beyond retention"). Unused when `settled_retention_us` is 0.
     pub late_alert_horizon_us: i64,
     /// `run` only: after this long (wall clock, µs) without an event, a
     /// task's watermark follows the wall clock minus the allowed lateness,
@@ -33,9 +37,9 @@ pub struct ProcessorConfig {
     pub idle_timeout_us: i64,
     /// How long, in µs of event time, a settled key (an exposure remediated
     /// or suppressed, an outcome, a rollout or a drift window with no event
-    /// since) is kept before it is forgotten; an event that far behind its
-    /// task's largest event time is a dead letter ("beyond retention").
-    /// 0 keeps everything forever.
+    /// since) is kept before it is forgotten; a canary stage or flow that
+    /// far behind its task's largest event time is a dead letter ("beyond
+    /// retention"). 0 keeps everything forever and applies events of any age.
     pub settled_retention_us: i64,
 }
 
@@ -68,6 +72,31 @@ impl ProcessorConfig {
         };
         days * MICROS_PER_DAY
     }
+
+    /// How far behind its task's newest event an event of `topic` may be
+    /// and still be applied (DOMAIN.md "Exact or refused"), in µs; `None`:
+    /// any age (intel, or retention 0). The assets task compacts its
+    /// histories at this limit, the others forget settled keys at it.
+    pub fn lateness_limit_us(&self, topic: InputTopic) -> Option<i64> {
+        match topic {
+            _ if self.settled_retention_us == 0 => None,
+            InputTopic::Intel => None,
+            InputTopic::Assets => Some(self.late_alert_horizon_us),
+            InputTopic::Rollouts | InputTopic::Network => Some(self.settled_retention_us),
+        }
+    }
+
+    /// The time before which the assets task may compact a history whose
+    /// newest entry is `newest`, `watermark` being the task's (every timer up
+    /// to it has run): no event older than it is still applied, since it is
+    /// at most the task's newest event time minus [`Self::lateness_limit_us`].
+    /// The start of time (nothing compacted) when every age is applied.
+    pub fn history_cutoff(&self, newest: Timestamp, watermark: Timestamp) -> Timestamp {
+        match self.lateness_limit_us(InputTopic::Assets) {
+            Some(limit) => newest.min(watermark).add_micros(-limit),
+            None => Timestamp(i64::MIN),
+        }
+    }
 }
 
 /// The `[processor]` section of the configuration: the domain rules in the
@@ -90,16 +119,17 @@ pub struct ProcessorSection {
     pub drift_window_secs: u64,
     /// Event ids remembered per task to drop duplicates.
     pub dedupe_capacity: usize,
-    /// How far back a late event can still raise an alert about earlier
-    /// decisions and events of its asset.
+    /// How late an asset event may be (behind the newest event of its
+    /// task) and still be applied, every alert it makes hold raised; an
+    /// older one is a dead letter. The asset histories are kept this long.
     pub late_alert_horizon_secs: u64,
     /// `run` only: a task without events this long has its watermark follow
     /// the wall clock (minus the allowed lateness); 0 turns that off.
     pub idle_timeout_secs: u64,
     /// Days a settled key is kept after its last event (an exposure
     /// remediated or suppressed, a deployment outcome, a rollout, a drift
-    /// window); an event this far behind its task's newest is a dead letter.
-    /// 0 keeps all state forever (and applies events of any age).
+    /// window); a canary stage or flow this far behind its task's newest is
+    /// a dead letter. 0 keeps all state forever (and applies events of any age).
     pub settled_retention_days: u64,
 }
 

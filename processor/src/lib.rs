@@ -50,7 +50,7 @@ use crate::rows::{DeadLetterRow, EpochRows};
 use crate::task::{Applied, Task, TaskId};
 
 /// First bytes of every state snapshot; a new format gets a new number.
-const SNAPSHOT_MAGIC: &[u8] = b"patchtrail-state/5\n";
+const SNAPSHOT_MAGIC: &[u8] = b"patchtrail-state/6\n";
 
 /// Position of an event in a task's event-time order: its time, then its
 /// arrival (equal times are taken in arrival order).
@@ -230,7 +230,7 @@ impl Processor {
         let (applied, change) = task.apply(source, offset, event, catalog, config);
         if let Some(change) = change {
             for task in tasks.iter_mut() {
-                task.catalog_changed(&change);
+                task.catalog_changed(&change, catalog, config);
             }
         }
         applied

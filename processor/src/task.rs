@@ -104,9 +104,10 @@ pub enum Applied {
     Duplicate,
     /// Its position was already covered by the task's state: skipped.
     AlreadyApplied,
-    /// Its time is more than `settled_retention` behind the task's newest
-    /// event: the keys it would revise may be forgotten, so it is a dead
-    /// letter (reason `beyond_retention`) instead of a wrong revision.
+    /// Its time is more than its topic's lateness limit behind the task's
+    /// newest event: the state it would revise may be compacted or
+    /// forgotten, so it is a dead letter (reason `beyond_retention`)
+    /// instead of a wrong revision.
     BeyondRetention,
 }
 
@@ -274,18 +275,18 @@ impl Task {
         Applied::Event
     }
 
-    /// Whether an admitted event of a keyed topic is older than the
-    /// retention of settled keys, behind the task's largest event time (not
-    /// its watermark, which the wall clock may move: an event's age is
-    /// measured among events). If so it becomes a dead letter, re-encoded,
-    /// and is counted as one. Intel events have no age limit: the catalog
-    /// keeps what every feed last said.
+    /// Whether an admitted event of a keyed topic is older than its
+    /// topic's lateness limit ([`ProcessorConfig::lateness_limit_us`]),
+    /// behind the task's largest event time (not its watermark, which the
+    /// wall clock may move: an event's age is measured among events). If so
+    /// it becomes a dead letter, re-encoded, and is counted as one: the state
+    /// it would revise may be compacted or forgotten (DOMAIN.md "Exact or
+    /// refused"). Intel events have no age limit: the catalog keeps what
+    /// every feed said.
     fn beyond_retention(&mut self, source: &str, offset: u64, event: &CloudEvent, config: &ProcessorConfig) -> bool {
         let Some(newest) = self.max_event_time else { return false };
-        if config.settled_retention_us == 0
-            || self.id.topic == InputTopic::Intel
-            || event.time >= newest.add_micros(-config.settled_retention_us)
-        {
+        let Some(limit) = config.lateness_limit_us(self.id.topic) else { return false };
+        if event.time >= newest.add_micros(-limit) {
             return false;
         }
         self.counts.events -= 1;
@@ -296,12 +297,21 @@ impl Task {
             Some(kafka) => (kafka.topic.as_str(), kafka.partition),
             None => (source, self.id.partition as i32),
         };
-        let days = config.settled_retention_us / schemas::time::MICROS_PER_DAY;
-        let error = format!(
-            "beyond retention: event time {} is more than {days} days (processor.settled_retention_days) before the \
-             newest event of its task ({newest}); the state it would revise may be forgotten",
-            event.time
-        );
+        let error = if self.id.topic == InputTopic::Assets {
+            format!(
+                "beyond retention: event time {} is more than {} (processor.late_alert_horizon_secs) before the newest \
+                 event of its task ({newest}); the history it would revise is compacted",
+                event.time,
+                span(limit),
+            )
+        } else {
+            format!(
+                "beyond retention: event time {} is more than {} (processor.settled_retention_days) before the newest \
+                 event of its task ({newest}); the state it would revise may be forgotten",
+                event.time,
+                span(limit),
+            )
+        };
         // A decoded event always encodes again (the decoder's round trip is
         // property-tested): a failure here is a bug, not bad input.
         let payload = serde_json::to_vec(event).expect("a decoded event encodes");
@@ -359,10 +369,13 @@ impl Task {
     }
 
     /// Moves the watermark forward (never back) and runs the timers it passes.
+    ///
+    /// Also when it does not move: a late event's checks, or a catalog
+    /// change's, may be queued behind it, and run now, right after what
+    /// queued them, not whenever a later event moves the watermark (which
+    /// may never come: a second `replay` of older events).
     pub fn advance_watermark(&mut self, watermark: Timestamp, catalog: &Catalog, config: &ProcessorConfig) {
-        if watermark <= self.watermark {
-            return;
-        }
+        let watermark = watermark.max(self.watermark);
         self.watermark = watermark;
         match &mut self.state {
             State::Assets(state) => state.advance(watermark, catalog, config),
@@ -408,9 +421,10 @@ impl Task {
     }
 
     /// Marks the rows a catalog change may affect.
-    pub fn catalog_changed(&mut self, change: &CatalogChange) {
+    pub fn catalog_changed(&mut self, change: &CatalogChange, catalog: &Catalog, config: &ProcessorConfig) {
         if let State::Assets(state) = &mut self.state {
             state.catalog_changed(change);
+            state.advance(self.watermark, catalog, config);
         }
     }
 
@@ -473,4 +487,18 @@ impl Task {
             State::Intel => {}
         }
     }
+}
+
+/// A span of µs as a person reads it: whole days, else whole hours, else seconds.
+fn span(micros: i64) -> String {
+    use schemas::time::{MICROS_PER_DAY, MICROS_PER_HOUR, MICROS_PER_SECOND};
+    match micros {
+        m if m % MICROS_PER_DAY == 0 => plural(m / MICROS_PER_DAY, "day"),
+        m if m % MICROS_PER_HOUR == 0 => plural(m / MICROS_PER_HOUR, "hour"),
+        m => format!("{} s", m / MICROS_PER_SECOND),
+    }
+}
+
+fn plural(n: i64, unit: &str) -> String {
+    if n == 1 { format!("1 {unit}") } else { format!("{n} {unit}s") }
 }

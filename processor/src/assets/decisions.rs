@@ -57,11 +57,12 @@ impl AssetsState {
             .cves
             .iter()
             .filter(|&&cve| {
-                if !catalog.cve(self.names.name(cve)).is_some_and(CveInfo::kev) {
+                // In KEV, and past its due date, as the catalog stated them by the decision's time.
+                if !self.cve_facts(cve, catalog, Some(at)).is_some_and(|facts| facts.kev()) {
                     return false;
                 }
                 let Some(facts) = self.exposure_facts(asset, cve, catalog, Some(at)) else { return false };
-                let due_at = self.due_at(asset, cve, facts.detected_at, catalog, config);
+                let due_at = self.due_at(asset, cve, facts.detected_at, catalog, config, Some(at));
                 facts.status == Status::Open && due_at.is_some_and(|due_at| at > due_at)
             })
             .map(|&cve| self.names.name(cve))

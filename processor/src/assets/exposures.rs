@@ -7,13 +7,52 @@ use super::*;
 pub(super) struct ExposureEntry {
     pub(super) findings: Vec<(Stamp, FindingStatus)>,
     /// The highest CVSS and severity the scanners reported in its findings
-    /// (whatever their order): its severity where the catalog has no CVSS.
-    pub(super) scanner_cvss: Option<f64>,
-    pub(super) scanner_severity: Option<Severity>,
+    /// as of each time (see [`Frontier`]): its severity where the catalog
+    /// has no CVSS.
+    pub(super) scanner_cvss: Frontier<f64>,
+    pub(super) scanner_severity: Frontier<Severity>,
     /// The breach checks queued for it, so a change that keeps them queues nothing.
     pub(super) checks: Vec<Timestamp>,
     pub(super) committed: Option<u64>,
     pub(super) revision: i64,
+}
+
+/// The highest value reported as of any time, whatever the order of the
+/// reports: the times at which the maximum rose, with the new maximum
+/// (increasing in time order, so a report below the maximum of its time is
+/// not kept, and one above it replaces the later entries it exceeds).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(super) struct Frontier<T>(Vec<(Timestamp, T)>);
+
+impl<T> Default for Frontier<T> {
+    fn default() -> Self {
+        Frontier(Vec::new())
+    }
+}
+
+impl<T: Copy + PartialOrd> Frontier<T> {
+    pub(super) fn report(&mut self, at: Timestamp, value: T) {
+        let idx = self.0.partition_point(|(time, _)| *time <= at);
+        if idx > 0 && self.0[idx - 1].1 >= value {
+            return;
+        }
+        let exceeded = self.0[idx..].iter().take_while(|(_, later)| *later <= value).count();
+        self.0.splice(idx..idx + exceeded, [(at, value)]);
+    }
+
+    /// The highest value reported at or before `as_of` (`None`: ever).
+    pub(super) fn max(&self, as_of: Option<Timestamp>) -> Option<T> {
+        let end = as_of.map_or(self.0.len(), |at| self.0.partition_point(|(time, _)| *time <= at));
+        end.checked_sub(1).map(|i| self.0[i].1)
+    }
+
+    pub(super) fn times(&self) -> impl Iterator<Item = Timestamp> + '_ {
+        self.0.iter().map(|(time, _)| *time)
+    }
+
+    pub(super) fn trim(&mut self) {
+        self.0.trim();
+    }
 }
 
 impl ExposureEntry {
@@ -78,41 +117,39 @@ pub(super) struct ExposureFacts {
     pub(super) remediated_at: Option<Timestamp>,
     pub(super) remediated_by: Option<Sym>,
     pub(super) last_at: Timestamp,
-    /// The intervals it was open: from, and until (`None`: still open).
-    pub(super) open: Vec<(Timestamp, Option<Timestamp>)>,
+    /// Its states over time: from when, the status and the remediation time.
+    pub(super) spans: Vec<(Timestamp, Status, Option<Timestamp>)>,
 }
 
 impl ExposureFacts {
-    pub(super) fn set_status(&mut self, status: Status, at: Timestamp) {
-        match (self.status == Status::Open, status == Status::Open) {
-            (true, false) => {
-                if let Some(last) = self.open.last_mut() {
-                    last.1 = Some(at);
-                }
-            }
-            (false, true) => self.open.push((at, None)),
-            _ => {}
+    fn opened(at: Timestamp) -> Self {
+        ExposureFacts {
+            status: Status::Open,
+            detected_at: at,
+            remediated_at: None,
+            remediated_by: None,
+            last_at: at,
+            spans: vec![(at, Status::Open, None)],
         }
-        self.status = status;
     }
 
-    /// The instants at which it turns breached while open: in each open
-    /// interval, the later of its start and just past `due_at`.
-    pub(super) fn breach_instants(&self, due_at: Timestamp) -> impl Iterator<Item = Timestamp> + '_ {
-        let past_due = due_at.add_micros(1);
-        self.open.iter().filter_map(move |&(from, until)| {
-            let at = from.max(past_due);
-            until.is_none_or(|until| at < until).then_some(at)
-        })
+    /// Records the state after an evidence at `at`, if it changed.
+    fn record(&mut self, at: Timestamp) {
+        let state = (self.status, self.remediated_at);
+        if self.spans.last().is_none_or(|&(_, status, remediated)| (status, remediated) != state) {
+            self.spans.push((at, state.0, state.1));
+        }
     }
 
-    /// Whether it is breached as of `now`: open past its due date, or
-    /// remediated after it.
-    pub(super) fn breached(&self, due_at: Timestamp, now: Timestamp) -> bool {
-        match self.status {
-            Status::Suppressed => false,
-            Status::Open => now > due_at,
-            Status::Remediated => self.remediated_at.is_some_and(|at| at > due_at),
+    /// Whether it is breached at `at` against `due_at`: open past its due
+    /// date, or remediated after it; never while suppressed or before it
+    /// was detected.
+    pub(super) fn breached_at(&self, at: Timestamp, due_at: Timestamp) -> bool {
+        let idx = self.spans.partition_point(|(from, ..)| *from <= at);
+        match idx.checked_sub(1).map(|i| self.spans[i]) {
+            None | Some((_, Status::Suppressed, _)) => false,
+            Some((_, Status::Open, _)) => at > due_at,
+            Some((_, Status::Remediated, remediated_at)) => remediated_at.is_some_and(|r| r > due_at),
         }
     }
 }
@@ -130,9 +167,43 @@ impl AssetsState {
         }
     }
 
-    /// Queues the breach checks of an exposure at the instants its evidence
-    /// makes it breached while open, from `from` on (the past too: a late
-    /// event raises its alert when it is processed, dated by the breach).
+    /// The instants at which an exposure turns breached (DOMAIN.md: "fires
+    /// whenever an exposure becomes breached"), each judged with the
+    /// catalog and the scanners' reports as of that instant: its deadline
+    /// is a step function of time, changing when a feed or a scanner
+    /// reports, and its state one changing with its evidence. It can only
+    /// turn breached at a step of either, or just past a deadline.
+    pub(super) fn breach_instants(
+        &self,
+        asset: Sym,
+        cve: Sym,
+        facts: &ExposureFacts,
+        catalog: &Catalog,
+        config: &ProcessorConfig,
+    ) -> Vec<Timestamp> {
+        let mut steps: Vec<Timestamp> = vec![facts.detected_at];
+        if let Some(info) = catalog.cve(self.names.name(cve)) {
+            steps.extend(info.deadline_changes());
+        }
+        if let Some(entry) = self.exposures.get(&(asset, cve)) {
+            steps.extend(entry.scanner_cvss.times().chain(entry.scanner_severity.times()));
+        }
+        let due = |at: Timestamp| self.due_at(asset, cve, facts.detected_at, catalog, config, Some(at));
+        let mut candidates: Vec<Timestamp> = facts.spans.iter().map(|(from, ..)| *from).collect();
+        for &step in &steps {
+            candidates.push(step);
+            candidates.extend(due(step.max(facts.detected_at)).map(|due_at| due_at.add_micros(1)));
+        }
+        candidates.retain(|at| *at >= facts.detected_at);
+        candidates.sort_unstable();
+        candidates.dedup();
+        let breached = |at: Timestamp| due(at).is_some_and(|due_at| facts.breached_at(at, due_at));
+        candidates.into_iter().filter(|&at| breached(at) && !breached(at.add_micros(-1))).collect()
+    }
+
+    /// Queues the breach checks of an exposure at the instants it turns
+    /// breached, from `from` on (the past too: a late event raises its
+    /// alert when it is processed, dated by the breach).
     pub(super) fn schedule_breach_checks(
         &mut self,
         asset: Sym,
@@ -142,9 +213,9 @@ impl AssetsState {
         config: &ProcessorConfig,
     ) {
         let Some(facts) = self.exposure_facts(asset, cve, catalog, None) else { return };
-        let Some(due_at) = self.due_at(asset, cve, facts.detected_at, catalog, config) else { return };
+        let instants = self.breach_instants(asset, cve, &facts, catalog, config);
         let Some(entry) = self.exposures.get_mut(&(asset, cve)) else { return };
-        for at in facts.breach_instants(due_at).filter(|at| *at >= from) {
+        for at in instants.into_iter().filter(|at| *at >= from) {
             if !entry.checks.contains(&at) {
                 entry.checks.push(at);
                 self.deadlines.push(Reverse((at, Timer::Due { asset, cve })));
@@ -152,42 +223,39 @@ impl AssetsState {
         }
     }
 
-    /// After a change of its CVE's intel: fires `SLA_BREACH` if the exposure
-    /// is breached as of the watermark (dated at the instant it first was,
-    /// with the new deadline), and queues the checks still ahead. A new
-    /// deadline never reaches back into states the exposure has left: one
-    /// suppressed since is not breached, whatever the new date says.
-    pub(super) fn recheck_catalog(
-        &mut self,
-        asset: Sym,
+    /// The CVE's catalog facts as of `as_of` (`None`: the latest).
+    pub(super) fn cve_facts<'c>(
+        &self,
         cve: Sym,
-        watermark: Timestamp,
-        catalog: &Catalog,
-        config: &ProcessorConfig,
-    ) {
-        if let Some(facts) = self.exposure_facts(asset, cve, catalog, Some(watermark))
-            && let Some(due_at) = self.due_at(asset, cve, facts.detected_at, catalog, config)
-            && facts.breached(due_at, watermark)
-            && let Some(at) = facts.breach_instants(due_at).next()
-        {
-            self.fire_breach(asset, cve, at, due_at, facts.status, catalog, config);
-        }
-        self.schedule_breach_checks(asset, cve, watermark.add_micros(1), catalog, config);
+        catalog: &'c Catalog,
+        as_of: Option<Timestamp>,
+    ) -> Option<CveFacts<'c>> {
+        let info = catalog.cve(self.names.name(cve))?;
+        Some(as_of.map_or_else(|| info.latest(), |at| info.at(at)))
     }
 
-    /// The severity of an exposure and where it comes from: the catalog's
-    /// CVSS, else the highest CVSS its scanners reported, else their highest
-    /// severity (DOMAIN.md "One CVE, several feeds"); none if nobody knows.
-    pub(super) fn severity_of(&self, asset: Sym, cve: Sym, catalog: &Catalog) -> Option<(Severity, &'static str)> {
-        if let Some(severity) = catalog.cve(self.names.name(cve)).and_then(CveInfo::severity) {
+    /// The severity of an exposure as of `as_of` (`None`: the latest) and
+    /// where it comes from: the catalog's CVSS, else the highest CVSS its
+    /// scanners reported, else their highest severity (DOMAIN.md "One CVE,
+    /// several feeds"); none if nobody knows.
+    pub(super) fn severity_of(
+        &self,
+        asset: Sym,
+        cve: Sym,
+        catalog: &Catalog,
+        as_of: Option<Timestamp>,
+    ) -> Option<(Severity, &'static str)> {
+        if let Some(severity) = self.cve_facts(cve, catalog, as_of).and_then(|facts| facts.severity()) {
             return Some((severity, "catalog"));
         }
         let entry = self.exposures.get(&(asset, cve))?;
-        entry.scanner_cvss.map(Severity::from_cvss).or(entry.scanner_severity).map(|severity| (severity, "scanner"))
+        let scanned = entry.scanner_cvss.max(as_of).map(Severity::from_cvss);
+        scanned.or(entry.scanner_severity.max(as_of)).map(|severity| (severity, "scanner"))
     }
 
-    /// The deadline of an exposure detected at `detected_at`: the day after
-    /// its CVE's KEV due date, else its severity's SLA; none when neither is known.
+    /// The deadline of an exposure detected at `detected_at`, as of `as_of`
+    /// (`None`: the latest): the day after its CVE's KEV due date, else its
+    /// severity's SLA; none when neither is known.
     pub(super) fn due_at(
         &self,
         asset: Sym,
@@ -195,15 +263,16 @@ impl AssetsState {
         detected_at: Timestamp,
         catalog: &Catalog,
         config: &ProcessorConfig,
+        as_of: Option<Timestamp>,
     ) -> Option<Timestamp> {
-        if let Some(date) = catalog.cve(self.names.name(cve)).and_then(CveInfo::kev_due) {
+        if let Some(date) = self.cve_facts(cve, catalog, as_of).and_then(|facts| facts.kev_due()) {
             return Some(date.succ().start());
         }
-        let (severity, _) = self.severity_of(asset, cve, catalog)?;
+        let (severity, _) = self.severity_of(asset, cve, catalog, as_of)?;
         Some(detected_at.add_micros(config.sla_us(severity)))
     }
 
-    /// Fires `SLA_BREACH` if, as of `at`, the exposure is open past its deadline.
+    /// Fires `SLA_BREACH` if the exposure is breached at `at`, judged as of `at`.
     pub(super) fn check_breach(
         &mut self,
         asset: Sym,
@@ -212,29 +281,10 @@ impl AssetsState {
         catalog: &Catalog,
         config: &ProcessorConfig,
     ) {
-        let Some(facts) = self.exposure_facts(asset, cve, catalog, Some(at)) else { return };
-        let Some(due_at) = self.due_at(asset, cve, facts.detected_at, catalog, config) else { return };
-        if facts.status != Status::Open || at <= due_at {
+        let Some(row) = self.exposure_row(asset, cve, catalog, config, at, Some(at)) else { return };
+        if !row.breached {
             return;
         }
-        self.fire_breach(asset, cve, at, due_at, facts.status, catalog, config);
-    }
-
-    /// Fires `SLA_BREACH` for an exposure breached at `at`, described as of then.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn fire_breach(
-        &mut self,
-        asset: Sym,
-        cve: Sym,
-        at: Timestamp,
-        due_at: Timestamp,
-        status: Status,
-        catalog: &Catalog,
-        config: &ProcessorConfig,
-    ) {
-        let Some(mut row) = self.exposure_row(asset, cve, catalog, config, at) else { return };
-        row.status = status.as_str();
-        row.due_at = Some(due_at);
         let entity = format!("{}/{}", row.asset_id, row.cve_id);
         let finding = self.breach_finding(&row, &entity, at, catalog);
         self.fire(Rule::SlaBreach, &entity, at, finding, FiredFor::Pair(asset, cve));
@@ -279,26 +329,17 @@ impl AssetsState {
             }
             let at = stamp.0;
             match (&mut facts, evidence) {
-                (None, Evidence::Finding(FindingStatus::Open)) => {
-                    facts = Some(ExposureFacts {
-                        status: Status::Open,
-                        detected_at: at,
-                        remediated_at: None,
-                        remediated_by: None,
-                        last_at: at,
-                        open: vec![(at, None)],
-                    });
-                }
+                (None, Evidence::Finding(FindingStatus::Open)) => facts = Some(ExposureFacts::opened(at)),
                 (None, _) => {}
                 (Some(f), Evidence::Finding(FindingStatus::Open)) => {
-                    f.set_status(Status::Open, at);
+                    f.status = Status::Open;
                     f.remediated_at = None;
                     f.remediated_by = None;
                     f.last_at = at;
                 }
                 (Some(f), Evidence::Finding(FindingStatus::Fixed)) => {
                     if f.status != Status::Remediated {
-                        f.set_status(Status::Remediated, at);
+                        f.status = Status::Remediated;
                         f.remediated_at = Some(at);
                         f.remediated_by = None;
                     }
@@ -308,13 +349,13 @@ impl AssetsState {
                     // A suppressed finding takes an open row out of SLA
                     // counting; on a remediated row it changes nothing.
                     if f.status == Status::Open {
-                        f.set_status(Status::Suppressed, at);
+                        f.status = Status::Suppressed;
                     }
                     f.last_at = at;
                 }
                 (Some(f), Evidence::Success(patch)) => {
                     if f.status != Status::Remediated {
-                        f.set_status(Status::Remediated, at);
+                        f.status = Status::Remediated;
                         f.remediated_at = Some(at);
                         f.remediated_by = Some(patch);
                         f.last_at = at;
@@ -322,17 +363,22 @@ impl AssetsState {
                 }
                 (Some(f), Evidence::Rollback(patch)) => {
                     if f.status == Status::Remediated && f.remediated_by == Some(patch) {
-                        f.set_status(Status::Open, at);
+                        f.status = Status::Open;
                         f.remediated_at = None;
                         f.remediated_by = None;
                         f.last_at = at;
                     }
                 }
             }
+            if let Some(f) = &mut facts {
+                f.record(at);
+            }
         }
         facts
     }
 
+    /// The exposure's row as of `as_of` (`None`: from all its evidence and
+    /// the latest catalog, what the table shows), `now` judging an open row's breach.
     pub(super) fn exposure_row(
         &self,
         asset: Sym,
@@ -340,12 +386,12 @@ impl AssetsState {
         catalog: &Catalog,
         config: &ProcessorConfig,
         now: Timestamp,
+        as_of: Option<Timestamp>,
     ) -> Option<ExposureRow> {
-        let facts = self.exposure_facts(asset, cve, catalog, None)?;
+        let facts = self.exposure_facts(asset, cve, catalog, as_of)?;
         let cve_id = self.names.name(cve);
-        let info = catalog.cve(cve_id);
-        let due_at = self.due_at(asset, cve, facts.detected_at, catalog, config);
-        let severity = self.severity_of(asset, cve, catalog);
+        let due_at = self.due_at(asset, cve, facts.detected_at, catalog, config, as_of);
+        let severity = self.severity_of(asset, cve, catalog, as_of);
         let breached = match (facts.status, due_at) {
             (Status::Suppressed, _) | (_, None) => false,
             (_, Some(due_at)) => facts.remediated_at.unwrap_or(now) > due_at,
@@ -354,18 +400,19 @@ impl AssetsState {
         if breached && facts.status == Status::Open {
             updated_at = updated_at.max(due_at.unwrap_or(updated_at));
         }
+        let entry = self.exposures.get(&(asset, cve));
         Some(ExposureRow {
             asset_id: self.names.name(asset).to_owned(),
             cve_id: cve_id.to_owned(),
             status: facts.status.as_str(),
             severity: severity.map(|(severity, _)| severity.as_str()),
-            kev: info.is_some_and(CveInfo::kev),
+            kev: self.cve_facts(cve, catalog, as_of).is_some_and(|facts| facts.kev()),
             detected_at: facts.detected_at,
             remediated_at: facts.remediated_at,
             due_at,
             breached,
             remediated_by_patch_id: facts.remediated_by.map(|p| self.names.name(p).to_owned()),
-            scanner_cvss: self.exposures.get(&(asset, cve)).and_then(|entry| entry.scanner_cvss),
+            scanner_cvss: entry.and_then(|entry| entry.scanner_cvss.max(as_of)),
             severity_source: severity.map(|(_, source)| source),
             updated_at,
             revision: 0,
@@ -379,7 +426,7 @@ impl AssetsState {
         at: Timestamp,
         catalog: &Catalog,
     ) -> ocsf::Finding {
-        let info = catalog.cve(&row.cve_id);
+        let info = catalog.cve(&row.cve_id).map(|info| info.at(at));
         let severity_id = match row.severity {
             Some("critical") => 5,
             Some("high") => 4,
@@ -400,7 +447,7 @@ impl AssetsState {
                     })
                     .into_iter()
                     .collect(),
-                epss: info.map(|i| i.epss_at(at)).and_then(|(epss, percentile)| {
+                epss: info.map(|i| i.epss()).and_then(|(epss, percentile)| {
                     epss.map(|score| ocsf::Epss { score: score.to_string(), percentile })
                 }),
             },
@@ -434,53 +481,53 @@ mod tests {
 
     /// The facts of an exposure detected at hour 0 after `changes` (status, hour).
     fn facts(changes: &[(Status, i64)]) -> ExposureFacts {
-        let mut facts = ExposureFacts {
-            status: Status::Open,
-            detected_at: at(0),
-            remediated_at: None,
-            remediated_by: None,
-            last_at: at(0),
-            open: vec![(at(0), None)],
-        };
+        let mut facts = ExposureFacts::opened(at(0));
         for &(status, hour) in changes {
-            facts.set_status(status, at(hour));
+            facts.status = status;
             if status == Status::Remediated {
                 facts.remediated_at = Some(at(hour));
             }
+            facts.record(at(hour));
         }
         facts
     }
 
-    fn check_open(changes: &[(Status, i64)], expected: &[(i64, Option<i64>)]) {
-        let expected: Vec<_> = expected.iter().map(|&(from, until)| (at(from), until.map(at))).collect();
-        assert_eq!(facts(changes).open, expected, "open intervals after {changes:?}");
-    }
-
-    fn check_breach(changes: &[(Status, i64)], due: i64, now: i64, breached: bool, instants: &[Timestamp]) {
-        let facts = facts(changes);
-        assert_eq!(facts.breached(at(due), at(now)), breached, "breached after {changes:?}, due {due}, now {now}");
-        assert_eq!(facts.breach_instants(at(due)).collect::<Vec<_>>(), instants, "instants after {changes:?}");
-    }
-
     #[test]
-    fn status_changes_open_and_close_intervals() {
-        check_open(&[], &[(0, None)]);
-        check_open(&[(Status::Remediated, 5)], &[(0, Some(5))]);
-        check_open(&[(Status::Remediated, 5), (Status::Open, 8)], &[(0, Some(5)), (8, None)]);
-        check_open(&[(Status::Suppressed, 2), (Status::Remediated, 4)], &[(0, Some(2))]);
-        check_open(&[(Status::Open, 3)], &[(0, None)]);
-    }
-
-    #[test]
-    fn breaches_follow_the_open_intervals_and_the_remediation() {
-        let past = |hour: i64| at(hour).add_micros(1);
-        check_breach(&[], 10, 9, false, &[past(10)]);
-        check_breach(&[], 10, 11, true, &[past(10)]);
-        check_breach(&[(Status::Remediated, 5)], 10, 20, false, &[]);
-        check_breach(&[(Status::Remediated, 12)], 10, 20, true, &[past(10)]);
+    fn breaches_follow_the_states_and_the_remediation() {
+        let check = |changes: &[(Status, i64)], due: i64, hour: i64, breached: bool| {
+            let facts = facts(changes);
+            assert_eq!(facts.breached_at(at(hour), at(due)), breached, "at {hour} after {changes:?}, due {due}");
+        };
+        check(&[], 10, 9, false);
+        check(&[], 10, 11, true);
+        check(&[(Status::Remediated, 5)], 10, 20, false);
+        check(&[(Status::Remediated, 12)], 10, 20, true);
         // Reopened after its due date: breached from the reopening.
-        check_breach(&[(Status::Remediated, 5), (Status::Open, 15)], 10, 20, true, &[at(15)]);
-        check_breach(&[(Status::Suppressed, 12)], 10, 20, false, &[past(10)]);
-        assert_eq!(Status::Suppressed.as_str(), "suppressed");
+        check(&[(Status::Remediated, 5), (Status::Open, 15)], 10, 14, false);
+        check(&[(Status::Remediated, 5), (Status::Open, 15)], 10, 15, true);
+        check(&[(Status::Suppressed, 8)], 10, 20, false);
+        // Remediated from suppressed after its due date: breached from then.
+        check(&[(Status::Suppressed, 8), (Status::Remediated, 12)], 10, 11, false);
+        check(&[(Status::Suppressed, 8), (Status::Remediated, 12)], 10, 12, true);
+        check(&[], 10, -1, false);
+    }
+
+    #[test]
+    fn a_frontier_answers_the_highest_value_reported_by_then_whatever_the_order() {
+        let reports = [(5, 3.0), (2, 5.0), (9, 4.0), (1, 1.0), (7, 9.0), (3, 5.0), (8, 2.0)];
+        let mut frontier = Frontier::default();
+        for (i, &(hour, value)) in reports.iter().enumerate() {
+            frontier.report(at(hour), value);
+            for t in 0..12 {
+                let expected = reports[..=i]
+                    .iter()
+                    .filter(|(h, _)| *h <= t)
+                    .map(|(_, v)| *v)
+                    .fold(None, |max: Option<f64>, v| Some(max.map_or(v, |m| m.max(v))));
+                assert_eq!(frontier.max(Some(at(t))), expected, "at {t} after {i} reports");
+            }
+        }
+        assert_eq!(frontier.0, [(at(1), 1.0), (at(2), 5.0), (at(7), 9.0)]);
+        assert_eq!(frontier.max(None), Some(9.0));
     }
 }

@@ -23,7 +23,7 @@ use schemas::severity::Severity;
 use schemas::*;
 
 use crate::alerts::{self, Rule};
-use crate::catalog::{Catalog, CatalogChange, CveInfo, PatchInfo};
+use crate::catalog::{Catalog, CatalogChange, CveFacts, CveInfo, PatchInfo};
 use crate::config::ProcessorConfig;
 use crate::interner::{Interner, Sym};
 use crate::rows::{AlertRow, AssetRow, EpochRows, ExposureRow, OutcomeRow, Reevaluation, next_revision};
@@ -64,10 +64,11 @@ pub struct AssetsState {
     /// Exposures whose evidence changed since their deadline checks were
     /// last scheduled.
     unscheduled: Vec<(Sym, Sym)>,
-    /// Exposures whose CVE's intel changed: judged as of the watermark (a
-    /// catalog change is a fact of now, not of the past), then scheduled.
+    /// Exposures whose CVE's intel changed, and from when: their breach
+    /// checks from then on are scheduled again, each judged with the
+    /// catalog as of its instant.
     #[serde(skip)]
-    catalog_rechecks: Vec<(Sym, Sym)>,
+    catalog_rechecks: Vec<(Sym, Sym, Timestamp)>,
     /// Outcomes whose release changed: their digests are compared again.
     #[serde(skip)]
     integrity_checks: Vec<(Sym, Sym)>,
@@ -130,6 +131,8 @@ enum Timer {
     Decision { asset: Sym, key: u64, at: Timestamp },
     /// An event names an asset: was it inventoried and managed at that time?
     Inventoried { asset: Sym, at: Timestamp },
+    /// A success of a patch: does its outcome, as of then, show a regression?
+    Outcome { asset: Sym, patch: Sym, at: Timestamp },
 }
 
 /// The inventory facts the rows and alerts use.
@@ -178,19 +181,22 @@ struct AssetEntry {
 }
 
 impl AssetEntry {
-    /// Retention of `inventories`: an inventory equal to the one before it
-    /// is dropped, unless it is the last (its stamp is the asset row's update
-    /// time). Every "inventory as of t" answer is unchanged, so this holds at
-    /// any age; the list grows with the changes of the asset, not its reports.
-    fn compact_inventories(&mut self) {
+    /// Retention of `inventories`: an inventory before `cutoff` equal to
+    /// the one before it is dropped, unless it is the last (its stamp is the
+    /// asset row's update time). Every "inventory as of t" answer is
+    /// unchanged, and so is every answer after an insertion at or after
+    /// `cutoff` (an insertion just before a dropped repeat would otherwise
+    /// stand in for it); the list grows with the changes of the asset, and
+    /// with its reports of the lateness limit only.
+    fn compact_inventories(&mut self, cutoff: Timestamp) {
         let len = self.inventories.len();
-        if len < 3 {
+        if len < 3 || self.inventories[1].0.0 >= cutoff {
             return;
         }
         let items = std::mem::replace(&mut self.inventories, Vec::with_capacity(len));
         for (i, item) in items.into_iter().enumerate() {
             let repeat = self.inventories.last().is_some_and(|(_, previous)| *previous == item.1);
-            if !repeat || i == len - 1 {
+            if !repeat || i == len - 1 || item.0.0 >= cutoff {
                 self.inventories.push(item);
             }
         }
@@ -200,10 +206,10 @@ impl AssetEntry {
     /// only those a question can still reach are kept: the last one (the
     /// posture as of any later time) and, for every success, the last one
     /// before it and the first one after it (an outcome's posture before
-    /// and after, its re-evaluation, its regression check). `cutoff` is at
-    /// most the task's watermark minus the late-alert horizon, so no pending
-    /// check and no event within the horizon asks about an earlier time;
-    /// the list holds the horizon's assessments plus two per success.
+    /// and after, its re-evaluation, its regression check). `cutoff` is
+    /// [`ProcessorConfig::history_cutoff`], so no pending check and no event
+    /// still applied asks about an earlier time; the list holds the
+    /// assessments of the lateness limit plus two per success.
     fn compact_postures(&mut self, cutoff: Timestamp) {
         let split = self.postures.partition_point(|(stamp, _)| stamp.0 <= cutoff);
         if split < 2 {
@@ -268,6 +274,8 @@ impl AssetsState {
         for entry in self.exposures.values_mut() {
             entry.findings.trim();
             entry.checks.trim();
+            entry.scanner_cvss.trim();
+            entry.scanner_severity.trim();
         }
         for entry in self.outcomes.values_mut() {
             entry.events.trim();
@@ -310,7 +318,8 @@ impl AssetsState {
                 let asset = self.names.intern(&inventory.asset_id);
                 let entry = self.assets.entry(asset).or_default();
                 insert_sorted(&mut entry.inventories, stamp, Inventory::from(inventory));
-                entry.compact_inventories();
+                let newest = entry.inventories.last().map_or(stamp.0, |(last, _)| last.0);
+                entry.compact_inventories(config.history_cutoff(newest, watermark));
                 self.dirty_assets.insert(asset);
                 // A late inventory may say that assets named since were unmanaged.
                 if !inventory.managed {
@@ -334,7 +343,7 @@ impl AssetsState {
                 if len >= 16 && len.is_power_of_two() {
                     // Amortized: a compaction when the list has doubled.
                     let newest = entry.findings.last().map_or(stamp.0, |(last, _)| last.0);
-                    let cutoff = newest.min(watermark).add_micros(-config.late_alert_horizon_us);
+                    let cutoff = config.history_cutoff(newest, watermark);
                     let patches = self.assets.get(&asset).map_or(&[][..], |a| a.patches.as_slice());
                     let mut evidence: Vec<Timestamp> = patches
                         .iter()
@@ -350,12 +359,14 @@ impl AssetsState {
                 }
                 let entry = self.exposures.entry((asset, cve)).or_default();
                 if let Some(cvss) = finding.scanner_cvss {
-                    entry.scanner_cvss = Some(entry.scanner_cvss.map_or(cvss, |known| known.max(cvss)));
+                    entry.scanner_cvss.report(stamp.0, cvss);
                 }
-                entry.scanner_severity = entry.scanner_severity.max(finding.scanner_severity);
+                if let Some(severity) = finding.scanner_severity {
+                    entry.scanner_severity.report(stamp.0, severity);
+                }
                 self.dirty_exposures.insert((asset, cve));
                 self.unscheduled.push((asset, cve));
-                if catalog.cve(&finding.cve_id).is_some_and(CveInfo::kev) {
+                if catalog.cve(&finding.cve_id).is_some_and(CveInfo::ever_kev) {
                     self.recheck_decisions(asset, stamp.0);
                 }
             }
@@ -380,7 +391,7 @@ impl AssetsState {
                 self.recheck_decisions(asset, stamp.0);
                 if let Some(entry) = self.assets.get_mut(&asset) {
                     let newest = entry.postures.last().map_or(stamp.0, |(last, _)| last.0);
-                    let cutoff = newest.min(watermark).add_micros(-config.late_alert_horizon_us);
+                    let cutoff = config.history_cutoff(newest, watermark);
                     entry.compact_postures(cutoff);
                 }
             }
@@ -397,10 +408,11 @@ impl AssetsState {
                 let entry = self.assets.entry(asset).or_default();
                 let idx = entry.decisions.partition_point(|(time, _)| *time <= stamp.0);
                 entry.decisions.insert(idx, (stamp.0, key));
-                // Decisions older than the horizon can no longer be re-checked.
-                let horizon =
-                    entry.decisions.last().map_or(stamp.0, |(time, _)| *time).add_micros(-config.late_alert_horizon_us);
-                let old = entry.decisions.partition_point(|(time, _)| *time < horizon);
+                // Decisions before the cutoff have been checked (their timers
+                // are behind the watermark) and no event still applied re-checks them.
+                let newest = entry.decisions.last().map_or(stamp.0, |(time, _)| *time);
+                let cutoff = config.history_cutoff(newest, watermark);
+                let old = entry.decisions.partition_point(|(time, _)| *time < cutoff);
                 for (_, key) in entry.decisions.drain(..old) {
                     if let Some(key) = key {
                         self.decisions.remove(&key);
@@ -412,14 +424,17 @@ impl AssetsState {
     }
 
     /// Marks the rows that a change of the intel catalog may change, and
-    /// queues the checks it may answer differently.
+    /// queues the checks it may answer differently: the breach checks and
+    /// the decisions of the assets with the CVE, from the change's time on.
     pub fn catalog_changed(&mut self, change: &CatalogChange) {
         match change {
-            CatalogChange::Cve(cve_id) => {
+            CatalogChange::Cve { cve_id, at } => {
                 if let Some(cve) = self.names.get(cve_id) {
-                    for &asset in self.by_cve.get(&cve).map_or(&[][..], Vec::as_slice) {
+                    let assets = self.by_cve.get(&cve).cloned().unwrap_or_default();
+                    for asset in assets {
                         self.dirty_exposures.insert((asset, cve));
-                        self.catalog_rechecks.push((asset, cve));
+                        self.catalog_rechecks.push((asset, cve, *at));
+                        self.recheck_decisions(asset, *at);
                     }
                 }
             }
@@ -430,11 +445,12 @@ impl AssetsState {
                         self.integrity_checks.push((asset, patch));
                     }
                 }
+                // What fixes a CVE is known as of now: every breach check is judged again.
                 for cve_id in cves {
                     if let Some(cve) = self.names.get(cve_id) {
                         for &asset in self.by_cve.get(&cve).map_or(&[][..], Vec::as_slice) {
                             self.dirty_exposures.insert((asset, cve));
-                            self.catalog_rechecks.push((asset, cve));
+                            self.catalog_rechecks.push((asset, cve, Timestamp(i64::MIN)));
                         }
                     }
                 }
@@ -444,15 +460,16 @@ impl AssetsState {
 
     /// The queued work that needs the catalog or the watermark, in the order
     /// events queued it: deadline checks, catalog re-checks, digests.
-    fn drain_queues(&mut self, watermark: Timestamp, catalog: &Catalog, config: &ProcessorConfig) {
+    fn drain_queues(&mut self, catalog: &Catalog, config: &ProcessorConfig) {
         for (asset, cve) in std::mem::take(&mut self.unscheduled) {
             self.schedule_breach_checks(asset, cve, Timestamp(i64::MIN), catalog, config);
         }
         let mut rechecks = std::mem::take(&mut self.catalog_rechecks);
+        // The earliest change of each exposure covers the later ones.
         rechecks.sort_unstable();
-        rechecks.dedup();
-        for (asset, cve) in rechecks {
-            self.recheck_catalog(asset, cve, watermark, catalog, config);
+        rechecks.dedup_by_key(|(asset, cve, _)| (*asset, *cve));
+        for (asset, cve, from) in rechecks {
+            self.schedule_breach_checks(asset, cve, from, catalog, config);
         }
         let mut checks = std::mem::take(&mut self.integrity_checks);
         checks.sort_unstable();
@@ -466,7 +483,7 @@ impl AssetsState {
     pub fn advance(&mut self, watermark: Timestamp, catalog: &Catalog, config: &ProcessorConfig) {
         // Queued work first, before any timer runs: a check then never
         // depends on where epochs were cut, only on the events that arrived.
-        self.drain_queues(watermark, catalog, config);
+        self.drain_queues(catalog, config);
         loop {
             let next_timer = self.timers.peek().map(|Reverse((at, _))| *at);
             let next_deadline = self.deadlines.peek().map(|Reverse((at, _))| *at);
@@ -499,6 +516,7 @@ impl AssetsState {
                     }
                 }
                 Timer::Inventoried { asset, at } => self.check_inventoried(asset, at),
+                Timer::Outcome { asset, patch, at } => self.check_outcome_regression(asset, patch, at, catalog, config),
             }
         }
     }
@@ -609,8 +627,11 @@ impl AssetsState {
         self.deadlines.retain(
             |Reverse((_, timer))| !matches!(timer, Timer::Due { asset, cve } if gone.contains(&(*asset, *cve))),
         );
-        self.timers.retain(|Reverse((_, timer))| {
-            !matches!(timer, Timer::Reevaluation { asset, patch, .. } if gone.contains(&(*asset, *patch)))
+        self.timers.retain(|Reverse((_, timer))| match timer {
+            Timer::Reevaluation { asset, patch, .. } | Timer::Outcome { asset, patch, .. } => {
+                !gone.contains(&(*asset, *patch))
+            }
+            _ => true,
         });
         self.unscheduled.retain(|key| !gone.contains(key));
         self.fired.retain(|_, owner| match owner {
@@ -644,7 +665,7 @@ impl AssetsState {
     /// Derives every dirty row, emits those whose content changed with the
     /// next revision, and hands over the epoch's alerts and re-evaluations.
     pub fn flush(&mut self, catalog: &Catalog, config: &ProcessorConfig, now: Timestamp, out: &mut EpochRows) {
-        self.drain_queues(now, catalog, config);
+        self.drain_queues(catalog, config);
         self.decide_reevaluations(catalog);
         for asset in std::mem::take(&mut self.dirty_assets) {
             let Some(entry) = self.assets.get_mut(&asset) else { continue };
@@ -669,7 +690,7 @@ impl AssetsState {
         let mut dirty: Vec<_> = std::mem::take(&mut self.dirty_exposures).into_iter().collect();
         dirty.sort_unstable();
         for (asset, cve) in dirty {
-            let Some(row) = self.exposure_row(asset, cve, catalog, config, now) else { continue };
+            let Some(row) = self.exposure_row(asset, cve, catalog, config, now, None) else { continue };
             let Some(entry) = self.exposures.get_mut(&(asset, cve)) else { continue };
             if let Some(row) = next_revision(&mut entry.committed, &mut entry.revision, row) {
                 out.exposures.push(row);
@@ -741,10 +762,10 @@ mod tests {
         let (inventories, postures) = (entry.inventories.clone(), entry.postures.clone());
         let cutoff = Timestamp(800 * HOUR);
 
-        entry.compact_inventories();
+        entry.compact_inventories(cutoff);
         entry.compact_postures(cutoff);
 
-        assert_eq!(entry.inventories.len(), 4, "the first of each run of equal inventories and the last");
+        assert_eq!(entry.inventories.len(), 3 + 160, "the first of each run before the cutoff, all from it");
         assert_eq!(entry.inventories.last().map(|i| i.0), inventories.last().map(|i| i.0));
         for h in -1..1000 {
             let t = Timestamp(h * HOUR + HOUR / 2);

@@ -52,6 +52,9 @@ impl AssetsState {
         insert_sorted(&mut entry.events, stamp, record);
         self.dirty_outcomes.insert((asset, patch));
         if deployment.phase == DeploymentPhase::Succeeded {
+            // A success may make an outcome remediated whose assessment after
+            // is already in: a regression then holds from the success on.
+            self.timers.push(Reverse((stamp.0, Timer::Outcome { asset, patch, at: stamp.0 })));
             let successes = &mut self.assets.entry(asset).or_default().successes;
             let idx = successes.partition_point(|s| *s <= (stamp.0, patch));
             successes.insert(idx, (stamp.0, patch));
@@ -70,9 +73,9 @@ impl AssetsState {
         self.recheck_regressions(asset, patch);
         // A late success or rollback may change whether a KEV exposure was
         // open at a decision since.
-        let fixes_kev = catalog
-            .patch(&deployment.patch_id)
-            .is_some_and(|release| release.fixes_cves.iter().any(|cve| catalog.cve(cve).is_some_and(CveInfo::kev)));
+        let fixes_kev = catalog.patch(&deployment.patch_id).is_some_and(|release| {
+            release.fixes_cves.iter().any(|cve| catalog.cve(cve).is_some_and(CveInfo::ever_kev))
+        });
         if fixes_kev {
             self.recheck_decisions(asset, stamp.0);
         }
@@ -159,15 +162,37 @@ impl AssetsState {
             }
         }
         for (patch, row) in regressed {
-            let entity = format!("{}/{}", row.asset_id, row.patch_id);
-            let title = format!("Posture of {} regressed after patch {}", row.asset_id, row.patch_id);
-            let finding = alerts::finding(Rule::PostureRegression, &entity, "", at, title)
-                .with_device(self.device(&row.asset_id, at))
-                .with_unmapped(
-                    serde_json::json!({"posture_before": row.posture_before, "posture_after": row.posture_after}),
-                );
-            self.fire(Rule::PostureRegression, &entity, at, finding, FiredFor::Pair(asset, patch));
+            self.fire_regression(asset, patch, &row, at);
         }
+    }
+
+    /// Fires `POSTURE_REGRESSION` if, as of a success at `at`, the outcome
+    /// shows a regression: the success made it remediated, and the
+    /// assessments on both sides of its remediation were already known.
+    pub(super) fn check_outcome_regression(
+        &mut self,
+        asset: Sym,
+        patch: Sym,
+        at: Timestamp,
+        catalog: &Catalog,
+        config: &ProcessorConfig,
+    ) {
+        if let Some((row, _)) = self.outcome_row(asset, patch, catalog, config, Some(at))
+            && row.posture_regressed == Some(true)
+        {
+            self.fire_regression(asset, patch, &row, at);
+        }
+    }
+
+    fn fire_regression(&mut self, asset: Sym, patch: Sym, row: &OutcomeRow, at: Timestamp) {
+        let entity = format!("{}/{}", row.asset_id, row.patch_id);
+        let title = format!("Posture of {} regressed after patch {}", row.asset_id, row.patch_id);
+        let finding = alerts::finding(Rule::PostureRegression, &entity, "", at, title)
+            .with_device(self.device(&row.asset_id, at))
+            .with_unmapped(
+                serde_json::json!({"posture_before": row.posture_before, "posture_after": row.posture_after}),
+            );
+        self.fire(Rule::PostureRegression, &entity, at, finding, FiredFor::Pair(asset, patch));
     }
 
     /// Fires `POSTURE_REEVAL_OVERDUE` if no assessment followed a verified

@@ -4,6 +4,7 @@
 
 mod common;
 
+mod exact;
 mod fencing;
 mod order;
 mod publish;

@@ -405,9 +405,14 @@ fn a_kev_date_arriving_after_suppression_breaches_nothing() {
         (POSTURE, 40, posture(80.0, true)),
     ]);
     assert!(alerts_of("SLA_BREACH", steps).is_empty());
-    // Still open when the KEV date arrives: breached since detection.
-    let steps = exposure(vec![(POSTURE, 30, posture(80.0, true)), (INTEL, 31, intel(9.8, Some("2026-10-30")))]);
-    assert_eq!(alerts_of("SLA_BREACH", steps), vec![("a1/CVE-2026-0001".to_owned(), at(2))]);
+    // Still open when the KEV date arrives: breached from the KEV record's
+    // time (before it, the catalog did not say so).
+    let steps = exposure(vec![
+        (POSTURE, 30, posture(80.0, true)),
+        (INTEL, 31, intel(9.8, Some("2026-10-30"))),
+        (POSTURE, 40, posture(80.0, true)),
+    ]);
+    assert_eq!(alerts_of("SLA_BREACH", steps), vec![("a1/CVE-2026-0001".to_owned(), at(31))]);
 }
 
 #[test]
@@ -445,10 +450,11 @@ fn a_late_event_raises_the_alert_it_makes_hold_dated_by_the_condition() {
         (POSTURE, 6, posture(40.0, false)),
     ];
     assert_eq!(alerts_of("ZT_ALLOW_NONCOMPLIANT", steps), vec![("p1".to_owned(), at(10))]);
-    // SLA_BREACH: the open finding that breaches arrives long after the due date passed.
+    // SLA_BREACH: the open finding that breaches arrives days after the due date passed
+    // (within `processor.late_alert_horizon_secs`; later, it is refused).
     let steps = exposure(vec![
         (FINDING, 24 * 5, finding("fixed")),
-        (POSTURE, 24 * 28, posture(80.0, true)),
+        (POSTURE, 24 * 26, posture(80.0, true)),
         (FINDING, 24 * 20, finding("open")),
     ]);
     assert_eq!(alerts_of("SLA_BREACH", steps), vec![("a1/CVE-2026-0001".to_owned(), at(24 * 20))]);
@@ -556,4 +562,166 @@ fn without_catalog_cvss_the_exposures_scanners_decide_the_severity() {
     let kev_due =
         vec![(KEV, 0, kev(Some("2026-11-03"))), (FINDING, 1, scanned(None, None)), (FINDING, 24 * 5, finding("open"))];
     check(kev_due, "exposures", "breached", json!(true));
+}
+
+/// The OCSF findings of `rule` among those raised for `steps`.
+fn findings_of(rule: &str, steps: Vec<Step>) -> Vec<Value> {
+    let events: Vec<CloudEvent> =
+        steps.into_iter().enumerate().map(|(n, (event_type, hour, data))| event(n, event_type, hour, data)).collect();
+    let mut processor = Processor::new(ProcessorConfig::default(), 1);
+    let mut found = Vec::new();
+    for (offset, event) in events.iter().enumerate() {
+        processor.apply("test", offset as u64, event);
+        for (_, epoch) in processor.flush() {
+            found.extend(epoch.alerts.into_iter().filter(|a| a.rule == rule).map(|a| a.ocsf));
+        }
+    }
+    processor.finish_input();
+    for (_, epoch) in processor.flush() {
+        found.extend(epoch.alerts.into_iter().filter(|a| a.rule == rule).map(|a| a.ocsf));
+    }
+    found.iter().map(|text| serde_json::from_str(text).expect("OCSF JSON")).collect()
+}
+
+/// The instant just past the due date of a critical exposure detected at hour 2.
+const PAST_DUE: &str = "2026-11-16T02:00:00.000001Z";
+
+#[test]
+fn an_exposure_breached_for_a_while_raises_its_breach_whatever_comes_after() {
+    let breach = || vec![("a1/CVE-2026-0001".to_owned(), PAST_DUE.to_owned())];
+    // Re-scored critical → medium an hour after its due date, before the watermark passed it.
+    let rescored = exposure(vec![(INTEL, 2 + 24 * 15 + 1, intel(5.0, None)), (POSTURE, 24 * 30, posture(80.0, true))]);
+    assert_eq!(alerts_of("SLA_BREACH", rescored.clone()), breach());
+    check(rescored, "exposures", "breached", json!(false));
+    // A second KEV record moves the due date later, a day after the first one passed.
+    let moved = vec![
+        (KEV, 0, kev(Some("2026-11-03"))),
+        (FINDING, 2, finding("open")),
+        (KEV, 24 * 5, kev(Some("2026-11-20"))),
+        (POSTURE, 24 * 30, posture(80.0, true)),
+    ];
+    assert_eq!(
+        alerts_of("SLA_BREACH", moved),
+        vec![("a1/CVE-2026-0001".to_owned(), "2026-11-04T00:00:00.000001Z".to_owned())]
+    );
+    // Suppressed before its due date, remediated after it: breached in the table, and alerted.
+    let late_fix = exposure(vec![
+        (FINDING, 5, finding("suppressed")),
+        (FINDING, 24 * 20, finding("fixed")),
+        (POSTURE, 24 * 30, posture(80.0, true)),
+    ]);
+    check(late_fix.clone(), "exposures", "breached", json!(true));
+    assert_eq!(alerts_of("SLA_BREACH", late_fix), vec![("a1/CVE-2026-0001".to_owned(), at(24 * 20))]);
+}
+
+fn allow(id: &str) -> Value {
+    json!({"decision_id": id, "asset_id": "a1", "decision": "allow", "policy_id": "zt-1"})
+}
+
+#[test]
+fn an_allow_is_judged_with_the_catalog_of_its_time() {
+    let base = || vec![(INTEL, 0, intel(9.8, None)), (FINDING, 2, finding("open"))];
+    // A KEV record dated after the decision changes nothing about it.
+    let mut after = base();
+    after.extend([(DECISION, 24 * 20, allow("p1")), (KEV, 24 * 21, kev(Some("2026-11-03")))]);
+    after.push((POSTURE, 24 * 30, posture(80.0, true)));
+    assert!(alerts_of("ZT_ALLOW_NONCOMPLIANT", after).is_empty());
+    // A KEV record dated before the decision, delivered after it was judged, judges it again.
+    let mut late = base();
+    late.extend([(DECISION, 24 * 20, allow("p1")), (POSTURE, 24 * 25, posture(80.0, true))]);
+    late.extend([(KEV, 24 * 3, kev(Some("2026-11-03"))), (POSTURE, 24 * 26, posture(80.0, true))]);
+    assert_eq!(alerts_of("ZT_ALLOW_NONCOMPLIANT", late), vec![("p1".to_owned(), at(24 * 20))]);
+    // The next decision more than the horizon later does not drop one not judged yet.
+    let apart = vec![
+        (POSTURE, 1, posture(30.0, false)),
+        (DECISION, 2, allow("p1")),
+        (DECISION, 24 * 9, allow("p2")),
+        (POSTURE, 24 * 10, posture(30.0, false)),
+    ];
+    assert_eq!(
+        alerts_of("ZT_ALLOW_NONCOMPLIANT", apart),
+        vec![("p1".to_owned(), at(2)), ("p2".to_owned(), at(24 * 9))]
+    );
+}
+
+#[test]
+fn an_alert_carries_the_epss_and_severity_of_its_time() {
+    let epss_of = |steps: Vec<Step>| -> Vec<Value> {
+        findings_of("SLA_BREACH", steps).iter().map(|f| f["vulnerabilities"][0]["cve"]["epss"].clone()).collect()
+    };
+    let dated = |score: f64, date: &str| json!({"cve_id": "CVE-2026-0001", "epss": score, "percentile": 0.5, "score_date": date});
+    let later = vec![(POSTURE, 24 * 30, posture(80.0, true))];
+    // Reported after the alert's time: the alert carries none.
+    let mut steps = exposure(vec![(EPSS, 24 * 20, epss(0.9))]);
+    steps.extend(later.clone());
+    assert_eq!(epss_of(steps), vec![Value::Null]);
+    // The EPSS feed's score, not a later intel record's.
+    let mut steps = vec![
+        (EPSS, 1, epss(0.9)),
+        (
+            INTEL,
+            3,
+            json!({"cve_id": "CVE-2026-0001",
+        "published_at": "2026-10-30T00:00:00Z", "cvss_base": 9.8, "epss": 0.1}),
+        ),
+    ];
+    steps.extend([(FINDING, 4, finding("open"))]);
+    steps.extend(later.clone());
+    assert_eq!(epss_of(steps), vec![json!({"score": "0.9", "percentile": 0.5})]);
+    // The latest score date, not the latest delivery.
+    let mut steps = exposure(vec![(EPSS, 30, dated(0.9, "2026-11-02")), (EPSS, 40, dated(0.2, "2026-11-01"))]);
+    steps.extend(later.clone());
+    assert_eq!(epss_of(steps), vec![json!({"score": "0.9", "percentile": 0.5})]);
+    // Severity from the scans of its time: critical by the first scan, whatever a later one says.
+    let steps = vec![
+        (FINDING, 2, scanned(None, Some("critical"))),
+        (FINDING, 24 * 16, scanned(Some(2.0), None)),
+        (POSTURE, 24 * 30, posture(80.0, true)),
+    ];
+    let found = findings_of("SLA_BREACH", steps);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0]["severity_id"], json!(5), "{}", found[0]);
+}
+
+#[test]
+fn a_later_success_that_reveals_a_regression_raises_it() {
+    // d1 succeeds between a good and a bad assessment, but d2 fails before the
+    // bad one: no remediation then. d3's success makes d1's the remediation again.
+    let steps = vec![
+        (RELEASE, 0, release()),
+        (POSTURE, 3, posture(90.0, true)),
+        (DEPLOY, 4, deploy("d1", "succeeded", SHA, true)),
+        (DEPLOY, 5, deploy("d2", "failed", SHA, true)),
+        (POSTURE, 6, posture(40.0, true)),
+        (POSTURE, 10, posture(40.0, true)),
+        (DEPLOY, 12, deploy("d3", "succeeded", SHA, true)),
+        (POSTURE, 30, posture(40.0, true)),
+    ];
+    check(steps.clone(), "patch_outcomes", "posture_regressed", json!(true));
+    assert_eq!(alerts_of("POSTURE_REGRESSION", steps), vec![("a1/P1".to_owned(), at(12))]);
+}
+
+#[test]
+fn a_check_queued_behind_the_watermark_runs_without_waiting_for_a_later_event() {
+    // As two replays of one lake: today's inventory of one asset, its end
+    // moving every task's watermark to today; then an old scan of another
+    // asset, in a task that has seen no event, breached long ago.
+    let mut processor = Processor::new(ProcessorConfig::default(), 4);
+    let partition = |name: &str| processor.route_topic(schemas::InputTopic::Assets, name).partition;
+    let other = ["a2", "a3", "a4", "a5", "a6", "a7"].into_iter().find(|name| partition(name) != partition("a1"));
+    let other = other.expect("an asset in another partition");
+    let inventory = json!({"asset_id": "a1", "environment": "cloud", "criticality": "low",
+        "internet_exposed": false, "segment": "s", "managed": true});
+    let mut alerts = Vec::new();
+    processor.apply("first", 0, &event(0, "asset.inventory.v1", 24 * 400, inventory));
+    processor.finish_input();
+    processor.flush();
+    let old = json!({"asset_id": other, "cve_id": "CVE-2026-0001", "status": "open", "scanner_cvss": 9.8});
+    processor.apply("second", 0, &event(1, FINDING, 2, old));
+    processor.finish_input();
+    for (_, epoch) in processor.flush() {
+        alerts.extend(epoch.alerts.into_iter().map(|a| (a.rule, a.entity_id, a.time.to_string())));
+    }
+    let entity = format!("{other}/CVE-2026-0001");
+    assert_eq!(alerts, vec![("SLA_BREACH", entity, PAST_DUE.to_owned())]);
 }
