@@ -85,12 +85,12 @@ impl NetworkState {
             let entity = format!("{src}->{dst}:{port}");
             let discriminator = window_start.to_string();
             let title = format!("Traffic {src} → {dst} port {port} was allowed although the intended policy denies it");
-            let finding = alerts::finding(Rule::SegmentationDrift, &entity, &discriminator, at, title).with_unmapped(
-                serde_json::json!({
+            let finding = alerts::finding(Rule::SegmentationDrift, &entity, &discriminator, at, title)
+                .with_connection(src, dst, *port)
+                .with_unmapped(serde_json::json!({
                     "src_segment": src, "dst_segment": dst, "dst_port": port,
                     "window_start": discriminator, "connections": connections,
-                }),
-            );
+                }));
             self.alerts.push(alerts::row(Rule::SegmentationDrift, &entity, at, &finding));
         }
     }

@@ -122,7 +122,9 @@ impl RolloutsState {
             let patch_id = rollout.reports.first().map_or("", |(_, r)| r.patch_id.as_str());
             let failure_rate = result.failed as f64 / result.stages.max(1) as f64;
             let title = format!("Rollout {rollout_id} of patch {patch_id} failed its canary analysis");
-            let finding = alerts::finding(Rule::CanaryFailed, &rollout_id, "", at, title).with_unmapped(serde_json::json!({
+            let finding = alerts::finding(Rule::CanaryFailed, &rollout_id, "", at, title)
+                .with_resource(&rollout_id, "rollout", Some(patch_id))
+                .with_unmapped(serde_json::json!({
                 "patch_id": patch_id, "stages": result.stages, "failed": result.failed, "failure_rate": failure_rate,
             }));
             self.alerts.push(alerts::row(Rule::CanaryFailed, &rollout_id, at, &finding));

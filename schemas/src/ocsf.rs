@@ -138,6 +138,14 @@ pub struct Finding {
     /// The asset involved, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub device: Option<Device>,
+    /// Affected resources: the entity the alert is about when it is not
+    /// the device (a deployment, a rollout, a patch, a policy decision), by
+    /// its id, so a SIEM correlates on `resources[].uid`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Vec<Resource>>,
+    /// For 2004 network detections: the connection between two segments.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub evidences: Option<Vec<Evidence>>,
     /// Rule-specific context that has no OCSF attribute.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unmapped: Option<serde_json::Value>,
@@ -184,6 +192,8 @@ impl Finding {
             vulnerabilities: None,
             compliance: None,
             device: None,
+            resources: None,
+            evidences: None,
             unmapped: None,
         }
     }
@@ -203,6 +213,25 @@ impl Finding {
     /// Adds the failed control of a 2003 finding.
     pub fn with_failed_control(mut self, control: &str) -> Self {
         self.compliance = Some(Compliance { status_id: 3, status: "Fail", control: control.to_owned() });
+        self
+    }
+
+    /// Adds an affected resource: its id, its type and, if any, a name.
+    pub fn with_resource(mut self, uid: &str, kind: &'static str, name: Option<&str>) -> Self {
+        let resource = Resource { uid: uid.to_owned(), kind, name: name.map(str::to_owned) };
+        self.resources.get_or_insert_with(Vec::new).push(resource);
+        self
+    }
+
+    /// Adds the evidence of connections from segment `src` to port `port`
+    /// of segment `dst` (OCSF's network endpoint `zone`: "the network zone
+    /// or LAN segment").
+    pub fn with_connection(mut self, src: &str, dst: &str, port: u16) -> Self {
+        let evidence = Evidence {
+            src_endpoint: Endpoint { zone: src.to_owned(), port: None },
+            dst_endpoint: Endpoint { zone: dst.to_owned(), port: Some(port) },
+        };
+        self.evidences.get_or_insert_with(Vec::new).push(evidence);
         self
     }
 
@@ -305,6 +334,38 @@ pub struct Compliance {
     pub status: &'static str,
     /// The control that failed (the rule).
     pub control: String,
+}
+
+/// `resources[]` entry (OCSF Resource Details).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Resource {
+    /// The entity's id.
+    pub uid: String,
+    /// What kind of entity: `patch_deployment`, `rollout`, `patch`, `policy_decision`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// A name for people, when the entity has one (a deployment's patch).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// `evidences[]` entry (OCSF Evidence Artifacts) of a network detection.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Evidence {
+    /// The source segment.
+    pub src_endpoint: Endpoint,
+    /// The destination segment and port.
+    pub dst_endpoint: Endpoint,
+}
+
+/// A network endpoint known by its segment (and port).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Endpoint {
+    /// The network zone or LAN segment.
+    pub zone: String,
+    /// The port.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
 }
 
 /// `device`: the asset, as its inventory describes it at the alert's time

@@ -72,3 +72,47 @@ fn every_rules_alerts_pass_py_ocsf_models_but_for_what_it_requires_beyond_ocsf()
     }
     assert!(with_hostname > 0, "no alert named a hostname");
 }
+
+/// The entity an alert is about, rebuilt from its OCSF fields alone, as a
+/// SIEM correlating on them would (`None` if a field is missing).
+fn entity_from_ocsf(rule: &str, alert: &Value) -> Option<String> {
+    let text = |value: &Value| value.as_str().map(str::to_owned);
+    let device = || text(&alert["device"]["uid"]);
+    let resource = |kind: &str| {
+        let resource = &alert["resources"][0];
+        (resource["type"] == kind).then(|| text(&resource["uid"])).flatten()
+    };
+    match rule {
+        "SLA_BREACH" => Some(format!("{}/{}", device()?, text(&alert["vulnerabilities"][0]["cve"]["uid"])?)),
+        "PATCH_INTEGRITY" | "POSTURE_REEVAL_OVERDUE" => resource("patch_deployment"),
+        "CANARY_FAILED" => resource("rollout"),
+        "POSTURE_REGRESSION" => Some(format!("{}/{}", device()?, resource("patch")?)),
+        "ZT_ALLOW_NONCOMPLIANT" => resource("policy_decision"),
+        "UNMANAGED_ASSET" => device(),
+        "SEGMENTATION_DRIFT" => {
+            let evidence = &alert["evidences"][0];
+            let (src, dst) = (text(&evidence["src_endpoint"]["zone"])?, text(&evidence["dst_endpoint"]["zone"])?);
+            Some(format!("{src}->{dst}:{}", evidence["dst_endpoint"]["port"].as_u64()?))
+        }
+        _ => None,
+    }
+}
+
+#[test]
+fn every_alert_names_its_entity_in_the_ocsf_field_that_fits() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (events, _) = simulate(dir.path(), 300, 14, 17, true);
+    let lake = dir.path().join("lake");
+    replay(&events, &lake, &["--partitions", "2"]);
+    let mut rules = std::collections::BTreeSet::new();
+    for alert in sql(&lake, "SELECT rule, entity_id, ocsf FROM alerts") {
+        let rule = alert["rule"].as_str().expect("a rule");
+        let ocsf: Value = serde_json::from_str(alert["ocsf"].as_str().expect("OCSF text")).expect("OCSF JSON");
+        assert_eq!(entity_from_ocsf(rule, &ocsf).as_deref(), alert["entity_id"].as_str(), "{rule}: {ocsf}");
+        rules.insert(rule.to_owned());
+    }
+    let expected = ["PATCH_INTEGRITY", "POSTURE_REEVAL_OVERDUE", "SEGMENTATION_DRIFT", "SLA_BREACH", "UNMANAGED_ASSET"];
+    for rule in expected.into_iter().chain(["ZT_ALLOW_NONCOMPLIANT"]) {
+        assert!(rules.contains(rule), "the scenario fires {rule}: {rules:?}");
+    }
+}

@@ -81,6 +81,7 @@ impl AssetsState {
         let title = format!("Access allowed to {asset_id} although {reason}");
         let finding = alerts::finding(Rule::ZtAllowNoncompliant, decision_id, "", at, title)
             .with_device(self.device(&asset_id, at))
+            .with_resource(decision_id, "policy_decision", None)
             .with_unmapped(serde_json::json!({
                 "decision_id": decision_id,
                 "trust_score": posture.map(|p| p.1.0),

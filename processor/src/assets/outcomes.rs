@@ -102,6 +102,7 @@ impl AssetsState {
             let title = format!("Patch {patch_id} on {asset_id} failed integrity checks: {why}");
             let finding = alerts::finding(Rule::PatchIntegrity, deployment_id, "", stamp.0, title)
                 .with_device(self.device(asset_id, stamp.0))
+                .with_resource(deployment_id, "patch_deployment", Some(patch_id))
                 .with_unmapped(serde_json::json!({
                     "patch_id": patch_id,
                     "reported_sha256": event.artifact_sha256,
@@ -189,6 +190,7 @@ impl AssetsState {
         let title = format!("Posture of {} regressed after patch {}", row.asset_id, row.patch_id);
         let finding = alerts::finding(Rule::PostureRegression, &entity, "", at, title)
             .with_device(self.device(&row.asset_id, at))
+            .with_resource(&row.patch_id, "patch", None)
             .with_unmapped(
                 serde_json::json!({"posture_before": row.posture_before, "posture_after": row.posture_after}),
             );
@@ -221,8 +223,10 @@ impl AssetsState {
         let hours = config.posture_reeval_window_us as f64 / 3.6e9;
         let title =
             format!("No posture re-evaluation of {asset_id} within {hours} h of patch deployment {deployment_id}");
+        let patch_id = self.names.name(patch);
         let finding = alerts::finding(Rule::PostureReevalOverdue, &deployment_id, "", window_end, title)
             .with_device(self.device(&asset_id, window_end))
+            .with_resource(&deployment_id, "patch_deployment", Some(patch_id))
             .with_unmapped(serde_json::json!({ "succeeded_at": succeeded_at.to_string() }));
         self.fire(Rule::PostureReevalOverdue, &deployment_id, window_end, finding, FiredFor::Pair(asset, patch));
     }

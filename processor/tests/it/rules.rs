@@ -298,10 +298,17 @@ const DECISION: &str = "policy.decision.v1";
 /// What the processor raises for `steps`, applied in the order listed (so a
 /// step listed after others with a later time arrives late): each alert as
 /// (rule, entity, time), and the deployments asked to re-evaluate.
+/// The answer is the same with 1 and 3 partitions (checked here).
 fn raised(steps: Vec<Step>) -> (Vec<(String, String, String)>, Vec<String>) {
     let events: Vec<CloudEvent> =
         steps.into_iter().enumerate().map(|(n, (event_type, hour, data))| event(n, event_type, hour, data)).collect();
-    let mut processor = Processor::new(ProcessorConfig::default(), 1);
+    let one = raised_with(&events, 1);
+    assert_eq!(one, raised_with(&events, 3), "the same with 1 and 3 partitions");
+    one
+}
+
+fn raised_with(events: &[CloudEvent], partitions: u32) -> (Vec<(String, String, String)>, Vec<String>) {
+    let mut processor = Processor::new(ProcessorConfig::default(), partitions);
     let mut alerts = Vec::new();
     let mut requests = Vec::new();
     let mut collect = |processor: &mut Processor| {
@@ -724,4 +731,28 @@ fn a_check_queued_behind_the_watermark_runs_without_waiting_for_a_later_event() 
     }
     let entity = format!("{other}/CVE-2026-0001");
     assert_eq!(alerts, vec![("SLA_BREACH", entity, PAST_DUE.to_owned())]);
+}
+
+#[test]
+fn an_alert_names_its_entity_in_ocsf_fields() {
+    let failed = vec![(CANARY, 1, canary(0, "failed", "rollback")), (CANARY, 5, canary(1, "successful", "promote"))];
+    let found = findings_of("CANARY_FAILED", failed);
+    assert_eq!(found[0]["resources"], json!([{"uid": "r1", "type": "rollout", "name": "P1"}]), "{}", found[0]);
+    let regressed = vec![
+        (RELEASE, 0, release()),
+        (POSTURE, 4, posture(90.0, true)),
+        (DEPLOY, 6, deploy("d1", "succeeded", SHA, true)),
+        (POSTURE, 8, posture(60.0, true)),
+        (POSTURE, 20, posture(85.0, true)),
+    ];
+    let found = findings_of("POSTURE_REGRESSION", regressed);
+    assert_eq!(found[0]["resources"], json!([{"uid": "P1", "type": "patch"}]), "{}", found[0]);
+    assert_eq!(found[0]["device"]["uid"], json!("a1"));
+    let flow = |intended: &str| {
+        json!({"src_segment": "branch", "dst_segment": "core", "dst_port": 5432, "protocol": "tcp",
+            "enforced_action": "allow", "intended_action": intended, "connections": 3})
+    };
+    let found = findings_of("SEGMENTATION_DRIFT", vec![(FLOW, 1, flow("deny")), (FLOW, 30, flow("allow"))]);
+    let expected = json!([{"src_endpoint": {"zone": "branch"}, "dst_endpoint": {"zone": "core", "port": 5432}}]);
+    assert_eq!(found[0]["evidences"], expected, "{}", found[0]);
 }
