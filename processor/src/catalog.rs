@@ -249,6 +249,11 @@ impl CveFacts<'_> {
         self.kev_dates().1
     }
 
+    /// What a deadline depends on: severity, KEV status and due date.
+    fn deadline_facts(&self) -> (Option<Severity>, bool, Option<Date>) {
+        (self.severity(), self.kev(), self.kev_due())
+    }
+
     /// EPSS score and percentile: the EPSS feed's latest score, else the
     /// latest intel's; none before any feed states one.
     pub fn epss(&self) -> (Option<f64>, Option<f64>) {
@@ -438,7 +443,7 @@ impl Catalog {
 
     /// Lets `apply` insert one record of a CVE (it returns whether it kept
     /// it); marks the `cves` row dirty when its content changed, and
-    /// returns the change when the deadline facts may differ at some instant.
+    /// returns the change when the deadline facts differ at some instant.
     fn update(
         &mut self,
         stamp: Stamp,
@@ -449,15 +454,17 @@ impl Catalog {
         let info = self.cves.entry(cve_id.to_owned()).or_insert_with(|| CveInfo::new(cve_id));
         let known = !(info.intel.is_empty() && info.kev.is_empty() && info.epss.is_empty());
         let content = info.content();
-        let deadlines = (info.intel.len(), info.kev.len());
+        let deadlines = info.at(stamp.0).deadline_facts();
         if !apply(info) {
             return None;
         }
         if !known || info.content() != content {
             self.dirty_cves.push(cve_id.to_owned());
         }
-        // A late record changes answers as of its time even when the latest facts stay.
-        (!known || (info.intel.len(), info.kev.len()) != deadlines)
+        // The answers change from the record's time on (until the next record
+        // of its feed) exactly when the facts as of that time do; a late
+        // record may change them while the latest facts stay.
+        (!known || info.at(stamp.0).deadline_facts() != deadlines)
             .then(|| CatalogChange::Cve { cve_id: cve_id.to_owned(), at: stamp.0 })
     }
 

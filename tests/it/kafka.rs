@@ -101,6 +101,18 @@ fn wait_for_a_commit(lake: &Path) -> Instant {
     started
 }
 
+/// How many messages `topic` holds (all partitions).
+fn topic_size(broker: &Broker, topic: &str) -> i64 {
+    let consumer: BaseConsumer =
+        ClientConfig::new().set("bootstrap.servers", &broker.address).create().expect("consumer");
+    let Ok(metadata) = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)) else { return 0 };
+    let partitions = metadata.topics().first().map_or(0, |t| t.partitions().len() as i32);
+    (0..partitions)
+        .filter_map(|partition| consumer.fetch_watermarks(topic, partition, Duration::from_secs(10)).ok())
+        .map(|(low, high)| high - low)
+        .sum()
+}
+
 /// Every message of `topic` (all partitions), read from the beginning.
 fn read_topic(broker: &Broker, topic: &str) -> Vec<(Option<String>, Value)> {
     let consumer: BaseConsumer = ClientConfig::new()
@@ -324,6 +336,19 @@ fn sigterm_commits_and_exits_zero() {
     assert_eq!(sum_of(&exposition, "patchtrail_events_dead_lettered_total"), invalid, "{exposition}");
     assert!(sum_of(&exposition, "patchtrail_commits_total") >= 1.0, "{exposition}");
     assert!(sum_of(&exposition, "patchtrail_commit_duration_seconds_count") >= 1.0, "{exposition}");
+    // While run stays up with nothing more to read, the last epoch's
+    // committed dead letters reach their topic within seconds, not at SIGTERM.
+    while committed_messages(&lake) as f64 != total {
+        assert!(started.elapsed() < Duration::from_secs(120), "not everything committed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let committed = Instant::now();
+    while (topic_size(&broker, "patchtrail.dlq") as f64) < invalid {
+        let waited = committed.elapsed();
+        assert!(waited < Duration::from_secs(10), "{waited:?} after the last commit: dead letters still held back");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(child.try_wait().expect("waits").is_none(), "run is still up");
     let (status, _) = terminate(&mut child, Duration::from_secs(30));
     assert!(status.success(), "{status}");
     // SIGTERM committed what was consumed: the tasks' latest commit records

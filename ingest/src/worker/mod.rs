@@ -320,6 +320,17 @@ impl Worker {
                     Err(error) => return Err(error),
                 }
                 (last_commit, since_commit, clock_moved) = (Instant::now(), 0, false);
+            } else {
+                // An epoch the writer finished since publishes its outbox now,
+                // not at the next commit, which a quiet input may never bring:
+                // a SIEM sees an alert within a poll of its commit.
+                let committed = lock(&self.owner).publish_committed();
+                match committed {
+                    Ok(committed) if !committed.is_empty() => self.store_offsets(&committed),
+                    Ok(_) => {}
+                    Err(_) if self.cancel.is_cancelled() => return self.shutdown(),
+                    Err(error) => return Err(error),
+                }
             }
             if last_progress.elapsed() > Duration::from_secs(5) {
                 self.report_lag();
