@@ -230,7 +230,7 @@ impl Processor {
         let (applied, change) = task.apply(source, offset, event, catalog, config);
         if let Some(change) = change {
             for task in tasks.iter_mut() {
-                task.catalog_changed(&change, catalog, config);
+                task.catalog_changed(&change);
             }
         }
         applied

@@ -420,11 +420,15 @@ impl Task {
         }
     }
 
-    /// Marks the rows a catalog change may affect.
-    pub fn catalog_changed(&mut self, change: &CatalogChange, catalog: &Catalog, config: &ProcessorConfig) {
+    /// Marks the rows a catalog change may affect and queues the checks it
+    /// may answer differently. They run at the task's next event or flush,
+    /// not here: a catalog restored from the lake is behind until the intel
+    /// topic is read again to its end, and a check run meanwhile would judge
+    /// with records missing (an `allow` after a fixing patch whose release
+    /// is not re-read yet looks overdue).
+    pub fn catalog_changed(&mut self, change: &CatalogChange) {
         if let State::Assets(state) = &mut self.state {
             state.catalog_changed(change);
-            state.advance(self.watermark, catalog, config);
         }
     }
 
@@ -432,7 +436,12 @@ impl Task {
     pub fn flush(&mut self, catalog: &mut Catalog, config: &ProcessorConfig) -> EpochRows {
         let mut out = EpochRows::default();
         match &mut self.state {
-            State::Assets(state) => state.flush(catalog, config, self.watermark, &mut out),
+            State::Assets(state) => {
+                // Checks queued since the last event (a catalog change) run
+                // first: a quiet task's alerts do not wait for its next event.
+                state.advance(self.watermark, catalog, config);
+                state.flush(catalog, config, self.watermark, &mut out)
+            }
             State::Rollouts(state) => state.flush(config, &mut out),
             State::Network(state) => state.flush(&mut out),
             State::Intel => (out.cves, out.patches) = catalog.take_rows(),

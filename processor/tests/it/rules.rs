@@ -652,6 +652,45 @@ fn an_allow_is_judged_with_the_catalog_of_its_time() {
 }
 
 #[test]
+fn a_catalog_restored_from_an_older_commit_raises_nothing_while_it_is_read_again() {
+    // As `run` after a restart: the assets task keeps state judged with the
+    // whole catalog, the intel task is restored from an older commit (here
+    // from before any intel) and the intel topic read again to its end
+    // before the next commit. The KEV record comes back before the release
+    // that fixes its CVE; the decision made after the fixing deployment is
+    // not overdue meanwhile.
+    let intel_task = processor::task::TaskId { topic: schemas::InputTopic::Intel, partition: 0 };
+    let mut processor = Processor::new(ProcessorConfig::default(), 1);
+    let empty = processor.snapshot(intel_task).expect("a snapshot");
+    let steps = [
+        (KEV, 0, kev(Some("2026-11-03"))),
+        (RELEASE, 0, release()),
+        (FINDING, 2, finding("open")),
+        (DEPLOY, 24 * 5, deploy("d1", "succeeded", SHA, true)),
+        (DECISION, 24 * 6, allow("p1")),
+        (POSTURE, 24 * 7, posture(80.0, true)),
+    ];
+    let events: Vec<CloudEvent> =
+        steps.into_iter().enumerate().map(|(n, (t, hour, data))| event(n, t, hour, data)).collect();
+    let alerts = |processor: &mut Processor| -> Vec<(&'static str, String)> {
+        let epochs = processor.flush().into_iter();
+        epochs.flat_map(|(_, epoch)| epoch.alerts.into_iter().map(|a| (a.rule, a.entity_id))).collect()
+    };
+    for (offset, event) in events.iter().enumerate() {
+        processor.apply("test", offset as u64, event);
+    }
+    let first = alerts(&mut processor);
+    assert!(first.contains(&("SLA_BREACH", "a1/CVE-2026-0001".to_owned())), "{first:?}");
+    assert!(!first.iter().any(|(rule, _)| *rule == "ZT_ALLOW_NONCOMPLIANT"), "{first:?}");
+    processor.restore(intel_task, &empty, "an older commit").expect("restored");
+    for (offset, event) in events.iter().enumerate().take(2) {
+        processor.apply("test", offset as u64, event);
+    }
+    processor.finish_input();
+    assert_eq!(alerts(&mut processor), vec![], "after the catalog was read again");
+}
+
+#[test]
 fn an_alert_carries_the_epss_and_severity_of_its_time() {
     let epss_of = |steps: Vec<Step>| -> Vec<Value> {
         findings_of("SLA_BREACH", steps).iter().map(|f| f["vulnerabilities"][0]["cve"]["epss"].clone()).collect()
