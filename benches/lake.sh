@@ -75,5 +75,3 @@ echo "== after \`patchtrail lake optimize\`"
 describe
 open_and_count
 python3 benches/views_vs_duckdb.py "$bin" "$lake" 3
-echo "  DuckDB given the same latest forms (_latest/) as patchtrail:"
-DUCKDB_LATEST=form python3 benches/views_vs_duckdb.py "$bin" "$lake" 3

@@ -8,12 +8,10 @@ patchtrail is timed as a user sees it: one `patchtrail sql --format csv` process
 per query (start, open the lake's Delta tables, plan, run, write every row to
 /dev/null), and "in engine" as `--timing` reports it (plan and run, the part
 DuckDB's in-process figure covers). DuckDB is timed in-process on a warm connection (query and fetch
-every row), the same SQL files with DuckDB's names for three functions, and the
-same latest-revision views over the files the Delta tables hold (filtered on
-row_number(), DuckDB's faster formulation; DUCKDB_LATEST=join for patchtrail's
-join over every revision; DUCKDB_LATEST=form for what patchtrail reads after
-`lake optimize`: the latest forms of `_latest/manifest.json` beside the files
-published since). Each figure is the median of RUNS runs after one warm-up run.
+every row), the same SQL files with DuckDB's names for three functions, over
+the files the Delta tables hold now: `<table>`, which for a revised table is
+its current rows (one per key), as patchtrail reads them. Each figure is the
+median of RUNS runs after one warm-up run.
 """
 
 import glob
@@ -52,12 +50,7 @@ CHECKS = {
     "priorities": "sum(rank), sum(score), sum(CASE WHEN blocked_by_canary THEN 1 ELSE 0 END)",
 }
 
-# How DuckDB's latest-revision views are written: "join" (the formulation
-# patchtrail uses: a join with the largest revision per key) or "row_number"
-# (filter on row_number() = 1, DuckDB's faster one). Default: DuckDB's best.
-LATEST = os.environ.get("DUCKDB_LATEST", "row_number")
-
-# Mirrors `schemas::Table::key_columns`: the latest revision per key is the row.
+# The lake's tables (`schemas::Table`), with their key columns.
 KEYS = {
     "assets": ["asset_id"],
     "cves": ["cve_id"],
@@ -92,62 +85,16 @@ def committed(lake):
     return files, as_of
 
 
-def latest_forms(lake, files):
-    """Per table, (form files, tail files) where the manifest's form fits the
-    table's current files, as queries/src/session.rs decides (processor/src/latest.rs)."""
-    try:
-        with open(os.path.join(lake, "_latest", "manifest.json")) as f:
-            manifest = json.load(f)
-    except FileNotFoundError:
-        return {}
-    forms = {}
-    for table, form in manifest["tables"].items():
-        current = {os.path.relpath(path, lake): path for path in files.get(table, [])}
-        if set(form["covers"]) <= current.keys():
-            tail = [path for rel, path in current.items() if rel not in set(form["covers"])]
-            forms[table] = ([os.path.join(lake, file["path"]) for file in form["files"]], tail)
-    return forms
-
-
 def duckdb_session(lake, sql_dir):
     files, as_of = committed(lake)
-    forms = latest_forms(lake, files) if LATEST == "form" else {}
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
-    for table, keys in KEYS.items():
+    for table in KEYS:
         paths = files.get(table)
         if not paths:
             continue
         source = f"read_parquet({paths!r}, hive_partitioning = false)"
-        if keys and table in forms:
-            form, tail = forms[table]
-            compacted = f"read_parquet({form!r}, hive_partitioning = false)"
-            if not tail:
-                con.execute(f"CREATE VIEW {table} AS SELECT * FROM {compacted}")
-                continue
-            tail = f"read_parquet({tail!r}, hive_partitioning = false)"
-            by = ", ".join(keys)
-            on = " AND ".join(f"c.{key} = t.{key}" for key in keys)
-            con.execute(
-                f"CREATE VIEW {table} AS SELECT c.* FROM {compacted} c ANTI JOIN {tail} t ON {on} UNION ALL "
-                f"SELECT * EXCLUDE (latest__) FROM (SELECT *, row_number() OVER (PARTITION BY {by} ORDER BY "
-                f"revision DESC) AS latest__ FROM {tail}) WHERE latest__ = 1"
-            )
-        elif keys and LATEST == "join":
-            by = ", ".join(keys)
-            on = " AND ".join(f"h.{key} = l.{key}" for key in keys)
-            con.execute(
-                f"CREATE VIEW {table} AS SELECT h.* FROM {source} h JOIN (SELECT {by}, max(revision) AS latest__ "
-                f"FROM {source} GROUP BY {by}) l ON {on} AND h.revision = l.latest__"
-            )
-        elif keys:
-            by = ", ".join(keys)
-            con.execute(
-                f"CREATE VIEW {table} AS SELECT * EXCLUDE (latest__) FROM (SELECT *, row_number() OVER "
-                f"(PARTITION BY {by} ORDER BY revision DESC) AS latest__ FROM {source}) WHERE latest__ = 1"
-            )
-        else:
-            con.execute(f"CREATE VIEW {table} AS SELECT * FROM {source}")
+        con.execute(f"CREATE VIEW {table} AS SELECT * FROM {source}")
     # patch_severity is read by ttp_matrix: created first, as in queries/src/session.rs.
     for view in ["patch_severity"] + VIEWS:
         with open(os.path.join(sql_dir, f"{view}.sql")) as f:
@@ -157,6 +104,7 @@ def duckdb_session(lake, sql_dir):
         sql = (
             sql.replace("{now}", as_of.rstrip("Z"))
             .replace("approx_percentile_cont(", "approx_quantile(")
+            .replace("percentile_cont(", "quantile_cont(")
             .replace("to_unixtime(", "epoch(")
         )
         sql = sql.replace("TIMESTAMP '", "TIMESTAMPTZ '")

@@ -76,8 +76,7 @@ pub enum Command {
     /// `priorities` is the risk-ranked patch queue.
     Sql(SqlArgs),
     /// Look after a lake: publish committed epochs to its Delta tables, compact
-    /// and vacuum them, or convert a lake written before its tables were Delta
-    /// tables.
+    /// and vacuum them, or convert a lake of an earlier layout.
     #[command(subcommand)]
     Lake(LakeCommand),
     /// Check a configuration file, or show the effective configuration.
@@ -90,23 +89,25 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum LakeCommand {
-    /// Append every committed epoch not yet in the Delta tables to them
+    /// Append every committed epoch not yet in the Delta tables to them, and
+    /// bring each revised table's current rows (`<table>`) up to date
     /// (`run` does this every `lake.publish_interval_secs`, `replay` at its
     /// end). Safe while `run` and `serve` are running.
     Publish(LakeArgs),
-    /// Convert a lake written before its tables were Delta tables: publishes
-    /// every epoch of its commit log, in place; the Parquet files stay where
-    /// they are. Idempotent.
+    /// Convert a lake of an earlier layout, in place: one whose revised tables
+    /// kept every revision in `<table>/` (moved to `<table>_history/`, and
+    /// `<table>/` rebuilt as the current rows), or one written before its
+    /// tables were Delta tables (every epoch of its commit log published).
+    /// Stop `run` first. Idempotent, and safe to run again after a crash.
     Migrate(LakeArgs),
     /// Merge each table's small files, per date, into files of about 64 MiB
-    /// (Delta OPTIMIZE), and write each revised table's latest revisions once
-    /// (`_latest/`), which queries read instead of joining every revision.
-    /// `run` does this every `lake.optimize_interval_secs`. Safe while `run`
+    /// (Delta OPTIMIZE; the current rows need none, the publisher keeps them
+    /// in 16 files). `run` does this every `lake.optimize_interval_secs`. Safe while `run`
     /// and `serve` are running: the merged-away files stay until `vacuum`
     /// deletes them.
     Optimize(LakeArgs),
-    /// Delete the files `optimize` merged away, and the latest revisions it
-    /// replaced, more than `--retain-hours` ago (Delta VACUUM, lite: files a
+    /// Delete the files `optimize` merged away, and the current rows a
+    /// publication rewrote, more than `--retain-hours` ago (Delta VACUUM, lite: files a
     /// table removed, nothing else).
     Vacuum(VacuumArgs),
 }

@@ -1,14 +1,12 @@
-//! `patchtrail lake`: publish a lake's committed epochs to its Delta tables
-//! (and so convert a lake of the earlier layout), compact
-//! (`processor::compact`) and vacuum them.
+//! `patchtrail lake`: publish a lake's committed epochs to its Delta tables,
+//! convert a lake of an earlier layout (`processor::migrate`), compact and
+//! vacuum them.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use processor::compact::compact;
 use processor::lake::Lake;
-use queries::session::CompactionReader;
 
 use crate::cli::LakeCommand;
 use crate::config::Config;
@@ -34,7 +32,10 @@ pub fn run(command: LakeCommand, mut config: Config) -> anyhow::Result<ExitCode>
     let seconds = || started.elapsed().as_secs_f64();
     match command {
         LakeCommand::Publish(_) | LakeCommand::Migrate(_) => {
-            let report = runtime.block_on(lake.publish())?;
+            let report = match command {
+                LakeCommand::Migrate(_) => runtime.block_on(lake.migrate())?,
+                _ => runtime.block_on(lake.publish())?,
+            };
             println!(
                 "published {} epochs ({} files) to the Delta tables of {location} in {:.2} s: {} commits, {} retried, {} commit records pruned",
                 report.epochs,
@@ -46,14 +47,11 @@ pub fn run(command: LakeCommand, mut config: Config) -> anyhow::Result<ExitCode>
             );
         }
         LakeCommand::Optimize(_) => {
-            let report = runtime.block_on(compact(&lake, &CompactionReader))?;
+            let report = runtime.block_on(lake.optimize())?;
             println!(
-                "merged {} files into {} and wrote the latest revisions of {} tables ({} rows) in {:.2} s \
-                 (the merged files stay until `patchtrail lake vacuum`)",
-                report.merged.files_removed,
-                report.merged.files_added,
-                report.forms,
-                report.latest_rows,
+                "merged {} files into {} in {:.2} s (the merged files stay until `patchtrail lake vacuum`)",
+                report.files_removed,
+                report.files_added,
                 seconds()
             );
         }

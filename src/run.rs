@@ -118,7 +118,7 @@ fn start_publisher(
     };
     let (cancel, keeper) = (supervisor.token(), publisher.clone());
     supervisor.spawn_thread("lake-publisher", move || {
-        keeper.keep(upkeep, &queries::session::CompactionReader, &cancel);
+        keeper.keep(upkeep, &cancel);
         Ok(())
     })?;
     Ok(publisher)

@@ -12,6 +12,13 @@
 //! idempotent; two publishers racing for a log version both retry on the new
 //! snapshot, and the `txn` versions decide what is left to add.
 //!
+//! A revised table ([`Table::is_revised`]) is two Delta tables ([`Part`]):
+//! its every revision at `<table>_history/`, appended as above, and its
+//! current rows at `<table>/`, which the publisher keeps in step from the
+//! same epochs, in the same publication ([`crate::current`]): what a Spark,
+//! Trino or `deltalake` reader of `<table>` counts is one row per key, the
+//! rows `patchtrail sql` shows.
+//!
 //! Readers load a table's latest checkpoint and the log after it (Delta's
 //! checkpoints are written every [`CHECKPOINT_INTERVAL`] versions), never the
 //! task commit log, so opening the lake costs the same after a month as
@@ -47,7 +54,6 @@ use url::Url;
 use crate::columns::TableSchema;
 use crate::error::{Error, Result};
 use crate::lake::{CommitRecord, Lake};
-use crate::latest::Merge;
 use crate::task::TaskId;
 
 /// Delta versions between checkpoints: a reader reads one checkpoint and at
@@ -78,14 +84,56 @@ pub const PUBLISHED_STAMP: &str = "_published.json";
 /// Publications that lose a race for a log version are retried this often.
 const MAX_ATTEMPTS: usize = 50;
 
+/// One of the lake's Delta tables: a lake table's rows as tasks commit them
+/// (every revision), or a revised table's current rows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Part {
+    /// Every row committed: at `<table>_history/` for a revised table, at
+    /// `<table>/` for an append-only one. Partitioned by `date`.
+    History(Table),
+    /// A revised table's latest revision of each key, at `<table>/`.
+    Current(Table),
+}
+
+impl Part {
+    /// Every Delta table of the lake: each table's history, then, for a
+    /// revised one, its current rows (published in this order).
+    pub fn all() -> impl Iterator<Item = Part> {
+        Table::ALL.into_iter().flat_map(|table| {
+            [Some(Part::History(table)), table.is_revised().then_some(Part::Current(table))].into_iter().flatten()
+        })
+    }
+
+    /// The lake table.
+    pub fn table(self) -> Table {
+        match self {
+            Part::History(table) | Part::Current(table) => table,
+        }
+    }
+
+    /// Its directory in the lake, which is also its name to readers.
+    pub fn dir(self) -> String {
+        match self {
+            Part::History(table) => history_dir(table),
+            Part::Current(table) => table.name().to_owned(),
+        }
+    }
+}
+
+/// Where a table's committed files go: `<table>_history` for a revised
+/// table, `<table>` for an append-only one.
+pub fn history_dir(table: Table) -> String {
+    if table.is_revised() { format!("{}_history", table.name()) } else { table.name().to_owned() }
+}
+
 /// What readers see of the lake: each table's files, and the "as of".
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Published {
-    /// Table name → its current files.
+    /// Each Delta table's directory ([`Part::dir`]) → its current files.
     pub files: BTreeMap<String, Vec<PublishedFile>>,
     /// The largest task watermark published to every table.
     pub as_of: Option<Timestamp>,
-    /// Each table's Delta version (`None` before its first publication).
+    /// Each Delta table's version, by directory (`None` before its first publication).
     pub versions: BTreeMap<String, Option<u64>>,
 }
 
@@ -134,19 +182,20 @@ pub struct Publication {
     pub pruned: u64,
 }
 
-fn delta_error(table: Table) -> impl FnOnce(DeltaTableError) -> Error {
-    move |error| Error::DeltaTable { table: table.name().to_owned(), source: Box::new(error) }
+pub(crate) fn delta_error(part: Part) -> impl FnOnce(DeltaTableError) -> Error {
+    move |error| Error::DeltaTable { table: part.dir(), source: Box::new(error) }
 }
 
 /// The app id of a task in `txn` actions.
-fn app_id(task: TaskId) -> String {
+pub(crate) fn app_id(task: TaskId) -> String {
     format!("patchtrail/{}/{}", task.topic, task.partition)
 }
 
-/// The Delta schema of a lake table: its Arrow columns, then the `date`
-/// partition column (not stored in the files: Delta readers take it from
-/// the file's partition values).
-fn delta_columns(table: Table) -> Vec<StructField> {
+/// The Delta schema of a lake table: its Arrow columns, then, for its
+/// history, the `date` partition column (not stored in the files: Delta
+/// readers take it from the file's partition values).
+fn delta_columns(part: Part) -> Vec<StructField> {
+    let table = part.table();
     use arrow::datatypes::DataType as Arrow;
     let mut columns: Vec<StructField> = table
         .schema()
@@ -167,25 +216,28 @@ fn delta_columns(table: Table) -> Vec<StructField> {
             StructField::new(field.name(), data_type, field.is_nullable())
         })
         .collect();
-    columns.push(StructField::new("date", DataType::DATE, true));
+    if let Part::History(_) = part {
+        columns.push(StructField::new("date", DataType::DATE, true));
+    }
     columns
 }
 
 impl Lake {
     /// The Delta log store of one table, over the lake's own store.
-    fn log_store(&self, table: Table) -> Result<LogStoreRef> {
+    fn log_store(&self, part: Part) -> Result<LogStoreRef> {
         let fail = |reason: String| Error::Location { location: self.location().to_owned(), reason };
-        let prefixed: Arc<dyn ObjectStore> = Arc::new(PrefixStore::new(self.store(), table.name()));
+        let dir = part.dir();
+        let prefixed: Arc<dyn ObjectStore> = Arc::new(PrefixStore::new(self.store(), dir.as_str()));
         let (root, url): (Arc<dyn ObjectStore>, Url) = match self.bucket() {
             Some((_, root)) => {
-                let url = Url::parse(&format!("{}/{}/", self.location().trim_end_matches('/'), table.name()))
+                let url = Url::parse(&format!("{}/{dir}/", self.location().trim_end_matches('/')))
                     .map_err(|e| fail(e.to_string()))?;
                 (root, url)
             }
             None => {
                 let local = self.location().strip_prefix("file://").unwrap_or(self.location());
-                let path = std::path::absolute(std::path::Path::new(local).join(table.name()))
-                    .map_err(|e| fail(e.to_string()))?;
+                let path =
+                    std::path::absolute(std::path::Path::new(local).join(&dir)).map_err(|e| fail(e.to_string()))?;
                 let url = Url::from_directory_path(&path)
                     .map_err(|()| fail(format!("{} is not absolute", path.display())))?;
                 (Arc::new(LocalFileSystem::new()), url)
@@ -194,27 +246,35 @@ impl Lake {
         Ok(default_logstore(prefixed, root, &url, &StorageConfig::default()))
     }
 
-    /// A table's Delta table, loaded; `None` if it has no log yet.
-    async fn load_table(&self, table: Table) -> Result<Option<DeltaTable>> {
-        let log_store = self.log_store(table)?;
-        if !log_store.is_delta_table_location().await.map_err(delta_error(table))? {
+    /// A Delta table, loaded; `None` if it has no log yet.
+    pub(crate) async fn load_table(&self, part: Part) -> Result<Option<DeltaTable>> {
+        let log_store = self.log_store(part)?;
+        if !log_store.is_delta_table_location().await.map_err(delta_error(part))? {
             return Ok(None);
         }
         let mut delta = DeltaTable::new(log_store);
-        delta.load().await.map_err(delta_error(table))?;
+        delta.load().await.map_err(delta_error(part))?;
         Ok(Some(delta))
     }
 
-    /// A table's Delta table, created (empty) if it has no log yet.
-    async fn table_for_writing(&self, table: Table) -> Result<DeltaTable> {
-        if let Some(delta) = self.load_table(table).await? {
+    /// A Delta table, created (empty) if it has no log yet. A revised
+    /// table's `<table>/` partitioned by date is the earlier layout's
+    /// history, never written to as current rows.
+    pub(crate) async fn table_for_writing(&self, part: Part) -> Result<DeltaTable> {
+        if let Some(delta) = self.load_table(part).await? {
+            if let Part::Current(_) = part
+                && delta.snapshot().is_ok_and(|snapshot| !snapshot.metadata().partition_columns().is_empty())
+            {
+                return Err(self.earlier_layout());
+            }
             return Ok(delta);
         }
+        let partitions: &[&str] = if let Part::History(_) = part { &["date"] } else { &[] };
         let created = deltalake::operations::create::CreateBuilder::new()
-            .with_log_store(self.log_store(table)?)
-            .with_table_name(table.name())
-            .with_columns(delta_columns(table))
-            .with_partition_columns(["date"])
+            .with_log_store(self.log_store(part)?)
+            .with_table_name(part.dir())
+            .with_columns(delta_columns(part))
+            .with_partition_columns(partitions.iter().copied())
             .with_configuration_property(TableProperty::CheckpointInterval, Some(CHECKPOINT_INTERVAL.to_string()))
             .with_configuration_property(TableProperty::LogRetentionDuration, Some(LOG_RETENTION))
             .with_configuration_property(
@@ -225,9 +285,9 @@ impl Lake {
         match created {
             Ok(delta) => Ok(delta),
             // Another publisher created it first.
-            Err(error) => match self.load_table(table).await? {
+            Err(error) => match self.load_table(part).await? {
                 Some(delta) => Ok(delta),
-                None => Err(delta_error(table)(error)),
+                None => Err(delta_error(part)(error)),
             },
         }
     }
@@ -251,13 +311,19 @@ impl Lake {
         if !latest.is_empty() && latest == seen.0 {
             return Ok(report);
         }
+        if seen.0.is_empty() && self.has_revisions_in_table_dirs().await? {
+            return Err(self.earlier_layout());
+        }
         let mut records: BTreeMap<(TaskId, u64), CommitRecord> = BTreeMap::new();
         // Per task, the highest epoch every table holds.
         let mut covered: BTreeMap<TaskId, u64> = committed.keys().map(|task| (*task, u64::MAX)).collect();
-        let mut stamp: BTreeMap<&str, u64> = BTreeMap::new();
-        for table in Table::ALL {
-            let (version, holds) = self.publish_table(table, &committed, &mut records, &mut report).await?;
-            stamp.insert(table.name(), version);
+        let mut stamp: BTreeMap<String, u64> = BTreeMap::new();
+        for part in Part::all() {
+            let (version, holds) = match part {
+                Part::History(table) => self.publish_table(table, &committed, &mut records, &mut report).await?,
+                Part::Current(table) => self.publish_current(table, &committed, &mut records, &mut report).await?,
+            };
+            stamp.insert(part.dir(), version);
             for (task, epoch) in holds {
                 let entry = covered.entry(task).or_insert(u64::MAX);
                 *entry = (*entry).min(epoch);
@@ -284,9 +350,10 @@ impl Lake {
         records: &mut BTreeMap<(TaskId, u64), CommitRecord>,
         report: &mut Publication,
     ) -> Result<(u64, BTreeMap<TaskId, u64>)> {
-        let mut delta = self.table_for_writing(table).await?;
+        let part = Part::History(table);
+        let mut delta = self.table_for_writing(part).await?;
         for attempt in 1.. {
-            let snapshot = delta.snapshot().map_err(delta_error(table))?;
+            let snapshot = delta.snapshot().map_err(delta_error(part))?;
             let log_store = delta.log_store();
             let mut holds: BTreeMap<TaskId, u64> = BTreeMap::new();
             let mut pending: Vec<(TaskId, u64, &Path)> = Vec::new();
@@ -294,7 +361,7 @@ impl Lake {
                 let version = snapshot
                     .transaction_version(log_store.as_ref(), app_id(*task))
                     .await
-                    .map_err(delta_error(table))?
+                    .map_err(delta_error(part))?
                     .map_or(0, |v| v.max(0) as u64);
                 holds.insert(*task, version);
                 pending.extend(epochs.iter().filter(|(epoch, _)| *epoch > version).map(|(e, p)| (*task, *e, p)));
@@ -329,7 +396,7 @@ impl Lake {
             let properties = CommitProperties::default()
                 .with_max_retries(0)
                 .with_application_transactions(transactions)
-                .with_metadata([(WATERMARKS_KEY.to_owned(), serde_json::json!(watermarks))]);
+                .with_metadata(watermarks_metadata(&watermarks));
             let operation = DeltaOperation::Write { mode: SaveMode::Append, partition_by: None, predicate: None };
             let commit =
                 CommitBuilder::from(properties).with_actions(actions).build(Some(snapshot), log_store, operation).await;
@@ -341,11 +408,11 @@ impl Lake {
                 }
                 Err(error) if attempt < MAX_ATTEMPTS => {
                     // Another publisher took the version: read what it published, and retry.
-                    tracing::debug!(table = table.name(), %error, "publication retried");
+                    tracing::debug!(table = %part.dir(), %error, "publication retried");
                     report.conflicts += 1;
-                    delta.update_state().await.map_err(delta_error(table))?;
+                    delta.update_state().await.map_err(delta_error(part))?;
                 }
-                Err(error) => return Err(delta_error(table)(error)),
+                Err(error) => return Err(delta_error(part)(error)),
             }
         }
         unreachable!("the loop returns")
@@ -364,110 +431,55 @@ impl Lake {
     /// Merges each table's small files, per date partition, into files of
     /// about [`COMPACT_TARGET_BYTES`] (Delta `OPTIMIZE`, bin-packing: the
     /// removed files stay for readers until [`Lake::vacuum`] deletes them).
-    /// A table named in `at` is compacted as of that Delta version: only
-    /// files it held then are merged (what [`crate::latest`] needs to keep a
-    /// latest form's `covers` exact); the others as of their latest version.
-    /// Returns what was merged, per table. Safe while tasks commit and
-    /// others publish: it only rewrites files already in the tables, and a
+    /// The current tables need none: the publisher keeps each in
+    /// [`crate::current::BUCKETS`] files. Safe while tasks commit and others
+    /// publish: it only rewrites files already in the tables, and a
     /// publication that loses the race retries.
-    pub async fn optimize(&self, at: &BTreeMap<String, Option<u64>>) -> Result<(Compaction, BTreeMap<String, Merge>)> {
+    pub async fn optimize(&self) -> Result<Compaction> {
         let mut report = Compaction::default();
-        let mut merges = BTreeMap::new();
-        let mut stamp: BTreeMap<&str, u64> = BTreeMap::new();
-        for table in Table::ALL {
-            let Some(mut delta) = self.load_table(table).await? else { continue };
-            if let Some(Some(version)) = at.get(table.name())
-                && delta.version() != Some(*version)
-            {
-                delta.load_version(*version).await.map_err(delta_error(table))?;
-            }
+        let mut stamp: BTreeMap<String, u64> = BTreeMap::new();
+        for part in Part::all().filter(|part| matches!(part, Part::History(_))) {
+            let Some(delta) = self.load_table(part).await? else { continue };
             let target = std::num::NonZeroU64::new(COMPACT_TARGET_BYTES).unwrap_or(std::num::NonZeroU64::MIN);
             let (delta, metrics) = delta
                 .optimize()
                 .with_target_size(target)
                 .with_max_concurrent_tasks(2)
                 .await
-                .map_err(delta_error(table))?;
+                .map_err(delta_error(part))?;
             report.files_removed += metrics.num_files_removed;
             report.files_added += metrics.num_files_added;
-            let version = delta.version().unwrap_or(0);
-            stamp.insert(table.name(), version);
-            if metrics.num_files_removed > 0 {
-                merges.insert(table.name().to_owned(), self.merge_of(table, &delta, version).await?);
-            }
+            stamp.insert(part.dir(), delta.version().unwrap_or(0));
         }
         if report.files_removed > 0 {
             self.write_stamp(&stamp).await?;
         }
-        Ok((report, merges))
+        Ok(report)
     }
 
-    /// The files an `OPTIMIZE` commit at `version` removed and added.
-    async fn merge_of(&self, table: Table, delta: &DeltaTable, version: u64) -> Result<Merge> {
-        let fail = |reason: String| Error::Delta { table: table.name().to_owned(), reason };
-        let bytes = delta
-            .log_store()
-            .read_commit_entry(version)
-            .await
-            .map_err(delta_error(table))?
-            .ok_or_else(|| fail(format!("the log has no version {version}, the compaction just committed")))?;
-        let in_lake = |path: &str| {
-            let path = Path::from_url_path(path).map_or_else(|_| path.to_owned(), |path| path.to_string());
-            format!("{}/{path}", table.name())
-        };
-        let mut merge = Merge::default();
-        for action in deltalake::logstore::get_actions(version, &bytes).map_err(delta_error(table))? {
-            match action {
-                Action::Add(add) => {
-                    merge.added.insert(in_lake(&add.path));
-                }
-                Action::Remove(remove) => {
-                    merge.removed.insert(in_lake(&remove.path));
-                }
-                Action::CommitInfo(info) if info.operation.as_deref() != Some("OPTIMIZE") => {
-                    return Err(fail(format!("version {version} is not the compaction's but {:?}", info.operation)));
-                }
-                _ => {}
-            }
-        }
-        Ok(merge)
-    }
-
-    /// Deletes the files that compaction removed from the tables more than
-    /// `retain` ago (Delta `VACUUM`, lite mode: only files a `remove` action
-    /// names, so a file committed but not yet published is never touched),
-    /// and the latest forms no manifest names any more.
+    /// Deletes the files removed from the tables (merged away by compaction,
+    /// or current rows rewritten by a publication) more than `retain` ago
+    /// (Delta `VACUUM`, lite mode: only files a `remove` action names, so a
+    /// file committed but not yet published is never touched).
     /// Readers must not hold a snapshot older than `retain`.
     pub async fn vacuum(&self, retain: std::time::Duration) -> Result<u64> {
         let mut deleted = 0;
-        for table in Table::ALL {
-            let Some(delta) = self.load_table(table).await? else { continue };
+        for part in Part::all() {
+            let Some(delta) = self.load_table(part).await? else { continue };
             let retention = chrono_duration(retain);
             let (_, metrics) = delta
                 .vacuum()
                 .with_retention_period(retention)
                 .with_enforce_retention_duration(false)
                 .await
-                .map_err(delta_error(table))?;
+                .map_err(delta_error(part))?;
             deleted += metrics.files_deleted.len() as u64;
         }
-        Ok(deleted + self.vacuum_latest(retain).await?)
+        Ok(deleted)
     }
 
-    async fn write_stamp(&self, stamp: &BTreeMap<&str, u64>) -> Result<()> {
+    async fn write_stamp(&self, stamp: &BTreeMap<String, u64>) -> Result<()> {
         self.put_stamp(serde_json::to_vec(stamp).unwrap_or_default()).await
-    }
-
-    /// Marks a new latest-forms manifest in [`PUBLISHED_STAMP`] (its time
-    /// beside the tables' versions), so that readers polling the stamp open
-    /// a snapshot that uses it.
-    pub(crate) async fn stamp_latest(&self, written_ms: i64) -> Result<()> {
-        let path = Path::from(PUBLISHED_STAMP);
-        // Only a change signal: a stamp that cannot be parsed is replaced.
-        let mut stamp: BTreeMap<String, serde_json::Value> =
-            self.get_if_exists(&path).await?.and_then(|bytes| serde_json::from_slice(&bytes).ok()).unwrap_or_default();
-        stamp.insert(crate::latest::LATEST_DIR.to_owned(), written_ms.into());
-        self.put_stamp(serde_json::to_vec(&stamp).unwrap_or_default()).await
     }
 
     async fn put_stamp(&self, body: Vec<u8>) -> Result<()> {
@@ -500,29 +512,29 @@ impl Lake {
         pruned
     }
 
-    /// What readers see: each table's current files and the lake's "as of".
-    /// Reads each table's latest checkpoint and the log after it.
+    /// What readers see: each Delta table's current files and the lake's
+    /// "as of". Reads each table's latest checkpoint and the log after it.
     pub async fn published(&self) -> Result<Published> {
         let mut published = Published::default();
         let mut as_of: Option<Option<Timestamp>> = None;
-        for table in Table::ALL {
-            let Some(delta) = self.load_table(table).await? else {
-                published.files.insert(table.name().to_owned(), Vec::new());
-                published.versions.insert(table.name().to_owned(), None);
+        for part in Part::all() {
+            let Some(delta) = self.load_table(part).await? else {
+                published.files.insert(part.dir(), Vec::new());
+                published.versions.insert(part.dir(), None);
                 continue;
             };
-            let snapshot = delta.snapshot().map_err(delta_error(table))?;
+            let snapshot = delta.snapshot().map_err(delta_error(part))?;
             let files: Vec<PublishedFile> = snapshot
                 .log_data()
                 .into_iter()
                 .map(|file| PublishedFile {
-                    path: format!("{}/{}", table.name(), file.object_store_path()),
+                    path: format!("{}/{}", part.dir(), file.object_store_path()),
                     size: file.size().max(0) as u64,
                     modified_ms: file.modification_time(),
                 })
                 .collect();
-            published.files.insert(table.name().to_owned(), files);
-            published.versions.insert(table.name().to_owned(), delta.version());
+            published.files.insert(part.dir(), files);
+            published.versions.insert(part.dir(), delta.version());
             // The as-of every table has reached: the least of the tables' own.
             let table_as_of =
                 previous_watermarks(&delta).await.values().filter_map(|text| Timestamp::parse_rfc3339(text)).max();
@@ -535,18 +547,63 @@ impl Lake {
         Ok(published)
     }
 
-    /// Whether the lake holds epochs in the task commit log but no Delta
-    /// table at all: written by a build before the lake became Delta tables.
+    /// Whether the lake is of an earlier layout `patchtrail lake migrate`
+    /// converts: epochs in the task commit log but no Delta table at all
+    /// (before the lake became Delta tables), or a revised table's
+    /// revisions under `<table>/` (before `<table>_history`).
     pub async fn needs_migration(&self) -> Result<bool> {
+        if self.has_revisions_in_table_dirs().await? {
+            return Ok(true);
+        }
         if self.commit_count().await? == 0 {
             return Ok(false);
         }
-        for table in Table::ALL {
-            if self.log_store(table)?.is_delta_table_location().await.map_err(delta_error(table))? {
+        for part in Part::all() {
+            if self.log_store(part)?.is_delta_table_location().await.map_err(delta_error(part))? {
                 return Ok(false);
             }
         }
         Ok(true)
+    }
+
+    /// Whether a revised table's directory holds date partitions: the
+    /// revisions of the earlier layouts, where `<table>/` was the history.
+    pub(crate) async fn has_revisions_in_table_dirs(&self) -> Result<bool> {
+        for table in Table::ALL.into_iter().filter(|table| table.is_revised()) {
+            let dir = Path::from(table.name());
+            let listed = self
+                .store()
+                .list_with_delimiter(Some(&dir))
+                .await
+                .map_err(|source| Error::Storage { path: dir.to_string(), source })?;
+            // A date directory with a file (a migration leaves them empty on a local disk).
+            for prefix in listed.common_prefixes {
+                if !prefix.filename().is_some_and(|name| name.starts_with("date=")) {
+                    continue;
+                }
+                let inside = self
+                    .store()
+                    .list_with_delimiter(Some(&prefix))
+                    .await
+                    .map_err(|source| Error::Storage { path: prefix.to_string(), source })?;
+                if !inside.objects.is_empty() {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    /// The error for a lake of an earlier layout.
+    pub(crate) fn earlier_layout(&self) -> Error {
+        Error::Location {
+            location: self.location().to_owned(),
+            reason: format!(
+                "the lake is of an earlier layout (every revision in <table>/, or no Delta tables): \
+                 run `patchtrail lake migrate --lake {}` once",
+                self.location()
+            ),
+        }
     }
 }
 
@@ -569,7 +626,7 @@ fn add_action(file: &crate::lake::CommittedFile) -> Action {
 
 /// The task watermarks recorded by the table's latest publication (newest
 /// first among the last ten commits, so an optimize in between is skipped).
-async fn previous_watermarks(delta: &DeltaTable) -> BTreeMap<String, String> {
+pub(crate) async fn previous_watermarks(delta: &DeltaTable) -> BTreeMap<String, String> {
     let infos: Vec<_> = delta.history(Some(10)).try_collect().await.unwrap_or_default();
     infos
         .iter()
@@ -580,6 +637,11 @@ async fn previous_watermarks(delta: &DeltaTable) -> BTreeMap<String, String> {
             _ => None,
         })
         .unwrap_or_default()
+}
+
+/// The `commitInfo` entry recording the task watermarks a publication holds.
+pub(crate) fn watermarks_metadata(watermarks: &BTreeMap<String, String>) -> [(String, serde_json::Value); 1] {
+    [(WATERMARKS_KEY.to_owned(), serde_json::json!(watermarks))]
 }
 
 fn chrono_duration(duration: std::time::Duration) -> chrono::Duration {

@@ -93,7 +93,7 @@ fn encode<R: LakeRow>(at: &FileName<'_>, rows: &[R], files: &mut Vec<EncodedFile
             table,
             path: format!(
                 "{}/date={date}/{}{epoch:010}-{writer_id}-{n}.parquet",
-                table.name(),
+                crate::delta::history_dir(table),
                 crate::lake::Lake::file_prefix(task)
             ),
             rows: indexes.len() as u64,

@@ -88,15 +88,6 @@ pub enum Error {
         /// What happened to it.
         how: &'static str,
     },
-    /// The latest rows of the lake could not be read for compaction.
-    #[error("cannot read the latest rows of {what}")]
-    LatestRows {
-        /// The table, or the lake when opening it failed.
-        what: String,
-        /// The reader's error.
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
-    },
     /// The lake location is not usable.
     #[error("lake location {location:?} is not usable: {reason}")]
     Location {
@@ -120,7 +111,7 @@ impl Error {
             Error::DeltaTable { source, .. } => delta_class(source),
             // Another writer won the race: the next turn sees its version.
             // A compaction that could not read is tried again at the next one.
-            Error::Fenced { .. } | Error::LatestRows { .. } => ErrorClass::Transient,
+            Error::Fenced { .. } => ErrorClass::Transient,
             // A table patchtrail did not write, or a log that lost its files.
             Error::Delta { .. } => ErrorClass::Internal,
             Error::Snapshot { .. }

@@ -1,9 +1,12 @@
-//! The lake: one directory of Parquet files per table, hive-partitioned by
-//! date, and a commit log that makes each task's epochs atomic
-//! (DESIGN.md "Exactly-once into the lake").
+//! The lake: one directory of Parquet files per table (`<table>_history`
+//! for a revised table, see [`crate::delta::history_dir`]), hive-partitioned
+//! by date, and a commit log that makes each task's epochs atomic
+//! (DESIGN.md "Exactly-once into the lake"). The publisher adds the Delta
+//! logs and a revised table's current rows ([`crate::current`]).
 //!
 //! ```text
-//! <lake>/<table>/date=YYYY-MM-DD/<task>-<epoch>-<writer>-<n>.parquet
+//! <lake>/<table or table_history>/date=YYYY-MM-DD/<task>-<epoch>-<writer>-<n>.parquet
+//! <lake>/<table>/b<bucket>-<version>-<writer>.parquet   (current rows, by the publisher)
 //! <lake>/_state/<task topic>/<partition>/<epoch>-<writer>.state
 //! <lake>/_outbox/<task topic>/<partition>/<epoch>-<writer>.jsonl
 //! <lake>/_commits/<task topic>/<partition>/<epoch>.json
@@ -448,7 +451,7 @@ impl Lake {
         let epoch_of = |name: &str| name.split(['-', '.']).next()?.parse::<u64>().ok();
         let prefix = Self::file_prefix(task);
         for table in Table::ALL {
-            let dir = Path::from(table.name());
+            let dir = Path::from(crate::delta::history_dir(table));
             let listed: Vec<_> = self.store.list(Some(&dir)).try_collect().await.map_err(storage(&dir))?;
             for meta in listed {
                 let Some(name) = meta.location.filename() else { continue };

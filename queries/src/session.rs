@@ -1,9 +1,10 @@
 //! [`LakeSession`]: a DataFusion session over one snapshot of the lake: the
 //! files its Delta tables hold (never a directory listing, so an uncommitted
-//! epoch is never seen), registered per table as
-//! `<table>_history` with every revision, and a view `<table>` that keeps the
-//! latest revision of each row; then the metric views of `queries/sql/` and
-//! the `priorities` view. Sessions only read: DDL, DML and statements are
+//! epoch is never seen), registered per table as `<table>_history` with
+//! every revision and `<table>` with the latest revision of each row (a
+//! revised table's current rows, which the publisher keeps: see
+//! `processor::current`); then the metric views of `queries/sql/` and the
+//! `priorities` view. Sessions only read: DDL, DML and statements are
 //! refused.
 
 use std::sync::Arc;
@@ -21,9 +22,8 @@ use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use object_store::{ObjectMeta, ObjectStore};
-use processor::delta::Published;
+use processor::delta::{Part, Published};
 use processor::lake::Lake;
-use processor::latest::LatestManifest;
 use schemas::{Table, Timestamp};
 
 use crate::error::{QueryError, classify};
@@ -94,18 +94,14 @@ impl LakeSession {
                 lake.location()
             )));
         }
-        let latest = lake.latest_manifest().await?.unwrap_or_default();
         let published = lake.published().await?;
-        LakeSession::over(lake, &published, &latest, runtime, weights).await
+        LakeSession::over(lake, &published, runtime, weights).await
     }
 
-    /// A session over `published`, the files of the lake's Delta tables,
-    /// reading the latest revisions of a table from its form in `latest`
-    /// where that form fits `published` (see [`processor::latest`]).
+    /// A session over `published`, the files of the lake's Delta tables.
     pub async fn over(
         lake: &Lake,
         published: &Published,
-        latest: &LatestManifest,
         runtime: Option<Arc<RuntimeEnv>>,
         weights: &Weights,
     ) -> Result<LakeSession, QueryError> {
@@ -124,24 +120,13 @@ impl LakeSession {
         let mut files = Files { base, known: Vec::new() };
         let mut tables: Vec<Source> = Vec::with_capacity(Table::ALL.len());
         for table in Table::ALL {
-            let current = published.files.get(table.name()).map_or(&[][..], Vec::as_slice);
-            let history =
-                files.provider(table, current.iter().map(|file| (&file.path, file.size, file.modified_ms)))?;
-            let form = latest.tables.get(table.name()).filter(|_| keeps_latest(table));
-            let latest = match form.and_then(|form| Some((form, form.tail(current.iter().map(|f| f.path.as_str()))?))) {
-                Some((form, tail)) => {
-                    let compacted = files
-                        .provider(table, form.files.iter().map(|file| (&file.path, file.size, file.modified_ms)))?;
-                    let mut tail = current.iter().filter(|file| tail.contains(file.path.as_str())).peekable();
-                    let tail = match tail.peek() {
-                        None => None,
-                        Some(_) => Some(files.provider(table, tail.map(|f| (&f.path, f.size, f.modified_ms)))?),
-                    };
-                    Some(LatestForm { compacted, tail })
-                }
-                None => None,
+            let files_of = |part: Part| published.files.get(&part.dir()).map_or(&[][..], Vec::as_slice);
+            let mut provider = |part: Part| {
+                files.provider(table, files_of(part).iter().map(|file| (&file.path, file.size, file.modified_ms)))
             };
-            tables.push(Source { table, history, latest });
+            let history = provider(Part::History(table))?;
+            let current = if table.is_revised() { provider(Part::Current(table))? } else { Arc::clone(&history) };
+            tables.push(Source { table, history, current });
         }
         // Listing the tables' files asks the store nothing: see `known`.
         let store: Arc<dyn ObjectStore> = Arc::new(KnownFiles::new(store, files.known));
@@ -151,12 +136,6 @@ impl LakeSession {
         };
         let context = context(runtime, &tables, Arc::clone(&store), as_of, weights).await?;
         Ok(LakeSession { context, as_of, tables, store, weights: weights.clone() })
-    }
-
-    /// Which tables this session reads through a latest form (the others
-    /// join every revision).
-    pub fn latest_forms(&self) -> Vec<Table> {
-        self.tables.iter().filter(|source| source.latest.is_some()).map(|source| source.table).collect()
     }
 
     /// The same snapshot in another runtime (another memory pool): what the
@@ -210,58 +189,13 @@ impl LakeSession {
     }
 }
 
-pub use processor::compact::keeps_latest;
-
-/// The reader compaction reads the latest rows through
-/// ([`processor::compact`]): a session over each snapshot it asks for.
-pub struct CompactionReader;
-
-impl processor::compact::LatestReader for CompactionReader {
-    type Snapshot = LakeSession;
-
-    async fn open(
-        &self,
-        lake: &Lake,
-        published: &Published,
-        forms: &LatestManifest,
-    ) -> Result<LakeSession, processor::compact::ReadError> {
-        Ok(LakeSession::over(lake, published, forms, None, &Weights::default()).await?)
-    }
-}
-
-impl processor::compact::LatestSnapshot for LakeSession {
-    fn fitting_forms(&self) -> Vec<Table> {
-        self.latest_forms()
-    }
-
-    async fn latest_rows(
-        &self,
-        table: Table,
-    ) -> Result<
-        futures::stream::BoxStream<'static, Result<RecordBatch, processor::compact::ReadError>>,
-        processor::compact::ReadError,
-    > {
-        use futures::{StreamExt, TryStreamExt};
-        let rows = self.stream(&format!("SELECT * FROM {}", table.name())).await?;
-        Ok(rows.map_err(|e| Box::new(e) as processor::compact::ReadError).boxed())
-    }
-}
-
-/// One table of a session: its history, and its latest form when it has one
-/// that fits the snapshot.
+/// One table of a session: every revision, and the latest of each key (the
+/// same provider for an append-only table).
 #[derive(Clone)]
 struct Source {
     table: Table,
     history: Arc<dyn TableProvider>,
-    latest: Option<LatestForm>,
-}
-
-/// A latest form as a session reads it: the compacted rows, and the files
-/// published since (the tail), if any.
-#[derive(Clone)]
-struct LatestForm {
-    compacted: Arc<dyn TableProvider>,
-    tail: Option<Arc<dyn TableProvider>>,
+    current: Arc<dyn TableProvider>,
 }
 
 /// Builds the providers of a session's files, remembering each file for
@@ -314,58 +248,10 @@ async fn context(
     let url = ObjectStoreUrl::parse(LAKE_URL).map_err(classify)?;
     context.register_object_store(url.as_ref(), store);
     guard::restrict(&context);
-    for Source { table, history: provider, latest } in tables {
+    for Source { table, history, current } in tables {
         let name = table.name();
-        let history = format!("{name}_history");
-        context.register_table(history.as_str(), Arc::clone(provider)).map_err(classify)?;
-        let columns = |alias: &str| -> String {
-            let columns: Vec<String> =
-                table.schema().fields().iter().map(|field| format!("{alias}.\"{}\"", field.name())).collect();
-            columns.join(", ")
-        };
-        let keys = table.key_columns().join(", ");
-        let on = |left: &str, right: &str| -> String {
-            let on: Vec<String> =
-                table.key_columns().iter().map(|key| format!("{left}.{key} = {right}.{key}")).collect();
-            on.join(" AND ")
-        };
-        // The latest revision per key among the rows of `source`, as a join
-        // with the largest revision of each key: (key, revision) is unique,
-        // and on DataFusion 55 this runs about twice as fast as filtering on
-        // row_number() over many small partitions.
-        let latest_of = |source: &str| {
-            format!(
-                "SELECT {} FROM {source} h JOIN (SELECT {keys}, max(revision) AS latest__ FROM {source} GROUP BY {keys}) l \
-                 ON {} AND h.revision = l.latest__",
-                columns("h"),
-                on("h", "l")
-            )
-        };
-        let view = match latest {
-            _ if !keeps_latest(*table) => format!("SELECT {} FROM {history} h", columns("h")),
-            None => latest_of(&history),
-            Some(LatestForm { compacted, tail: None }) => {
-                context.register_table(COMPACTED, Arc::clone(compacted)).map_err(classify)?;
-                format!("SELECT {} FROM {COMPACTED} c", columns("c"))
-            }
-            // The compacted rows whose key the tail does not revise, and the
-            // tail's latest revisions (see processor::latest for why a key's
-            // rows in the tail are always newer).
-            Some(LatestForm { compacted, tail: Some(tail) }) => {
-                context.register_table(COMPACTED, Arc::clone(compacted)).map_err(classify)?;
-                context.register_table(TAIL, Arc::clone(tail)).map_err(classify)?;
-                format!(
-                    "SELECT {} FROM {COMPACTED} c LEFT ANTI JOIN {TAIL} t ON {} UNION ALL {}",
-                    columns("c"),
-                    on("c", "t"),
-                    latest_of(TAIL)
-                )
-            }
-        };
-        context.sql(&format!("CREATE VIEW {name} AS {view}")).await.map_err(classify)?;
-        // The view holds the providers; the names are not a client's to use.
-        context.deregister_table(COMPACTED).map_err(classify)?;
-        context.deregister_table(TAIL).map_err(classify)?;
+        context.register_table(format!("{name}_history").as_str(), Arc::clone(history)).map_err(classify)?;
+        context.register_table(name, Arc::clone(current)).map_err(classify)?;
     }
     let now = as_of.unwrap_or_default().to_string();
     let now = now.trim_end_matches('Z');
@@ -375,7 +261,3 @@ async fn context(
     }
     Ok(context)
 }
-
-/// The names a latest form's providers have while its view is created.
-const COMPACTED: &str = "latest_form__";
-const TAIL: &str = "latest_tail__";

@@ -62,6 +62,14 @@ impl Table {
         }
     }
 
+    /// Whether the table's rows are revised (it has a key, and it is not
+    /// `alerts`: an alert is sent once, its row never revised). A revised
+    /// table is two Delta tables: `<table>` with each key's current row,
+    /// `<table>_history` with every revision.
+    pub const fn is_revised(self) -> bool {
+        !self.key_columns().is_empty() && !matches!(self, Table::Alerts)
+    }
+
     /// The columns that identify a row; rows with equal keys are revisions of
     /// one another. Empty for append-only tables.
     pub const fn key_columns(self) -> &'static [&'static str] {

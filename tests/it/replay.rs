@@ -86,8 +86,12 @@ fn other_engines_read_the_lake_as_plain_parquet() {
     replay(&events, &lake, &[]);
     for table in ["patch_outcomes", "exposures", "alerts", "dead_letters"] {
         let ours = sql(&lake, &format!("SELECT count(*) AS n FROM {table}_history"))[0]["n"].as_u64();
+        // Every revision, as the tasks committed them (the current rows are
+        // for Delta readers: a rewritten file stays on disk until vacuumed).
+        let dir =
+            if ["alerts", "dead_letters"].contains(&table) { table.to_owned() } else { format!("{table}_history") };
         let script = format!(
-            "import duckdb; print(duckdb.sql(\"select count(*) from read_parquet('{}/{table}/date=*/*.parquet', hive_partitioning=true)\").fetchall()[0][0])",
+            "import duckdb; print(duckdb.sql(\"select count(*) from read_parquet('{}/{dir}/date=*/*.parquet', hive_partitioning=true)\").fetchall()[0][0])",
             path(&lake)
         );
         let output = Command::new("python3").args(["-c", &script]).output().expect("python runs");

@@ -586,8 +586,8 @@ fn errors_answer_with_the_status_of_their_class() {
     stream.read_to_string(&mut response).expect("reads");
     assert!(response.starts_with("HTTP/1.1 413"), "{response}");
     // A committed file that is not Parquet any more: corrupt state, the server's fault.
-    let file = std::fs::read_dir(lake.join("exposures"))
-        .expect("exposures dir")
+    let file = std::fs::read_dir(lake.join("exposures_history"))
+        .expect("exposures_history dir")
         .flat_map(|date| std::fs::read_dir(date.expect("entry").path()).expect("date dir"))
         .map(|entry| entry.expect("entry").path())
         .find(|path| path.extension().is_some_and(|e| e == "parquet"))

@@ -7,7 +7,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use processor::compact::LatestReader;
 use processor::delta::PublishedUpTo;
 use processor::lake::Lake;
 use tokio_util::sync::CancellationToken;
@@ -46,15 +45,15 @@ impl LakePublisher {
         self.publish(&mut PublishedUpTo::default());
     }
 
-    /// The upkeep loop, until `cancel`; `reader` reads the latest rows for compaction.
-    pub fn keep(&self, upkeep: Upkeep, reader: &impl LatestReader, cancel: &CancellationToken) {
+    /// The upkeep loop, until `cancel`.
+    pub fn keep(&self, upkeep: Upkeep, cancel: &CancellationToken) {
         let mut optimized = Instant::now();
         let mut seen = PublishedUpTo::default();
         while !kafka::sleep_unless_cancelled(upkeep.publish_every, cancel) {
             self.publish(&mut seen);
             if upkeep.optimize_every.is_some_and(|interval| optimized.elapsed() >= interval) {
                 optimized = Instant::now();
-                self.compact(reader, upkeep.retain);
+                self.compact(upkeep.retain);
             }
         }
     }
@@ -84,16 +83,14 @@ impl LakePublisher {
         }
     }
 
-    fn compact(&self, reader: &impl LatestReader, retain: Duration) {
+    fn compact(&self, retain: Duration) {
         let (started, metrics) = (Instant::now(), &self.metrics);
-        match self.runtime.block_on(processor::compact::compact(&self.lake, reader)) {
+        match self.runtime.block_on(self.lake.optimize()) {
             Ok(report) => {
-                metrics.files_compacted.inc_by(report.merged.files_removed);
+                metrics.files_compacted.inc_by(report.files_removed);
                 tracing::info!(
-                    files_removed = report.merged.files_removed,
-                    files_added = report.merged.files_added,
-                    latest_forms = report.forms,
-                    latest_rows = report.latest_rows,
+                    files_removed = report.files_removed,
+                    files_added = report.files_added,
                     ms = started.elapsed().as_millis() as u64,
                     "compacted the Delta tables"
                 );

@@ -28,6 +28,8 @@ fn feed(pipeline: &mut Pipeline, lines: &[SimLine], range: std::ops::Range<usize
 }
 
 /// Every Parquet file under the lake, relative to it.
+/// The tasks' Parquet files under `root` (in date partitions: the current
+/// rows the publisher keeps are not a task's).
 fn parquet_files(root: &std::path::Path) -> BTreeSet<String> {
     let mut found = BTreeSet::new();
     let mut dirs = vec![root.to_path_buf()];
@@ -36,7 +38,12 @@ fn parquet_files(root: &std::path::Path) -> BTreeSet<String> {
             let path = entry.expect("entry").path();
             if path.is_dir() {
                 dirs.push(path);
-            } else if path.extension().is_some_and(|e| e == "parquet") {
+            } else if path.extension().is_some_and(|e| e == "parquet")
+                && path
+                    .parent()
+                    .and_then(|dir| dir.file_name())
+                    .is_some_and(|dir| dir.to_string_lossy().starts_with("date="))
+            {
                 found.insert(path.strip_prefix(root).expect("inside").to_string_lossy().into_owned());
             }
         }
@@ -90,7 +97,7 @@ fn the_last_claimant_owns_the_task_and_the_other_is_fenced() {
     assert_eq!(last.positions.get("sim"), Some(&(lines.len() as u64)));
     let committed: BTreeSet<String> = records.iter().flat_map(|r| r.files.iter().map(|f| f.path.clone())).collect();
     assert_eq!(parquet_files(dir.path()), committed, "no file of the fenced epoch is left");
-    // <table>/date=<d>/<task topic>-<partition>-<epoch>-<writer>-<n>.parquet
+    // <table>_history/date=<d>/<task topic>-<partition>-<epoch>-<writer>-<n>.parquet
     let writers: BTreeSet<&str> =
         committed.iter().filter_map(|path| path.rsplit('/').next()?.split('-').nth(3)).collect();
     assert_eq!(writers.len(), 2, "each instance committed one epoch with files: {writers:?}");
