@@ -77,6 +77,32 @@ fn revisions(table: Table, batch: &RecordBatch) -> Result<Vec<i64>> {
     Ok((0..batch.num_rows()).map(|row| column.value(row)).collect())
 }
 
+/// Whether a commit failed because another publisher took its version (so
+/// nothing of it is in the log).
+fn lost_the_race(error: &deltalake::DeltaTableError) -> bool {
+    use deltalake::DeltaTableError as Delta;
+    use deltalake::kernel::transaction::TransactionError as Transaction;
+    matches!(
+        error,
+        Delta::VersionAlreadyExists(_)
+            | Delta::Transaction {
+                source: Transaction::VersionAlreadyExists(_)
+                    | Transaction::CommitConflict(_)
+                    | Transaction::MaxCommitAttempts(_)
+            }
+    )
+}
+
+/// A name no other attempt of this process uses: several publishers of one
+/// process (a `run` of several instances, its final publication) share its
+/// writer id, and a publication that loses the race deletes what it wrote.
+fn attempt_id() -> String {
+    static ATTEMPTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = ATTEMPTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    format!("{nanos:x}-{n}")
+}
+
 fn bucket_of_key(key: &str) -> u64 {
     twox_hash::XxHash64::oneshot(0, key.as_bytes()) % BUCKETS
 }
@@ -115,10 +141,14 @@ impl Lake {
             }
             let mut sources: Vec<String> = Vec::new();
             let mut watermarks = previous_watermarks(&delta).await;
-            // A table that holds no epoch yet starts from its history.
+            // A table that holds no epoch yet starts from its history (and
+            // commits its `txn` versions and watermarks even when it has no
+            // row: readers take the lake's as-of from every table).
+            let mut from_history = false;
             if holds.values().all(Option::is_none)
                 && let Some(history) = self.load_table(Part::History(table)).await?
             {
+                from_history = true;
                 let history_snapshot = history.snapshot().map_err(delta_error(Part::History(table)))?;
                 for task in committed.keys() {
                     let version = history_snapshot
@@ -140,7 +170,7 @@ impl Lake {
             }
             let holds: BTreeMap<TaskId, u64> =
                 holds.into_iter().map(|(task, held)| (task, held.unwrap_or(0))).collect();
-            if pending.is_empty() && sources.is_empty() {
+            if pending.is_empty() && !from_history {
                 return Ok((delta.version().unwrap_or(0), holds));
             }
             let mut holds = holds;
@@ -180,10 +210,11 @@ impl Lake {
                     report.files += written.len() as u64;
                     return Ok((finalized.version(), holds));
                 }
-                Err(error) if attempt < MAX_ATTEMPTS => {
+                Err(error) if attempt < MAX_ATTEMPTS && lost_the_race(&error) => {
                     // Another publisher took the version: read what it published, and retry.
                     tracing::debug!(table = %part.dir(), %error, "publication of current rows retried");
                     report.conflicts += 1;
+                    // Named for this attempt alone, and in no log: ours to delete.
                     for path in written {
                         let _ = self.store().delete(&path).await;
                     }
@@ -251,6 +282,7 @@ impl Lake {
             }
         }
 
+        let attempt = attempt_id();
         let now =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
         let remove = |(path, size): &(String, i64)| {
@@ -311,7 +343,7 @@ impl Lake {
                     .map_err(|e| fail(e.to_string()))?;
             writer.write(&merged).map_err(|e| fail(e.to_string()))?;
             writer.close().map_err(|e| fail(e.to_string()))?;
-            let name = format!("b{bucket:02}-{next:010}-{}.parquet", self.writer());
+            let name = format!("b{bucket:02}-{next:010}-{}-{attempt}.parquet", self.writer());
             let path = Path::from(format!("{}/{name}", table.name()));
             let size = bytes.len() as i64;
             self.store()

@@ -20,7 +20,7 @@ pub struct TimeToPatch {
     pub patched: i64,
     /// Median time-to-patch, days.
     pub median_days: Option<f64>,
-    /// 90th percentile, days.
+    /// 90th percentile, days (linear interpolation, as `ttp_matrix`).
     pub p90_days: Option<f64>,
 }
 
@@ -94,7 +94,7 @@ pub struct Summary {
 
 const TIME_TO_PATCH_SQL: &str = "SELECT s.severity, count(*) AS patched, \
      median(o.time_to_patch_s) / 86400.0 AS median_d, \
-     approx_percentile_cont(o.time_to_patch_s, 0.9) / 86400.0 AS p90_d \
+     percentile_cont(o.time_to_patch_s, 0.9) / 86400.0 AS p90_d \
      FROM patch_outcomes o JOIN patch_severity s ON s.patch_id = o.patch_id \
      WHERE o.time_to_patch_s IS NOT NULL GROUP BY s.severity, s.level ORDER BY s.level DESC";
 const COMPLIANCE_SQL: &str = "SELECT coalesce(severity, 'unknown') AS severity, sum(exposures) AS exposures, \
