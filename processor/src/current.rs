@@ -34,7 +34,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use schemas::Table;
 
 use crate::columns::TableSchema;
-use crate::delta::{Part, Publication, app_id, delta_error, previous_watermarks, watermarks_metadata};
+use crate::delta::{Part, Publication, app_id, delta_error, previous_watermarks, txn_versions, watermarks_metadata};
 use crate::error::{Error, Result};
 use crate::lake::{CommitRecord, Lake};
 use crate::task::TaskId;
@@ -133,12 +133,7 @@ impl Lake {
         for attempt in 1.. {
             let snapshot = delta.snapshot().map_err(delta_error(part))?;
             let log_store = delta.log_store();
-            let mut holds: BTreeMap<TaskId, Option<u64>> = BTreeMap::new();
-            for task in committed.keys() {
-                let version =
-                    snapshot.transaction_version(log_store.as_ref(), app_id(*task)).await.map_err(delta_error(part))?;
-                holds.insert(*task, version.map(|v| v.max(0) as u64));
-            }
+            let mut holds = txn_versions(&delta, part, committed.keys()).await?;
             let mut sources: Vec<String> = Vec::new();
             let mut watermarks = previous_watermarks(&delta).await;
             // A table that holds no epoch yet starts from its history (and
@@ -149,14 +144,8 @@ impl Lake {
                 && let Some(history) = self.load_table(Part::History(table)).await?
             {
                 from_history = true;
+                holds = txn_versions(&history, Part::History(table), committed.keys()).await?;
                 let history_snapshot = history.snapshot().map_err(delta_error(Part::History(table)))?;
-                for task in committed.keys() {
-                    let version = history_snapshot
-                        .transaction_version(history.log_store().as_ref(), app_id(*task))
-                        .await
-                        .map_err(delta_error(Part::History(table)))?;
-                    holds.insert(*task, version.map(|v| v.max(0) as u64));
-                }
                 let dir = Part::History(table).dir();
                 sources.extend(
                     history_snapshot.log_data().into_iter().map(|f| format!("{dir}/{}", f.object_store_path())),

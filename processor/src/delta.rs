@@ -355,16 +355,15 @@ impl Lake {
         for attempt in 1.. {
             let snapshot = delta.snapshot().map_err(delta_error(part))?;
             let log_store = delta.log_store();
-            let mut holds: BTreeMap<TaskId, u64> = BTreeMap::new();
+            let mut holds: BTreeMap<TaskId, u64> = txn_versions(&delta, part, committed.keys())
+                .await?
+                .into_iter()
+                .map(|(task, held)| (task, held.unwrap_or(0)))
+                .collect();
             let mut pending: Vec<(TaskId, u64, &Path)> = Vec::new();
             for (task, epochs) in committed {
-                let version = snapshot
-                    .transaction_version(log_store.as_ref(), app_id(*task))
-                    .await
-                    .map_err(delta_error(part))?
-                    .map_or(0, |v| v.max(0) as u64);
-                holds.insert(*task, version);
-                pending.extend(epochs.iter().filter(|(epoch, _)| *epoch > version).map(|(e, p)| (*task, *e, p)));
+                let held = holds[task];
+                pending.extend(epochs.iter().filter(|(epoch, _)| *epoch > held).map(|(e, p)| (*task, *e, p)));
             }
             if pending.is_empty() {
                 return Ok((delta.version().unwrap_or(0), holds));
@@ -637,6 +636,23 @@ pub(crate) async fn previous_watermarks(delta: &DeltaTable) -> BTreeMap<String, 
             _ => None,
         })
         .unwrap_or_default()
+}
+
+/// Per task of `tasks`, the last epoch `delta`'s `txn` actions record
+/// (`None` for a task the table has never held).
+pub(crate) async fn txn_versions<'a>(
+    delta: &DeltaTable,
+    part: Part,
+    tasks: impl IntoIterator<Item = &'a TaskId>,
+) -> Result<BTreeMap<TaskId, Option<u64>>> {
+    let snapshot = delta.snapshot().map_err(delta_error(part))?;
+    let mut versions = BTreeMap::new();
+    for task in tasks {
+        let version =
+            snapshot.transaction_version(delta.log_store().as_ref(), app_id(*task)).await.map_err(delta_error(part))?;
+        versions.insert(*task, version.map(|v| v.max(0) as u64));
+    }
+    Ok(versions)
 }
 
 /// The `commitInfo` entry recording the task watermarks a publication holds.

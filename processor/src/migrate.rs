@@ -21,7 +21,7 @@ use object_store::ObjectStoreExt;
 use object_store::path::Path;
 use schemas::Table;
 
-use crate::delta::{Part, Publication, app_id, delta_error, previous_watermarks, watermarks_metadata};
+use crate::delta::{Part, Publication, app_id, delta_error, previous_watermarks, txn_versions, watermarks_metadata};
 use crate::error::{Error, Result};
 use crate::lake::Lake;
 
@@ -68,16 +68,11 @@ impl Lake {
                             ..Default::default()
                         }));
                     }
-                    let mut transactions = Vec::new();
-                    for task in &tasks {
-                        let version = snapshot
-                            .transaction_version(old.log_store().as_ref(), app_id(*task))
-                            .await
-                            .map_err(delta_error(old_part))?;
-                        if let Some(version) = version {
-                            transactions.push(Transaction::new(app_id(*task), version));
-                        }
-                    }
+                    let transactions: Vec<Transaction> = txn_versions(&old, old_part, &tasks)
+                        .await?
+                        .into_iter()
+                        .filter_map(|(task, version)| Some(Transaction::new(app_id(task), version? as i64)))
+                        .collect();
                     let watermarks: BTreeMap<String, String> = previous_watermarks(&old).await;
                     let delta = self.table_for_writing(history).await?;
                     let properties = CommitProperties::default()

@@ -138,7 +138,18 @@ pub fn assert_same_tables(a: &Path, b: &Path) {
         };
         let query = format!("SELECT *{exclude} FROM {table} ORDER BY {key}");
         let (rows_a, rows_b) = (sql(a, &query), sql(b, &query));
-        assert_eq!(rows_a.len(), rows_b.len(), "{table}: row counts");
+        if rows_a.len() != rows_b.len() {
+            let only = |x: &[Value], y: &[Value]| -> Vec<String> {
+                x.iter().filter(|row| !y.contains(row)).map(|row| row.to_string()).take(5).collect()
+            };
+            panic!(
+                "{table}: {} rows against {}\n only in the first: {:?}\n only in the second: {:?}",
+                rows_a.len(),
+                rows_b.len(),
+                only(&rows_a, &rows_b),
+                only(&rows_b, &rows_a)
+            );
+        }
         if let Some((x, y)) = rows_a.iter().zip(&rows_b).find(|(x, y)| x != y) {
             panic!("{table}: rows differ\n {x}\n {y}");
         }
