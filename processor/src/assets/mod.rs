@@ -69,6 +69,10 @@ pub struct AssetsState {
     /// catalog as of its instant.
     #[serde(skip)]
     catalog_rechecks: Vec<(Sym, Sym, Timestamp)>,
+    /// Assets whose `allow` decisions from then on are checked again, for a
+    /// change of one of their CVEs' intel.
+    #[serde(skip)]
+    decision_rechecks: Vec<(Sym, Timestamp)>,
     /// Outcomes whose release changed: their digests are compared again.
     #[serde(skip)]
     integrity_checks: Vec<(Sym, Sym)>,
@@ -295,6 +299,7 @@ impl AssetsState {
         self.dirty_outcomes.trim();
         self.unscheduled.trim();
         self.catalog_rechecks.trim();
+        self.decision_rechecks.trim();
         self.integrity_checks.trim();
         self.pending_reevaluations.trim();
         self.fired.trim();
@@ -434,7 +439,7 @@ impl AssetsState {
                     for asset in assets {
                         self.dirty_exposures.insert((asset, cve));
                         self.catalog_rechecks.push((asset, cve, *at));
-                        self.recheck_decisions(asset, *at);
+                        self.decision_rechecks.push((asset, *at));
                     }
                 }
             }
@@ -460,16 +465,28 @@ impl AssetsState {
 
     /// The queued work that needs the catalog or the watermark, in the order
     /// events queued it: deadline checks, catalog re-checks, digests.
-    fn drain_queues(&mut self, catalog: &Catalog, config: &ProcessorConfig) {
+    ///
+    /// A catalog change re-checks only the instants within the late-alert
+    /// horizon behind `watermark`, as a late event would: an earlier one is
+    /// settled, and the history that answered it may be compacted since
+    /// (DOMAIN.md "Exact or refused"; docs/truth.md).
+    fn drain_queues(&mut self, watermark: Timestamp, catalog: &Catalog, config: &ProcessorConfig) {
         for (asset, cve) in std::mem::take(&mut self.unscheduled) {
             self.schedule_breach_checks(asset, cve, Timestamp(i64::MIN), catalog, config);
         }
+        let settled = config.history_cutoff(Timestamp(i64::MAX), watermark);
         let mut rechecks = std::mem::take(&mut self.catalog_rechecks);
         // The earliest change of each exposure covers the later ones.
         rechecks.sort_unstable();
         rechecks.dedup_by_key(|(asset, cve, _)| (*asset, *cve));
         for (asset, cve, from) in rechecks {
-            self.schedule_breach_checks(asset, cve, from, catalog, config);
+            self.schedule_breach_checks(asset, cve, from.max(settled), catalog, config);
+        }
+        let mut rechecks = std::mem::take(&mut self.decision_rechecks);
+        rechecks.sort_unstable();
+        rechecks.dedup_by_key(|(asset, _)| *asset);
+        for (asset, from) in rechecks {
+            self.recheck_decisions(asset, from.max(settled));
         }
         let mut checks = std::mem::take(&mut self.integrity_checks);
         checks.sort_unstable();
@@ -483,7 +500,7 @@ impl AssetsState {
     pub fn advance(&mut self, watermark: Timestamp, catalog: &Catalog, config: &ProcessorConfig) {
         // Queued work first, before any timer runs: a check then never
         // depends on where epochs were cut, only on the events that arrived.
-        self.drain_queues(catalog, config);
+        self.drain_queues(watermark, catalog, config);
         loop {
             let next_timer = self.timers.peek().map(|Reverse((at, _))| *at);
             let next_deadline = self.deadlines.peek().map(|Reverse((at, _))| *at);
@@ -665,7 +682,7 @@ impl AssetsState {
     /// Derives every dirty row, emits those whose content changed with the
     /// next revision, and hands over the epoch's alerts and re-evaluations.
     pub fn flush(&mut self, catalog: &Catalog, config: &ProcessorConfig, now: Timestamp, out: &mut EpochRows) {
-        self.drain_queues(catalog, config);
+        self.drain_queues(now, catalog, config);
         self.decide_reevaluations(catalog);
         for asset in std::mem::take(&mut self.dirty_assets) {
             let Some(entry) = self.assets.get_mut(&asset) else { continue };

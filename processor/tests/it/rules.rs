@@ -652,6 +652,40 @@ fn an_allow_is_judged_with_the_catalog_of_its_time() {
 }
 
 #[test]
+fn a_catalog_record_older_than_the_horizon_re_judges_only_what_is_within_it() {
+    // The allow at hour 20 was judged compliant (the assessment at hour 10).
+    // Daily assessments then move the horizon past it, and the history before
+    // it is compacted: of the early assessments only the one after the
+    // success (non-compliant) is kept. A KEV record dated at hour 0 comes last.
+    let mut steps = vec![
+        (RELEASE, 0, release()),
+        (FINDING, 1, finding("open")),
+        (DEPLOY, 2, deploy("d1", "succeeded", SHA, true)),
+        (POSTURE, 3, posture(40.0, false)),
+        (POSTURE, 10, posture(90.0, true)),
+        (DECISION, 20, allow("p1")),
+    ];
+    steps.extend((1..=12).map(|day| (POSTURE, 24 * day, posture(90.0, true))));
+    let kev_far = json!({"cve_id": "CVE-2026-0001", "date_added": "2026-11-01", "due_date": "2026-12-31"});
+    let mut late = steps.clone();
+    late.push((KEV, 0, kev_far));
+    assert_eq!(alerts_of("ZT_ALLOW_NONCOMPLIANT", late), vec![], "a settled decision is not judged again");
+    // An exposure open from hour 1 to day 4, past a KEV date of 2026-11-03 that
+    // arrives when that instant is beyond the horizon: the row is breached, no alert.
+    let mut breach = exposure(vec![(FINDING, 24 * 4, finding("fixed")), (POSTURE, 24 * 20, posture(80.0, true))]);
+    breach.push((KEV, 0, kev(Some("2026-11-03"))));
+    assert_eq!(alerts_of("SLA_BREACH", breach.clone()), vec![]);
+    check(breach, "exposures", "breached", json!(true));
+    // Within the horizon, the same record raises it.
+    let mut recent = exposure(vec![(FINDING, 24 * 4, finding("fixed")), (POSTURE, 24 * 8, posture(80.0, true))]);
+    recent.push((KEV, 0, kev(Some("2026-11-03"))));
+    assert_eq!(
+        alerts_of("SLA_BREACH", recent),
+        vec![("a1/CVE-2026-0001".to_owned(), "2026-11-04T00:00:00.000001Z".to_owned())]
+    );
+}
+
+#[test]
 fn a_catalog_restored_from_an_older_commit_raises_nothing_while_it_is_read_again() {
     // As `run` after a restart: the assets task keeps state judged with the
     // whole catalog, the intel task is restored from an older commit (here
