@@ -1,7 +1,6 @@
 -- A patch's severity: the highest among the CVEs it fixes whose severity the
 -- catalog knows. A patch that fixes no CVE of known severity has no row.
--- The one definition of this rule: ttp_matrix, the demo's summary and the
--- patchtrail_time_to_patch_seconds histogram all read it.
+-- outcome_severity reads it, and falls back to the exposures where it has no row.
 WITH fixes AS (SELECT patch_id, unnest(fixes_cves) AS cve_id FROM patches),
 levels AS (
     SELECT f.patch_id,

@@ -31,9 +31,12 @@ scored AS (
         c.epss,
         coalesce(lr.gate IN ('rollback', 'hold'), false) AS blocked_by_canary,
         -- The exposure's CVSS: the catalog's, else the highest its scanners
-        -- reported (DOMAIN.md "One CVE, several feeds"). None: a null score,
-        -- ranked after every scored row.
-        coalesce(c.cvss_base, e.scanner_cvss) / 10.0
+        -- reported (DOMAIN.md "One CVE, several feeds"), else the lower bound
+        -- of the severity its scanners named. None: a null score, ranked
+        -- after every scored row.
+        coalesce(c.cvss_base, e.scanner_cvss,
+                 CASE e.severity WHEN 'critical' THEN 9.0 WHEN 'high' THEN 7.0
+                                 WHEN 'medium' THEN 4.0 WHEN 'low' THEN 0.1 END) / 10.0
           * (1 + {epss_weight} * coalesce(c.epss, 0))
           * CASE WHEN e.kev THEN {kev_weight} ELSE 1 END
           -- An asset without inventory has neutral weights: not exposed, not edge, criticality 1.

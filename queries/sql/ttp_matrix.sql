@@ -1,7 +1,7 @@
 -- The NIST SP 800-40 matrix: time-to-patch and the share patched by the
 -- deadline, per CVE severity × asset criticality.
--- A patch outcome's severity is the patch's (the patch_severity view: the
--- highest among the CVEs the patch fixes);
+-- A patch outcome's severity is the outcome_severity view's (the patch's,
+-- the highest among the CVEs it fixes; else that of the asset's exposures);
 -- time-to-patch is release → verified remediation (patch_outcomes).
 -- The share patched by the deadline counts exposures whose result is known
 -- (remediated, or past due while open; suppressed ones are out of SLA counting).
@@ -13,7 +13,7 @@ WITH ttp AS (
            median(o.time_to_patch_s) AS median_ttp_s,
            percentile_cont(o.time_to_patch_s, 0.9) AS p90_ttp_s
     FROM patch_outcomes o
-    JOIN patch_severity s ON s.patch_id = o.patch_id
+    JOIN outcome_severity s ON s.asset_id = o.asset_id AND s.patch_id = o.patch_id
     LEFT JOIN assets a ON a.asset_id = o.asset_id
     WHERE o.time_to_patch_s IS NOT NULL
     GROUP BY 1, 2

@@ -134,7 +134,7 @@ const CANARY_GATES_SQL: &str = "SELECT gate, count(*) AS n FROM canary_rollups G
 const ALERTS_SQL: &str = "SELECT rule, count(*) AS n FROM alerts GROUP BY 1";
 
 /// The time-to-patch distribution by the patch's severity (the
-/// `patch_severity` view) and the asset's environment: count, sum and the
+/// `outcome_severity` view) and the asset's environment: count, sum and the
 /// cumulative count of each bucket.
 fn time_to_patch_sql() -> String {
     let buckets: Vec<String> = TTP_BUCKETS
@@ -145,7 +145,7 @@ fn time_to_patch_sql() -> String {
     format!(
         "SELECT s.severity, coalesce(a.environment, 'unknown') AS environment, count(*) AS n, \
          sum(o.time_to_patch_s) AS total, {} \
-         FROM patch_outcomes o JOIN patch_severity s ON s.patch_id = o.patch_id \
+         FROM patch_outcomes o JOIN outcome_severity s ON s.asset_id = o.asset_id AND s.patch_id = o.patch_id \
          LEFT JOIN assets a ON a.asset_id = o.asset_id \
          WHERE o.time_to_patch_s IS NOT NULL GROUP BY 1, 2",
         buckets.join(", ")

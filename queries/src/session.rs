@@ -35,8 +35,9 @@ use processor::columns::TableSchema;
 /// The metric views every session has, by name, as the SQL files in
 /// `queries/sql/`, in the order they are created (a view may read the ones
 /// before it).
-pub const VIEWS: [(&str, &str); 6] = [
+pub const VIEWS: [(&str, &str); 7] = [
     ("patch_severity", include_str!("../sql/patch_severity.sql")),
+    ("outcome_severity", include_str!("../sql/outcome_severity.sql")),
     ("ttp_matrix", include_str!("../sql/ttp_matrix.sql")),
     ("sla_compliance", include_str!("../sql/sla_compliance.sql")),
     ("canary_summary", include_str!("../sql/canary_summary.sql")),

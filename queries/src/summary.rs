@@ -11,7 +11,7 @@ use crate::error::QueryError;
 use crate::priorities::{Queue, QueueRow};
 use crate::session::LakeSession;
 
-/// Time-to-patch of one patch severity (the `patch_severity` view).
+/// Time-to-patch of one patch severity (the `outcome_severity` view).
 #[derive(Clone, Debug, PartialEq)]
 pub struct TimeToPatch {
     /// The patch's severity.
@@ -95,7 +95,7 @@ pub struct Summary {
 const TIME_TO_PATCH_SQL: &str = "SELECT s.severity, count(*) AS patched, \
      median(o.time_to_patch_s) / 86400.0 AS median_d, \
      percentile_cont(o.time_to_patch_s, 0.9) / 86400.0 AS p90_d \
-     FROM patch_outcomes o JOIN patch_severity s ON s.patch_id = o.patch_id \
+     FROM patch_outcomes o JOIN outcome_severity s ON s.asset_id = o.asset_id AND s.patch_id = o.patch_id \
      WHERE o.time_to_patch_s IS NOT NULL GROUP BY s.severity, s.level ORDER BY s.level DESC";
 const COMPLIANCE_SQL: &str = "SELECT coalesce(severity, 'unknown') AS severity, sum(exposures) AS exposures, \
      sum(open) AS open, sum(breached) AS breached, \

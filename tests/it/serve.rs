@@ -529,7 +529,7 @@ fn the_domain_metrics_are_the_lakes_figures() {
         &lake,
         "SELECT s.severity, coalesce(a.environment, 'unknown') AS environment, count(*) AS n, \
          sum(o.time_to_patch_s) AS total, sum(CASE WHEN o.time_to_patch_s <= 86400.0 THEN 1 ELSE 0 END) AS day \
-         FROM patch_outcomes o JOIN patch_severity s ON s.patch_id = o.patch_id \
+         FROM patch_outcomes o JOIN outcome_severity s ON s.asset_id = o.asset_id AND s.patch_id = o.patch_id \
          LEFT JOIN assets a ON a.asset_id = o.asset_id WHERE o.time_to_patch_s IS NOT NULL GROUP BY 1, 2",
     );
     assert!(!ttp.is_empty(), "the scenario remediates patches");

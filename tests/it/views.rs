@@ -48,7 +48,7 @@ fn the_metric_views_agree_with_the_tables_they_summarize() {
     // ranks (PostgreSQL's percentile_cont), computed here from the outcomes.
     let outcomes = sql(
         &lake,
-        "SELECT s.severity, coalesce(a.criticality, 'unknown') AS criticality, o.time_to_patch_s AS t          FROM patch_outcomes o JOIN patch_severity s ON s.patch_id = o.patch_id          LEFT JOIN assets a ON a.asset_id = o.asset_id WHERE o.time_to_patch_s IS NOT NULL",
+        "SELECT s.severity, coalesce(a.criticality, 'unknown') AS criticality, o.time_to_patch_s AS t          FROM patch_outcomes o JOIN outcome_severity s ON s.asset_id = o.asset_id AND s.patch_id = o.patch_id          LEFT JOIN assets a ON a.asset_id = o.asset_id WHERE o.time_to_patch_s IS NOT NULL",
     );
     let mut cells: std::collections::BTreeMap<(String, String), Vec<f64>> = Default::default();
     for row in &outcomes {
@@ -87,7 +87,7 @@ fn the_metric_views_agree_with_the_tables_they_summarize() {
     let with_severity = number(
         &sql(
             &lake,
-            "SELECT count(*) AS n FROM patch_outcomes o JOIN patch_severity s ON s.patch_id = o.patch_id \
+            "SELECT count(*) AS n FROM patch_outcomes o JOIN outcome_severity s ON s.asset_id = o.asset_id AND s.patch_id = o.patch_id \
              WHERE o.time_to_patch_s IS NOT NULL",
         )[0],
         "n",
@@ -166,6 +166,14 @@ fn the_queue_follows_the_prioritization_rules_at_their_edges() {
                 "kev": true, "kev_due_date": "2026-10-31"}),
         ),
         line(7, "vuln.finding.v1", "2026-11-02T00:00:00Z", "a2", finding("a2", "CVE-2026-0003")),
+        // No CVSS anywhere, a scanner's word "high": scored with 7.0, the range's lower bound.
+        line(
+            10,
+            "vuln.finding.v1",
+            "2026-11-02T00:00:00Z",
+            "a3",
+            serde_json::json!({"asset_id": "a3", "cve_id": "CVE-2026-0004", "status": "open", "scanner_severity": "high"}),
+        ),
         // Two patches released at the same instant fix CVE-2026-0001: the larger patch_id is named.
         release(8, "P-B"),
         release(9, "P-A"),
@@ -186,9 +194,15 @@ fn the_queue_follows_the_prioritization_rules_at_their_edges() {
     let key =
         |row: &Value| format!("{}/{}", row["asset_id"].as_str().expect("asset"), row["cve_id"].as_str().expect("cve"));
     let keys: Vec<String> = queue.iter().map(key).collect();
-    assert_eq!(keys, ["a1/CVE-2026-0001", "a2/CVE-2026-0001", "a2/CVE-2026-0003", "a1/CVE-2026-0002"], "{queue:?}");
+    assert_eq!(
+        keys,
+        ["a1/CVE-2026-0001", "a2/CVE-2026-0001", "a2/CVE-2026-0003", "a3/CVE-2026-0004", "a1/CVE-2026-0002"],
+        "{queue:?}"
+    );
     // No intel, no CVSS: a null score, ranked last.
-    assert!(queue[3]["score"].is_null() && queue[3]["severity"].is_null(), "{queue:?}");
+    assert!(queue[4]["score"].is_null() && queue[4]["severity"].is_null(), "{queue:?}");
+    // 7.0 / 10 × urgency 1 + 3 days / 30 days (high SLA).
+    assert!((number(&queue[3], "score") - 0.7 * 1.1).abs() < 1e-9, "{queue:?}");
     // Same CVE, same detection, same urgency: a high-criticality asset (×2) against a neutral one (×1).
     let (high, neutral) = (number(&queue[0], "score"), number(&queue[1], "score"));
     assert!((high - 2.0 * neutral).abs() < 1e-9, "{high} vs {neutral}");
@@ -197,4 +211,65 @@ fn the_queue_follows_the_prioritization_rules_at_their_edges() {
     // 5.0 / 10 × KEV 2 × urgency 3.
     assert!((number(&queue[2], "score") - 3.0).abs() < 1e-9, "{queue:?}");
     assert_eq!(queue[0]["patch_id"], "P-B", "{queue:?}");
+}
+
+#[test]
+fn a_patch_of_cves_without_catalog_severity_takes_its_exposures_severity() {
+    // No NVD feed: the scanner says "high" on a1 and nothing on a2; the
+    // patch is released and deployed on both.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sha = "3f5d0c1a9b2e4d6f8a0c2e4f6a8b0d2f4a6c8e0b2d4f6a8c0e2b4d6f8a0c2e4f";
+    let line = |n: usize, event_type: &str, time: &str, subject: &str, data: Value| {
+        serde_json::json!({"specversion": "1.0", "id": format!("e{n}"), "source": "test", "type": event_type,
+            "time": time, "subject": subject, "data": data})
+        .to_string()
+    };
+    let deploy = |asset: &str| {
+        serde_json::json!({"deployment_id": format!("d-{asset}"), "asset_id": asset, "patch_id": "P1",
+            "phase": "succeeded", "artifact_sha256": sha, "signature_verified": true})
+    };
+    let lines = [
+        line(
+            0,
+            "patch.release.v1",
+            "2026-11-01T00:00:00Z",
+            "P1",
+            serde_json::json!({"patch_id": "P1",
+            "vendor": "v", "product": "p", "released_at": "2026-11-01T00:00:00Z",
+            "fixes_cves": ["CVE-2026-0009"], "artifact_sha256": sha}),
+        ),
+        line(
+            1,
+            "vuln.finding.v1",
+            "2026-11-01T01:00:00Z",
+            "a1",
+            serde_json::json!({"asset_id": "a1",
+            "cve_id": "CVE-2026-0009", "status": "open", "scanner_severity": "high", "scanner": "trivy"}),
+        ),
+        line(
+            2,
+            "vuln.finding.v1",
+            "2026-11-01T01:00:00Z",
+            "a2",
+            serde_json::json!({"asset_id": "a2",
+            "cve_id": "CVE-2026-0009", "status": "open"}),
+        ),
+        line(3, "patch.deployment.v1", "2026-11-02T00:00:00Z", "a1", deploy("a1")),
+        line(4, "patch.deployment.v1", "2026-11-03T00:00:00Z", "a2", deploy("a2")),
+    ];
+    let events = dir.path().join("events.jsonl");
+    std::fs::write(&events, lines.join("\n") + "\n").expect("writes");
+    let lake = dir.path().join("lake");
+    replay(&events, &lake, &[]);
+    let view = sql(&lake, "SELECT asset_id, patch_id, severity, level, source FROM outcome_severity ORDER BY asset_id");
+    assert_eq!(
+        view,
+        vec![
+            serde_json::json!({"asset_id": "a1", "patch_id": "P1", "severity": "high", "level": 3, "source": "exposures"})
+        ]
+    );
+    assert!(sql(&lake, "SELECT * FROM patch_severity").is_empty(), "the catalog knows no severity");
+    let matrix =
+        sql(&lake, "SELECT severity, remediated_patches, mean_ttp_s FROM ttp_matrix WHERE remediated_patches > 0");
+    assert_eq!(matrix, vec![serde_json::json!({"severity": "high", "remediated_patches": 1, "mean_ttp_s": 86400.0})]);
 }

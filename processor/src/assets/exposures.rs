@@ -427,11 +427,15 @@ impl AssetsState {
         catalog: &Catalog,
     ) -> ocsf::Finding {
         let info = catalog.cve(&row.cve_id).map(|info| info.at(at));
+        // Unknown severity breaches only with a KEV due date: known
+        // exploited, so High; OCSF's Unknown otherwise (docs/truth.md).
         let severity_id = match row.severity {
             Some("critical") => 5,
             Some("high") => 4,
             Some("medium") => 3,
-            _ => 2,
+            Some(_) => 2,
+            None if row.kev => 4,
+            None => 0,
         };
         let title = format!("{} on {} is past its remediation deadline", row.cve_id, row.asset_id);
         let alert_id = ocsf::alert_id(Rule::SlaBreach.name(), entity, "");

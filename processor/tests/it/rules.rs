@@ -829,3 +829,46 @@ fn an_alert_names_its_entity_in_ocsf_fields() {
     let expected = json!([{"src_endpoint": {"zone": "branch"}, "dst_endpoint": {"zone": "core", "port": 5432}}]);
     assert_eq!(found[0]["evidences"], expected, "{}", found[0]);
 }
+
+/// The rules DOMAIN.md leaves open, as docs/truth.md "Edges DOMAIN.md leaves open" decides them.
+#[test]
+fn the_edges_domain_leaves_open_are_decided() {
+    // A scanner's score counts from its report on, whatever the finding's
+    // status: a `fixed` scan before the row opened still tells its severity.
+    let scored_before = vec![
+        (FINDING, 1, json!({"asset_id": "a1", "cve_id": "CVE-2026-0001", "status": "fixed", "scanner_cvss": 9.8})),
+        (FINDING, 5, finding("open")),
+    ];
+    check(scored_before.clone(), "exposures", "severity", json!("critical"));
+    check(scored_before.clone(), "exposures", "detected_at", json!("2026-11-01T05:00:00Z"));
+    check(scored_before, "exposures", "due_at", json!("2026-11-16T05:00:00Z"));
+    // A KEV record without a due date, NVD's score known: the SLA of that severity.
+    let kev_undated = vec![(INTEL, 0, intel(7.5, None)), (KEV, 0, kev(None)), (FINDING, 2, finding("open"))];
+    check(kev_undated, "exposures", "due_at", json!("2026-12-01T02:00:00Z"));
+    // A breach of unknown severity (only KEV can give it a due date): OCSF High, since known exploited.
+    let unknown =
+        vec![(KEV, 0, kev(Some("2026-11-03"))), (FINDING, 2, finding("open")), (POSTURE, 24 * 6, posture(80.0, true))];
+    let found = findings_of("SLA_BREACH", unknown);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!((found[0]["severity_id"].clone(), found[0]["severity"].clone()), (json!(4), json!("High")));
+    // Every CVE a feed names has a `cves` row, null where no feed said it.
+    let mut processor = Processor::new(ProcessorConfig::default(), 1);
+    let kev_only = json!({"cve_id": "CVE-2026-0002", "date_added": "2026-11-01", "due_date": "2026-11-20"});
+    let epss_only = json!({"cve_id": "CVE-2026-0003", "epss": 0.4, "percentile": 0.9, "score_date": "2026-11-01"});
+    processor.apply("test", 0, &event(0, KEV, 0, kev_only));
+    processor.apply("test", 1, &event(1, EPSS, 0, epss_only));
+    let mut rows: Vec<Value> = processor
+        .flush()
+        .into_iter()
+        .flat_map(|(_, epoch)| epoch.cves)
+        .map(|r| json!([r.cve_id, r.cvss_base, r.severity, r.kev, r.kev_due_date.map(|d| d.to_string()), r.epss]))
+        .collect();
+    rows.sort_by_key(|row| row[0].to_string());
+    assert_eq!(
+        rows,
+        vec![
+            json!(["CVE-2026-0002", null, null, true, "2026-11-20", null]),
+            json!(["CVE-2026-0003", null, null, false, null, 0.4])
+        ]
+    );
+}
