@@ -406,3 +406,56 @@ fn the_token_is_checked_first_readyz_needs_it_and_lake_paths_stay_hidden() {
     assert_eq!(body["columns"][0]["name"], body["columns"][1]["name"], "{body}");
     assert_ne!(row[0], row[1], "{body}");
 }
+
+/// Whether process `pid` still runs (a zombie waiting for its reaper does not).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next().map(str::to_owned)))
+        .is_some_and(|state| state != "Z" && state != "X")
+}
+
+#[test]
+fn warm_workers_are_reused_carry_no_token_and_die_with_serve() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let lake = lake_of(dir.path());
+    let mut server = Server::start(&lake, &["--query-timeout-secs", "30"]);
+    // Queries 1.5 s apart, across the pool's reaping (every refresh, 1 s): one worker.
+    let mut workers = std::collections::BTreeSet::new();
+    for _ in 0..4 {
+        let (status, body) = server.sql("SELECT count(*) AS n FROM exposures");
+        assert_eq!(status, 200, "{body}");
+        workers.extend(tree(server.pid()).into_iter().skip(1));
+        std::thread::sleep(Duration::from_millis(1500));
+    }
+    eprintln!("4 queries 1.5 s apart: {} worker process(es)", workers.len());
+    assert_eq!(workers.len(), 1, "warm queries started new workers: {workers:?}");
+    // The server's token is not in its workers' environment.
+    let worker = workers.first().copied().expect("a worker");
+    let environ = std::fs::read(format!("/proc/{worker}/environ")).expect("the worker's environment");
+    assert!(environ.split(|&b| b == 0).any(|var| var.starts_with(b"TMPDIR=")), "read the right environment");
+    assert!(!environ.split(|&b| b == 0).any(|var| var.starts_with(b"PATCHTRAIL__AUTH__TOKEN=")), "the token leaked");
+    server.alive();
+    // A query runs when serve is SIGKILLed: its worker goes with it.
+    let address = server.address.clone();
+    let client = std::thread::spawn(move || {
+        let query = "SELECT count(*) FROM exposures_history a, exposures_history b, exposures_history c \
+                     WHERE a.cve_id || b.cve_id <> c.asset_id";
+        let body = serde_json::json!({ "sql": query }).to_string();
+        http(&address, "POST", "/v1/sql", &[("Authorization", &format!("Bearer {TOKEN}"))], &body)
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let busy: Vec<u32> = tree(server.pid()).into_iter().skip(1).collect();
+    assert!(!busy.is_empty(), "no worker runs the query");
+    server.child.kill().expect("SIGKILL");
+    server.child.wait().expect("reaped");
+    let killed = Instant::now();
+    while busy.iter().any(|&pid| running(pid)) && killed.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let gone_after = killed.elapsed();
+    eprintln!("serve SIGKILLed mid-query: its {} worker(s) gone {gone_after:.2?} later", busy.len());
+    assert!(busy.iter().all(|&pid| !running(pid)), "workers {busy:?} outlived serve");
+    assert!(gone_after < Duration::from_secs(1), "workers outlived serve by {gone_after:?}");
+    let _ = client.join();
+}

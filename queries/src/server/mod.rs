@@ -112,6 +112,7 @@ impl Service {
                 lake: lake.location().to_owned(),
                 memory_limit_bytes: settings.memory_limit_bytes,
                 weights: settings.weights.clone(),
+                server_pid: std::process::id(),
             },
             settings.max_concurrent_queries,
         );

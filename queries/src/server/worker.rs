@@ -53,6 +53,9 @@ pub struct WorkerSettings {
     pub memory_limit_bytes: usize,
     /// The priority score's weights.
     pub weights: Weights,
+    /// The server's process id: a worker whose parent is another (the
+    /// server died before the worker asked to die with it) stops at once.
+    pub server_pid: u32,
 }
 
 /// One query.
@@ -62,6 +65,11 @@ struct Request {
     format: String,
     max_rows: usize,
     max_bytes: usize,
+    /// CPU seconds the query may use, all threads together: the worker's
+    /// CPU limit (`RLIMIT_CPU`) is set this far above what it has used, a
+    /// second fence behind the server's time limit, also when the server
+    /// is gone.
+    cpu_secs: u64,
     /// The snapshot the server serves (its commit count): the worker opens
     /// the lake again when its own is another.
     version: usize,
@@ -137,7 +145,8 @@ impl WorkerPool {
             Some(worker) => worker,
             None => self.spawn().await?,
         };
-        let request = Request { sql, format: format_name(format).to_owned(), max_rows, max_bytes, version };
+        let cpu_secs = cpu_budget(timeout);
+        let request = Request { sql, format: format_name(format).to_owned(), max_rows, max_bytes, cpu_secs, version };
         let budget = self.settings.memory_limit_bytes + WORKER_OVERHEAD_BYTES;
         let pid = worker.pid;
         let outcome = tokio::select! {
@@ -179,12 +188,11 @@ impl WorkerPool {
     }
 
     /// Ends idle workers that have lived longer than `age` (they hold a
-    /// session each); the newest stays, ready.
+    /// session each); the newest stays, ready, and so do the younger ones.
     pub fn reap(&self, age: Duration) {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         idle.sort_by_key(|worker| std::cmp::Reverse(worker.started));
-        let old: Vec<Worker> =
-            idle.drain(..).enumerate().filter_map(|(i, w)| (i > 0 && w.started.elapsed() > age).then_some(w)).collect();
+        let old: Vec<Worker> = idle.extract_if(1.., |worker| worker.started.elapsed() > age).collect();
         drop(idle);
         drop(old);
     }
@@ -196,6 +204,8 @@ impl WorkerPool {
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::inherit())
+            // A worker has no use for the server's secrets.
+            .env_remove("PATCHTRAIL__AUTH__TOKEN")
             .kill_on_drop(true)
             .spawn()
             .map_err(fail)?;
@@ -218,6 +228,36 @@ impl Worker {
             .map_err(|e| Stopped::Gone(format!("an unreadable reply: {e}")))?;
         let body = if reply.ok { read_frame(&mut self.stdout).await.map_err(gone)? } else { Vec::new() };
         Ok((reply, body))
+    }
+}
+
+/// The CPU seconds a query may use: its time limit on every core, and two
+/// seconds more for the session and the answer.
+fn cpu_budget(timeout: Duration) -> u64 {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
+    timeout.as_secs().saturating_add(1).saturating_mul(cores).saturating_add(2)
+}
+
+/// CPU seconds this process has used (user and system), from /proc.
+fn cpu_used_secs() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
+    // After the name: state is field 3, utime 14 and stime 15, in clock ticks (100 a second on Linux).
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some((utime + stime).div_ceil(100))
+}
+
+/// Sets this process's CPU limit `budget` seconds above what it has used:
+/// past it the kernel sends SIGXCPU, which ends it.
+fn limit_cpu(budget: u64) {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let Some(used) = cpu_used_secs() else { return };
+    let maximum = getrlimit(Resource::Cpu).maximum;
+    let current = used.saturating_add(budget);
+    let current = maximum.map_or(current, |maximum| current.min(maximum));
+    if let Err(error) = setrlimit(Resource::Cpu, Rlimit { current: Some(current), maximum }) {
+        tracing::warn!(%error, "cannot set the query worker's CPU limit");
     }
 }
 
@@ -307,15 +347,25 @@ pub fn serve_queries(
     mut output: impl Write,
 ) -> Result<(), QueryError> {
     let io = |e: std::io::Error| QueryError::Internal(format!("the query worker's pipe: {e}"));
+    // Die with the server, whatever kills it (a SIGKILL, the OOM killer):
+    // a worker left running would keep its query going without any limit.
+    if let Err(error) = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL)) {
+        tracing::warn!(%error, "cannot ask to die with the server");
+    }
     let Some(settings) = read_frame_blocking(&mut input).map_err(io)? else { return Ok(()) };
     let settings: WorkerSettings =
         serde_json::from_slice(&settings).map_err(|e| QueryError::Internal(format!("worker settings: {e}")))?;
+    if std::os::unix::process::parent_id() != settings.server_pid {
+        // The server died before the signal was asked for.
+        return Ok(());
+    }
     let lake = Lake::open(&settings.lake)?;
     let pool = bounded_runtime(settings.memory_limit_bytes)?;
     let mut session: Option<(usize, Arc<LakeSession>)> = None;
     while let Some(request) = read_frame_blocking(&mut input).map_err(io)? {
         let request: Request =
             serde_json::from_slice(&request).map_err(|e| QueryError::Internal(format!("a query request: {e}")))?;
+        limit_cpu(request.cpu_secs);
         let current = match &session {
             Some((version, session)) if *version == request.version => Ok(Arc::clone(session)),
             _ => runtime
@@ -389,4 +439,49 @@ async fn answer(
     }
     drop(stream);
     Ok(Answer { body: encoder.finish(truncated)?, format, truncated })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn reaping_keeps_the_newest_worker_and_the_young_ones() {
+        // `sleep` stands in for a worker: it is a process, and never reads its settings.
+        let command = WorkerCommand { program: "sleep".into(), args: vec!["30".into()] };
+        let settings = WorkerSettings {
+            lake: String::new(),
+            memory_limit_bytes: 0,
+            weights: Weights::default(),
+            server_pid: std::process::id(),
+        };
+        let pool = WorkerPool::new(command, settings, 4);
+        let mut workers = Vec::new();
+        for _ in 0..3 {
+            workers.push(pool.spawn().await.expect("spawns"));
+        }
+        let long_ago = Instant::now().checked_sub(Duration::from_secs(120)).expect("an instant two minutes back");
+        workers[0].started = long_ago;
+        pool.idle.lock().expect("lock").extend(workers);
+        pool.reap(Duration::from_secs(60));
+        assert_eq!(pool.idle(), 2, "the two young workers stay");
+        for worker in pool.idle.lock().expect("lock").iter_mut() {
+            worker.started = long_ago;
+        }
+        pool.reap(Duration::from_secs(60));
+        assert_eq!(pool.idle(), 1, "one worker stays ready");
+    }
+
+    #[test]
+    fn a_query_gets_its_cpu_budget_above_what_the_worker_used() {
+        use rustix::process::{Resource, getrlimit, setrlimit};
+        let before = getrlimit(Resource::Cpu);
+        let used = cpu_used_secs().expect("this process's CPU time");
+        limit_cpu(3600);
+        let limit = getrlimit(Resource::Cpu);
+        setrlimit(Resource::Cpu, before).expect("restored");
+        let current = limit.current.expect("a CPU limit");
+        assert!((used + 3600..=used + 3601).contains(&current), "{current} against {used} used");
+        assert_eq!(cpu_budget(Duration::from_secs(5)) % 6, 2, "6 seconds on every core, and 2");
+    }
 }
