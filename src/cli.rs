@@ -486,8 +486,10 @@ pub struct ServeArgs {
     /// server.query_timeout_secs, default 30].
     #[arg(long, value_name = "SECONDS")]
     pub query_timeout_secs: Option<u64>,
-    /// DataFusion's memory pool: a query needing more fails with a clear
-    /// error [config: server.memory_limit_mib, default 1024].
+    /// DataFusion's memory pool of each running query (each query worker;
+    /// at most `--max-concurrent-queries` run at once): a query needing
+    /// more fails with a clear error [config: server.memory_limit_mib,
+    /// default 1024].
     #[arg(long, value_name = "MIB")]
     pub memory_limit_mib: Option<usize>,
     /// Rows a JSON or CSV answer holds at most (`truncated` says when there

@@ -62,7 +62,7 @@ impl Config {
     /// every problem at once. Flags are applied by the caller, then [`Config::problems`].
     pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Config, Vec<String>> {
         let source = match file {
-            Some(file) => match std::fs::read_to_string(file) {
+            Some(file) => match schemas::layers::read_small(file) {
                 Ok(text) => Some((file.display().to_string(), text)),
                 Err(e) => return Err(vec![format!("cannot read the config file {}: {e}", file.display())]),
             },

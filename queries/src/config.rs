@@ -15,7 +15,7 @@ pub struct ServerConfig {
     pub listen: String,
     /// A query running longer is stopped and answered 422.
     pub query_timeout_secs: u64,
-    /// DataFusion's memory pool per server.
+    /// DataFusion's memory pool of each query worker (each running query).
     pub memory_limit_mib: usize,
     /// Rows an answer holds at most (`truncated` says when there were more).
     pub max_rows: usize,
@@ -63,11 +63,17 @@ impl ServerConfig {
         problems.check(self.listen.parse::<std::net::SocketAddr>().is_ok(), || {
             format!("server.listen (--listen) must be an IP address and port, got {:?}", self.listen)
         });
-        problems.check(self.query_timeout_secs >= 1, || {
-            "server.query_timeout_secs (--query-timeout-secs) must be at least 1".to_owned()
+        problems.check((1..=86_400).contains(&self.query_timeout_secs), || {
+            format!(
+                "server.query_timeout_secs (--query-timeout-secs) must be between 1 and 86400 (a day), got {}",
+                self.query_timeout_secs
+            )
         });
-        problems.check(self.memory_limit_mib >= 16, || {
-            format!("server.memory_limit_mib (--memory-limit-mib) must be at least 16, got {}", self.memory_limit_mib)
+        problems.check((16..=1 << 20).contains(&self.memory_limit_mib), || {
+            format!(
+                "server.memory_limit_mib (--memory-limit-mib) must be between 16 and 1048576 (1 TiB), got {}",
+                self.memory_limit_mib
+            )
         });
         problems.check(self.max_rows >= 1, || "server.max_rows (--max-rows) must be at least 1".to_owned());
         problems.check((1..=4_096).contains(&self.max_answer_mib), || {
@@ -123,7 +129,7 @@ impl AuthConfig {
             "auth.token and auth.token_file (--token, --token-file) are both given: give one".to_owned()
         });
         if let Some(file) = &self.token_file {
-            match std::fs::read_to_string(file) {
+            match schemas::layers::read_small(file) {
                 Ok(text) => problems.check(!text.trim().is_empty(), || {
                     format!("auth.token_file (--token-file) {} is empty", file.display())
                 }),
@@ -138,7 +144,7 @@ impl AuthConfig {
     pub fn effective_token(&self) -> Option<String> {
         self.token.clone().or_else(|| {
             let file = self.token_file.as_ref()?;
-            Some(std::fs::read_to_string(file).ok()?.trim_end().to_owned()).filter(|t| !t.is_empty())
+            Some(schemas::layers::read_small(file).ok()?.trim_end().to_owned()).filter(|t| !t.is_empty())
         })
     }
 }

@@ -2,7 +2,8 @@
 //! then `PREFIX__SECTION__KEY` environment variables, deserialized into one
 //! typed tree with every problem reported at once: the file's syntax, wrong
 //! types with the file's line, unknown keys with their line or variable and
-//! the keys the section does have. No I/O: the caller reads the file.
+//! the keys the section does have. No I/O but [`read_small`]: the caller
+//! reads the file, with it.
 //!
 //! The binary's `Config` is one such tree (its sections are defined by the
 //! crates that own them); the fuzzer (`fuzz/`) drives this loader with
@@ -12,6 +13,23 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+
+/// The most a configuration file or a secret file may hold.
+pub const SMALL_FILE_BYTES: u64 = 1 << 20;
+
+/// Reads a file of at most [`SMALL_FILE_BYTES`] as UTF-8 text: a
+/// configuration or a mounted secret. A larger one (a device such as
+/// `/dev/zero`, a wrong path) is refused after reading one byte past the
+/// limit, never read to its end.
+pub fn read_small(path: &std::path::Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?.take(SMALL_FILE_BYTES + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > SMALL_FILE_BYTES {
+        return Err(std::io::Error::other(format!("it holds more than {} KiB", SMALL_FILE_BYTES >> 10)));
+    }
+    String::from_utf8(bytes).map_err(|_| std::io::Error::other("it is not UTF-8 text"))
+}
 
 /// What a tree's layers look like beyond plain `[section] key = value`.
 #[derive(Clone, Copy, Debug)]
@@ -64,7 +82,10 @@ where
                 section_table(section, map).insert(key, toml::Value::String(value));
             }
             [section, key] if !section.is_empty() && !key.is_empty() => {
-                section_table(&mut table, section).insert(key.clone(), env_value(&value));
+                // A secret is text whatever it looks like: an all-digit token is no number.
+                let secret = spec.hidden_keys.iter().any(|hidden| *hidden == format!("{section}.{key}"));
+                let value = if secret { toml::Value::String(value) } else { env_value(&value) };
+                section_table(&mut table, section).insert(key.clone(), value);
                 from_env.insert(format!("{section}.{key}"), variable.clone());
             }
             _ => {
@@ -274,5 +295,14 @@ mod tests {
         assert!(problems[0].starts_with("f.toml: line 2"), "{problems:?}");
         let problems = load::<Tree>(Some(("f.toml", "[server\n")), [], &SPEC, |_| Vec::new()).expect_err("syntax");
         assert!(problems[0].starts_with("f.toml: line 1"), "{problems:?}");
+    }
+
+    #[test]
+    fn a_secret_from_the_environment_is_text_whatever_it_looks_like() {
+        for token in ["12345", "true", "inf", "1e5"] {
+            let tree: Tree = load(None, env(&[("APP__SERVER__TOKEN", token)]), &SPEC, |_: &Tree| Vec::new())
+                .unwrap_or_else(|problems| panic!("{token}: {problems:?}"));
+            assert_eq!(tree.server.token.as_deref(), Some(token));
+        }
     }
 }

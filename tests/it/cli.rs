@@ -206,6 +206,39 @@ fn serve_reports_every_bad_flag_at_once() {
 }
 
 #[test]
+fn settings_past_their_sane_maxima_and_endless_files_are_refused_by_name() {
+    // Values that once overflowed: a time limit near u64::MAX, a pool of 2^44 MiB.
+    let output = patchtrail(&[
+        "serve",
+        "--lake",
+        "/nonexistent/lake",
+        "--query-timeout-secs",
+        "18446744073709551615",
+        "--memory-limit-mib",
+        "17592186044416",
+    ]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = text(&output.stderr);
+    for problem in [
+        "server.query_timeout_secs (--query-timeout-secs) must be between 1 and 86400 (a day), got 18446744073709551615",
+        "server.memory_limit_mib (--memory-limit-mib) must be between 16 and 1048576 (1 TiB), got 17592186044416",
+    ] {
+        assert!(stderr.contains(problem), "{problem} in {stderr}");
+    }
+    // A token file or a config file that never ends is refused, not read until memory runs out.
+    let output = patchtrail(&["serve", "--lake", "/nonexistent/lake", "--token-file", "/dev/zero"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        text(&output.stderr).contains("/dev/zero cannot be read: it holds more than 1024 KiB"),
+        "{}",
+        text(&output.stderr)
+    );
+    let output = patchtrail(&["config", "check", "/dev/zero"]);
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output.stderr));
+    assert!(text(&output.stderr).contains("it holds more than 1024 KiB"), "{}", text(&output.stderr));
+}
+
+#[test]
 fn a_typo_in_the_config_file_names_the_key_and_the_line_and_every_layer_applies() {
     let dir = tempfile::tempdir().expect("temp dir");
     let file = dir.path().join("patchtrail.toml");
@@ -284,12 +317,14 @@ fn the_environment_sets_client_properties_and_show_masks_their_secrets() {
     let env = [
         ("PATCHTRAIL__KAFKA__PROPERTIES__SECURITY_PROTOCOL", "SASL_SSL"),
         ("PATCHTRAIL__KAFKA__PROPERTIES__SASL_PASSWORD", "hunter3"),
+        ("PATCHTRAIL__KAFKA__PROPERTIES__SASL_OAUTHBEARER_CONFIG", "clientId=app clientSecret=hunter4"),
         ("PATCHTRAIL__SLA__CRITICAL_DAYS", "7"),
     ];
     let shown = shown_config(None, &env);
     let properties = shown["kafka"]["properties"].as_table().expect("a table");
     assert_eq!(properties["security.protocol"].as_str(), Some("SASL_SSL"));
     assert_eq!(properties["sasl.password"].as_str(), Some("********"));
+    assert_eq!(properties["sasl.oauthbearer.config"].as_str(), Some("********"));
     assert_eq!(shown["sla"]["critical_days"].as_integer(), Some(7));
 }
 
