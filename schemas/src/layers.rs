@@ -156,11 +156,14 @@ pub fn line_of(text: &str, path: &str) -> Option<usize> {
 
 /// toml's messages span lines (a caret under the spot): the first line and
 /// the explanation, on one line.
+/// A TOML error on one line, without the excerpt of the file it quotes
+/// (`2 | token = "…`): the line number says where, and the line may hold a secret.
 fn one_line(message: &str) -> String {
+    let excerpt = |l: &str| l.split_once('|').is_some_and(|(number, _)| number.trim().parse::<u64>().is_ok());
     let lines: Vec<&str> = message
         .lines()
         .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('|') && !l.starts_with('^'))
+        .filter(|l| !l.is_empty() && !l.starts_with('|') && !l.starts_with('^') && !excerpt(l))
         .collect();
     lines.join(": ").replace("TOML parse error at ", "")
 }
@@ -304,5 +307,13 @@ mod tests {
                 .unwrap_or_else(|problems| panic!("{token}: {problems:?}"));
             assert_eq!(tree.server.token.as_deref(), Some(token));
         }
+    }
+
+    #[test]
+    fn a_syntax_error_does_not_quote_the_line_it_is_on() {
+        let text = "[server]\ntoken = \"hunter2\n";
+        let problems = load::<Tree>(Some(("f.toml", text)), [], &SPEC, |_| Vec::new()).expect_err("syntax");
+        assert!(problems[0].starts_with("f.toml: line 2"), "{problems:?}");
+        assert!(!problems[0].contains("hunter2"), "{problems:?}");
     }
 }
