@@ -183,7 +183,12 @@ pub fn run(args: ImportArgs, mut app: Config) -> anyhow::Result<ExitCode> {
     }
 
     let mut state = match &args.state {
-        Some(path) => Some(load_state(path)?),
+        Some(path) => {
+            let state = load_state(path)?;
+            // Found out now, not after every event was written.
+            state_file_beside(path)?;
+            Some(state)
+        }
         None => None,
     };
     let mut output = match (&args.brokers, &args.out) {
@@ -355,12 +360,28 @@ fn load_state(path: &PathBuf) -> anyhow::Result<ScanState> {
     }
 }
 
+/// A new temporary file in the state file's directory: created afresh under
+/// a random name (`O_EXCL`, never through a link someone planted), readable
+/// by its owner only, renamed over the state file when complete.
+fn state_file_beside(path: &Path) -> anyhow::Result<tempfile::NamedTempFile> {
+    let directory = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    tempfile::Builder::new()
+        .prefix(".patchtrail-state-")
+        .suffix(".tmp")
+        .tempfile_in(directory)
+        .with_context(|| format!("cannot write the scan state beside {} (--state)", path.display()))
+}
+
 /// Replaces the state file as a whole (a crash leaves the old one or the new one).
 fn save_state(path: &Path, state: &ScanState) -> anyhow::Result<()> {
-    let temporary = path.with_extension("json.tmp");
     let bytes = serde_json::to_vec_pretty(state).context("cannot serialize the scan state")?;
-    std::fs::write(&temporary, bytes).with_context(|| format!("cannot write {}", temporary.display()))?;
-    std::fs::rename(&temporary, path).with_context(|| format!("cannot replace {}", path.display()))
+    let mut temporary = state_file_beside(path)?;
+    temporary.write_all(&bytes).and_then(|()| temporary.as_file().sync_all()).context("cannot write the scan state")?;
+    temporary.persist(path).map_err(|e| e.error).with_context(|| format!("cannot replace {}", path.display()))?;
+    Ok(())
 }
 
 fn print_summary(summary: &Summary, args: &ImportArgs, shown: usize, elapsed: Duration) {

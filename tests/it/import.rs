@@ -749,3 +749,27 @@ fn a_piped_flow_log_is_converted_as_it_arrives_and_sigterm_drains_it() {
     assert!(summary.contains("sightings of a connection already counted: 2"), "{summary}");
     drop(stdin);
 }
+
+#[test]
+fn the_scan_state_is_never_written_through_a_planted_link_and_a_bad_path_stops_at_once() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let state = dir.path().join("state.json");
+    // A link where the state was once written beside itself, to a file of someone else's.
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "precious").expect("writes");
+    std::os::unix::fs::symlink(&victim, dir.path().join("state.json.tmp")).expect("links");
+    let out = dir.path().join("events.jsonl");
+    let scan = sample("trivy/alpine-310.json");
+    let (code, summary) = import(&out, &["trivy", &scan, "--asset", "host-1", "--state", path(&state)]);
+    assert_eq!(code, Some(0), "{summary}");
+    assert_eq!(std::fs::read_to_string(&victim).expect("reads"), "precious", "written through the link");
+    let saved: Value = serde_json::from_slice(&std::fs::read(&state).expect("the state")).expect("JSON");
+    assert!(saved.to_string().contains("host-1"), "{saved}");
+    // A state file in a directory that does not exist: refused before any event is written.
+    let missing = dir.path().join("nowhere").join("state.json");
+    let out = dir.path().join("not-written.jsonl");
+    let (code, summary) = import(&out, &["trivy", &scan, "--asset", "host-1", "--state", path(&missing)]);
+    assert_eq!(code, Some(1), "{summary}");
+    assert!(summary.contains("cannot write the scan state beside"), "{summary}");
+    assert!(!out.exists() || std::fs::metadata(&out).expect("meta").len() == 0, "events were written first");
+}
