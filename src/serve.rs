@@ -98,17 +98,12 @@ pub fn run(args: ServeArgs, mut config: Config) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// The stack of threads that plan and run a client's query: deep
-/// expression trees are planned, and dropped, recursively (reserved,
-/// committed only as used).
-pub const QUERY_STACK_BYTES: usize = 64 << 20;
-
 /// `patchtrail query-worker` (hidden): runs the queries `serve` sends on
 /// standard input, answers on standard output (`queries::server::worker`).
 pub fn query_worker() -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .thread_name("query")
-        .thread_stack_size(QUERY_STACK_BYTES)
+        .thread_stack_size(queries::server::worker::QUERY_STACK_BYTES)
         .enable_all()
         .build()
         .context("cannot start the query runtime")?;

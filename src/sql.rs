@@ -24,7 +24,7 @@ pub fn run(args: SqlArgs, mut config: Config) -> anyhow::Result<ExitCode> {
     // The query is planned and run on the runtime's threads, whose stacks
     // are large enough for the deepest expression the length limit allows.
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .thread_stack_size(crate::serve::QUERY_STACK_BYTES)
+        .thread_stack_size(queries::server::worker::QUERY_STACK_BYTES)
         .enable_all()
         .build()
         .context("cannot start the query runtime")?;

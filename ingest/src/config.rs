@@ -44,10 +44,7 @@ impl KafkaConfig {
     /// Masks the properties that hold secrets (passwords, keys), for showing.
     pub fn mask_secrets(&mut self) {
         for (key, value) in self.properties.iter_mut() {
-            // `sasl.oauthbearer.config` and `sasl.jaas.config` carry client secrets inline.
-            let inline = key.starts_with("sasl.") && key.ends_with(".config");
-            let named = ["password", "secret", "token", "credential"].iter().any(|word| key.contains(word));
-            if named || inline || key.contains("key") && !key.ends_with("location") {
+            if schemas::layers::names_a_secret(key) {
                 *value = "********".to_owned();
             }
         }

@@ -67,7 +67,17 @@ where
         }
         // Type errors, with the file's line and column.
         if let Err(e) = toml::from_str::<T>(text) {
-            problems.push(format!("{name}: {}", one_line(&e.to_string())));
+            let key = e.span().and_then(|span| key_at(text, span.start));
+            let message = match &key {
+                // toml's message quotes the value.
+                Some(key) if is_secret(key, spec.hidden_keys) => {
+                    let line = e.span().map_or(0, |span| text[..span.start].matches('\n').count() + 1);
+                    format!("line {line}: `{key}` has a value of the wrong type (not shown: it holds a secret)")
+                }
+                Some(key) => format!("{} (key `{key}`)", one_line(&e.to_string())),
+                None => one_line(&e.to_string()),
+            };
+            problems.push(format!("{name}: {message}"));
         }
     }
     let prefix = spec.env_prefix;
@@ -154,8 +164,42 @@ pub fn line_of(text: &str, path: &str) -> Option<usize> {
     None
 }
 
-/// toml's messages span lines (a caret under the spot): the first line and
-/// the explanation, on one line.
+/// Whether a client property or setting named `key` holds a secret: a
+/// password, secret, token, credential or key (not a key's file location),
+/// or a SASL mechanism's inline `sasl.*.config`.
+pub fn names_a_secret(key: &str) -> bool {
+    let inline = key.starts_with("sasl.") && key.ends_with(".config");
+    let named = ["password", "secret", "token", "credential"].iter().any(|word| key.contains(word));
+    named || inline || key.contains("key") && !key.ends_with("location")
+}
+
+/// Whether the setting `path` (`section.key`) holds a secret: one of
+/// `hidden` (or in a section that is), or named like one.
+fn is_secret(path: &str, hidden: &[&str]) -> bool {
+    let name = path.rsplit_once('.').map_or(path, |(_, name)| name);
+    hidden.iter().any(|h| path == *h || path.starts_with(&format!("{h}."))) || names_a_secret(name)
+}
+
+/// The key (`section.key`) of the `key = value` line holding byte
+/// `offset` of a TOML text: an error's message names its value, not its
+/// key, and the line itself is not quoted.
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let before = text.get(..offset)?;
+    let number = before.matches('\n').count();
+    let mut section = String::new();
+    for line in text.lines().take(number + 1) {
+        let line = line.trim();
+        if let Some(header) = line.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+            section = header.trim().trim_matches(['[', ']']).trim().to_owned();
+        }
+    }
+    let line = text.lines().nth(number)?;
+    let (name, _) = line.split_once('=')?;
+    let name = name.trim().trim_matches('"');
+    let plain = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
+    plain.then(|| if section.is_empty() { name.to_owned() } else { format!("{section}.{name}") })
+}
+
 /// A TOML error on one line, without the excerpt of the file it quotes
 /// (`2 | token = "…`): the line number says where, and the line may hold a secret.
 fn one_line(message: &str) -> String {
@@ -315,5 +359,18 @@ mod tests {
         let problems = load::<Tree>(Some(("f.toml", text)), [], &SPEC, |_| Vec::new()).expect_err("syntax");
         assert!(problems[0].starts_with("f.toml: line 2"), "{problems:?}");
         assert!(!problems[0].contains("hunter2"), "{problems:?}");
+    }
+
+    #[test]
+    fn a_type_error_names_its_key_and_quotes_no_secret() {
+        let text = "[server]\nlisten = 9\ntoken = 424242\n";
+        let problems = load::<Tree>(Some(("f.toml", text)), [], &SPEC, |_| Vec::new()).expect_err("types");
+        assert!(problems[0].starts_with("f.toml: line 2"), "{problems:?}");
+        assert!(problems[0].ends_with(" (key `server.listen`)"), "{problems:?}");
+        let text = "[server]\ntoken = 424242\n";
+        let problems = load::<Tree>(Some(("f.toml", text)), [], &SPEC, |_| Vec::new()).expect_err("types");
+        let want = "f.toml: line 2: `server.token` has a value of the wrong type (not shown: it holds a secret)";
+        assert_eq!(problems[0], want, "{problems:?}");
+        assert!(!problems.iter().any(|p| p.contains("424242")), "{problems:?}");
     }
 }

@@ -88,6 +88,19 @@ struct Reply {
 /// its runtimes, the session, an answer being encoded.
 pub const WORKER_OVERHEAD_BYTES: usize = 256 << 20;
 
+/// The stack of threads that plan and run a client's query: deep
+/// expression trees are planned, and dropped, recursively (reserved,
+/// committed only as used).
+pub const QUERY_STACK_BYTES: usize = 64 << 20;
+
+/// A query running longer yields the CPU to shorter ones (its worker's
+/// threads are niced to [`YIELDED_NICE`]).
+const YIELD_AFTER: Duration = Duration::from_secs(1);
+
+/// The nice value of a worker whose query ran past [`YIELD_AFTER`]: at 10
+/// the kernel weighs it about a tenth of a worker at 0.
+const YIELDED_NICE: i32 = 10;
+
 /// How often a busy worker's resident memory is sampled.
 const SAMPLE_EVERY: Duration = Duration::from_millis(25);
 
@@ -149,23 +162,40 @@ impl WorkerPool {
         let request = Request { sql, format: format_name(format).to_owned(), max_rows, max_bytes, cpu_secs, version };
         let budget = self.settings.memory_limit_bytes + WORKER_OVERHEAD_BYTES;
         let pid = worker.pid;
+        let mut yielded = false;
         let outcome = tokio::select! {
             outcome = worker.ask(&request) => outcome,
             () = tokio::time::sleep(timeout) => Err(Stopped::Timeout),
             used = watch_memory(pid, budget) => Err(Stopped::Memory(used)),
+            () = yield_after(pid, YIELD_AFTER, &mut yielded) => unreachable!("yield_after never resolves"),
         };
         match outcome {
             Ok((reply, body)) => {
-                self.idle.lock().unwrap_or_else(PoisonError::into_inner).push(worker);
+                // A worker that yielded and cannot have its priority back
+                // (that takes privilege) is not used again.
+                if !yielded || renice(pid, 0) {
+                    self.idle.lock().unwrap_or_else(PoisonError::into_inner).push(worker);
+                }
                 match reply.ok {
                     true => Ok(Answer { body, format, truncated: reply.truncated }),
                     false => Err(error_of(&reply)),
                 }
             }
             Err(stopped) => {
-                // Whatever it was doing stops now, whatever state it is in.
+                // A worker that left on its own has its way of dying read
+                // first; whatever else it was doing stops now.
+                let died = match stopped {
+                    Stopped::Gone(_) => tokio::time::timeout(Duration::from_secs(1), worker.child.wait())
+                        .await
+                        .ok()
+                        .and_then(Result::ok),
+                    _ => None,
+                };
                 let _ = worker.child.start_kill();
                 let _ = worker.child.wait().await;
+                if let Some(limit) = died.and_then(|status| limit_signalled(status, timeout)) {
+                    return Err(QueryError::Limit(limit));
+                }
                 Err(match stopped {
                     Stopped::Timeout => QueryError::Limit(format!(
                         "query stopped: it ran longer than the {} s limit (server.query_timeout_secs)",
@@ -192,7 +222,8 @@ impl WorkerPool {
     pub fn reap(&self, age: Duration) {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         idle.sort_by_key(|worker| std::cmp::Reverse(worker.started));
-        let old: Vec<Worker> = idle.extract_if(1.., |worker| worker.started.elapsed() > age).collect();
+        let from = idle.len().min(1);
+        let old: Vec<Worker> = idle.extract_if(from.., |worker| worker.started.elapsed() > age).collect();
         drop(idle);
         drop(old);
     }
@@ -231,6 +262,35 @@ impl Worker {
     }
 }
 
+/// The limit a worker that ended with `status` ran into, when a signal
+/// that stands for one ended it: SIGABRT is Rust's end for a stack
+/// overflow (an expression nested too deep to plan) and for an allocation
+/// that failed, SIGXCPU the CPU limit, SIGKILL the kernel's OOM killer.
+fn limit_signalled(status: std::process::ExitStatus, timeout: Duration) -> Option<String> {
+    use std::os::unix::process::ExitStatusExt;
+    let signal = status.signal()?;
+    if signal == rustix::process::Signal::ABORT.as_raw() {
+        Some(format!(
+            "query stopped: its worker aborted, which it does when an expression nests too deep for its \
+             {} MiB stack or memory runs out; simplify the query",
+            QUERY_STACK_BYTES >> 20
+        ))
+    } else if signal == rustix::process::Signal::XCPU.as_raw() {
+        Some(format!(
+            "query stopped: it used more CPU than the {} s limit allows on every core (server.query_timeout_secs)",
+            timeout.as_secs()
+        ))
+    } else if signal == rustix::process::Signal::KILL.as_raw() {
+        Some(
+            "query stopped: its worker was killed, most likely by the kernel for want of memory \
+              (server.memory_limit_mib)"
+                .to_owned(),
+        )
+    } else {
+        None
+    }
+}
+
 /// The CPU seconds a query may use: its time limit on every core, and two
 /// seconds more for the session and the answer.
 fn cpu_budget(timeout: Duration) -> u64 {
@@ -259,6 +319,32 @@ fn limit_cpu(budget: u64) {
     if let Err(error) = setrlimit(Resource::Cpu, Rlimit { current: Some(current), maximum }) {
         tracing::warn!(%error, "cannot set the query worker's CPU limit");
     }
+}
+
+/// After `delay`, lowers the CPU priority of every thread of process
+/// `pid` to nice [`YIELDED_NICE`] (Linux keeps a priority per thread) and
+/// sets `yielded`; never resolves. A long query then takes only what short
+/// ones and new workers leave: on 2 cores, 4 heavy queries left a worker
+/// that started beside them 1/5 of the CPU, and a small query 2 s.
+async fn yield_after(pid: u32, delay: Duration, yielded: &mut bool) {
+    tokio::time::sleep(delay).await;
+    renice(pid, YIELDED_NICE);
+    *yielded = true;
+    std::future::pending::<()>().await;
+}
+
+/// Sets the nice value of every thread of process `pid`; whether each took
+/// it (one that ended in between has nothing to set).
+fn renice(pid: u32, nice: i32) -> bool {
+    let threads = std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten();
+    let mut all = true;
+    for thread in threads {
+        let tid = thread.file_name().to_str().and_then(|name| name.parse::<i32>().ok());
+        if let Some(tid) = tid.and_then(rustix::process::Pid::from_raw) {
+            all &= rustix::process::setpriority_process(Some(tid), nice).is_ok();
+        }
+    }
+    all
 }
 
 /// Resolves when the resident memory of process `pid` passes `budget`
@@ -456,6 +542,8 @@ mod tests {
             server_pid: std::process::id(),
         };
         let pool = WorkerPool::new(command, settings, 4);
+        pool.reap(Duration::from_secs(60));
+        assert_eq!(pool.idle(), 0, "an empty pool is reaped too");
         let mut workers = Vec::new();
         for _ in 0..3 {
             workers.push(pool.spawn().await.expect("spawns"));
