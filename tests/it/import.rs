@@ -773,3 +773,73 @@ fn the_scan_state_is_never_written_through_a_planted_link_and_a_bad_path_stops_a
     assert!(summary.contains("cannot write the scan state beside"), "{summary}");
     assert!(!out.exists() || std::fs::metadata(&out).expect("meta").len() == 0, "events were written first");
 }
+
+/// A gzip bomb: `members` gzip members of 8 MiB of `a` each, without a
+/// newline (1 MiB of file per GiB of input), the decoder reading them as one.
+fn gzip_bomb(file: &Path, members: usize) {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    encoder.write_all(&vec![b'a'; 8 << 20]).expect("compresses");
+    let member = encoder.finish().expect("compresses");
+    let mut out = std::fs::File::create(file).expect("creates");
+    for _ in 0..members {
+        out.write_all(&member).expect("writes");
+    }
+}
+
+/// Runs `patchtrail import` with `args`, sampling its resident memory;
+/// (exit code, stderr, peak MiB).
+fn import_measured(dir: &Path, args: &[&str]) -> (Option<i32>, String, f64) {
+    let stderr = dir.join("stderr");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_patchtrail"))
+        .arg("import")
+        .args(args)
+        .args(["--out", path(&dir.join("out.jsonl"))])
+        .stderr(std::fs::File::create(&stderr).expect("creates"))
+        .spawn()
+        .expect("spawns");
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut peak_kib = 0u64;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waits") {
+            break status;
+        }
+        let rss = std::fs::read_to_string(&status_file).ok().and_then(|status| {
+            status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse::<u64>().ok()
+        });
+        peak_kib = peak_kib.max(rss.unwrap_or(0));
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let printed = std::fs::read(&stderr).expect("stderr");
+    assert!(printed.len() < 64 << 10, "{} bytes on stderr", printed.len());
+    (status.code(), String::from_utf8_lossy(&printed).into_owned(), peak_kib as f64 / 1024.0)
+}
+
+#[test]
+fn a_gzip_bomb_is_refused_in_little_memory_by_every_importer_that_unzips() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let bomb = dir.path().join("bomb.gz");
+    // 256 MiB: past the line and document limits, and past the memory bound
+    // for an importer that holds its input (1 GiB took 25 s per format in a
+    // debug build; the figures are alike).
+    gzip_bomb(&bomb, 32);
+    let compressed = std::fs::metadata(&bomb).expect("a bomb").len();
+    let segments = dir.path().join("segments.txt");
+    std::fs::write(&segments, "10.0.0.0/8 internal\n").expect("writes");
+    let bomb = path(&bomb);
+    let formats: [&[&str]; 6] = [
+        &["epss", bomb],
+        &["hubble", bomb, "--segment-from", "namespace"],
+        &["vpc-flow", bomb, "--segments", path(&segments)],
+        &["opa", bomb, "--asset-pointer", "/input/asset"],
+        &["argo-rollouts", bomb, "--patch-from", "label:rollouts-pod-template-hash"],
+        &["policy-report", bomb, "--asset", "a-1"],
+    ];
+    for args in formats {
+        let (code, stderr, peak) = import_measured(dir.path(), args);
+        eprintln!("{}: a {} kB gzip of 256 MiB: exit {code:?}, peak RSS {peak:.0} MiB", args[0], compressed >> 10);
+        assert_eq!(code, Some(1), "{}: {stderr}", args[0]);
+        assert!(stderr.contains("over the limit") || stderr.contains("over 64 MiB"), "{}: {stderr}", args[0]);
+        assert!(peak < 200.0, "{}: peak RSS {peak:.0} MiB", args[0]);
+    }
+}

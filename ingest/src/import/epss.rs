@@ -8,6 +8,7 @@
 
 use std::io::{BufRead, BufReader, Read};
 
+use super::input::{LineRead, MAX_LINE_BYTES, read_line, too_long};
 use super::{Record, event, event_id, lenient_timestamp};
 use schemas::{EventData, VulnEpss};
 
@@ -28,18 +29,29 @@ pub fn maybe_gunzip<'a>(input: impl Read + Send + 'a) -> std::io::Result<Box<dyn
 /// Converts an EPSS file, calling `sink` with each record as it is read.
 /// An I/O error (a truncated gzip stream) ends the input as one failed
 /// record at the line it stopped.
-pub fn convert(input: impl BufRead, mut sink: impl FnMut(Record)) {
+pub fn convert(mut input: impl BufRead, mut sink: impl FnMut(Record)) {
     let mut model_version: Option<String> = None;
     let mut score_date: Option<(schemas::Timestamp, schemas::Date)> = None;
     let mut header_seen = false;
-    for (idx, line) in input.lines().enumerate() {
+    let mut bytes = Vec::new();
+    for idx in 0.. {
         let position = format!("line {}", idx + 1);
-        let line = match line {
-            Ok(line) => line,
+        bytes.clear();
+        match read_line(&mut input, &mut bytes, MAX_LINE_BYTES) {
+            Ok(LineRead::End) => return,
+            Ok(LineRead::Line) => {}
+            Ok(LineRead::TooLong(length)) => {
+                sink(Record::failed(position, too_long(length)));
+                continue;
+            }
             Err(error) => {
                 sink(Record::failed(position, format!("cannot read on: {error}")));
                 return;
             }
+        }
+        let Ok(line) = std::str::from_utf8(&bytes) else {
+            sink(Record::failed(position, "not UTF-8 text"));
+            continue;
         };
         let line = line.trim();
         if line.is_empty() {

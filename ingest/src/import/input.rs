@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::scan::{ScanOptions, ScanState};
 use super::stream::{Converter, StreamFormat};
 use super::topic::{OutputError, Sink};
-use super::{epss, inventory, kev, nvd, scan};
+use super::{Record, epss, inventory, kev, nvd, scan};
 
 /// Why an input could not be imported (records that fail are reported
 /// to the sink, and do not stop the import).
@@ -168,6 +168,14 @@ fn read_lines(
             }
         };
         let block = block.map_err(|source| Error::ReadLine { name: name.to_owned(), line: line_number, source })?;
+        let block = match block {
+            Block::Lines(block) => block,
+            Block::TooLong(bytes) => {
+                line_number += 1;
+                sink.take(name, Record::failed(format!("line {line_number}"), too_long(bytes)));
+                continue;
+            }
+        };
         for line in block.split(|b| *b == b'\n') {
             line_number += 1;
             let at = line_number;
@@ -188,35 +196,53 @@ fn read_lines(
     Ok(())
 }
 
+/// What the reader thread sends.
+enum Block {
+    /// Whole lines.
+    Lines(Vec<u8>),
+    /// One line over [`MAX_LINE_BYTES`], of this many bytes, not kept.
+    TooLong(usize),
+}
+
 /// Reads whole lines in blocks of up to about 64 KiB on a thread of its
 /// own; a block ends early when the input has nothing more right now.
-fn spawn_reader(reader: Box<dyn BufRead + Send>) -> Result<Receiver<io::Result<Vec<u8>>>, Error> {
+fn spawn_reader(reader: Box<dyn BufRead + Send>) -> Result<Receiver<io::Result<Block>>, Error> {
     // A buffer of our own, to see when the input has nothing more right now.
     let mut reader = io::BufReader::with_capacity(1 << 16, reader);
-    let (blocks, received): (SyncSender<io::Result<Vec<u8>>>, _) = std::sync::mpsc::sync_channel(16);
+    let (blocks, received): (SyncSender<io::Result<Block>>, _) = std::sync::mpsc::sync_channel(16);
     // Never joined: after a stop it may stay blocked on a quiet pipe until the process exits.
     std::thread::Builder::new()
         .name("import-reader".to_owned())
         .spawn(move || {
             loop {
                 let mut block = Vec::with_capacity(1 << 16);
+                let mut too_long = None;
                 loop {
-                    match reader.read_until(b'\n', &mut block) {
-                        Ok(0) => {
+                    match read_line(&mut reader, &mut block, MAX_LINE_BYTES) {
+                        Ok(LineRead::End) => {
                             if !block.is_empty() {
-                                let _ = blocks.send(Ok(block));
+                                let _ = blocks.send(Ok(Block::Lines(block)));
                             }
                             return;
                         }
-                        Ok(_) if block.len() >= 1 << 16 || reader.buffer().is_empty() => break,
-                        Ok(_) => {}
+                        Ok(LineRead::TooLong(bytes)) => {
+                            too_long = Some(bytes);
+                            break;
+                        }
+                        Ok(LineRead::Line) if block.len() >= 1 << 16 || reader.buffer().is_empty() => break,
+                        Ok(LineRead::Line) => {}
                         Err(error) => {
                             let _ = blocks.send(Err(error));
                             return;
                         }
                     }
                 }
-                if blocks.send(Ok(block)).is_err() {
+                if !block.is_empty() && blocks.send(Ok(Block::Lines(block))).is_err() {
+                    return;
+                }
+                if let Some(bytes) = too_long
+                    && blocks.send(Ok(Block::TooLong(bytes))).is_err()
+                {
                     return;
                 }
             }
@@ -225,8 +251,105 @@ fn spawn_reader(reader: Box<dyn BufRead + Send>) -> Result<Receiver<io::Result<V
     Ok(received)
 }
 
-fn read_all(mut reader: impl Read) -> io::Result<Vec<u8>> {
-    let mut document = Vec::new();
-    reader.read_to_end(&mut document)?;
+/// The longest line a line format may have: far over any real record
+/// (a Hubble flow is 2–5 kB, an OPA decision with its input rarely 1 MB),
+/// so that one line without an end (a gzip bomb's gigabyte) cannot take
+/// the importer's memory. A longer line is one failed record.
+pub const MAX_LINE_BYTES: usize = 8 << 20;
+
+/// The largest document a runtime format may be once decompressed (a
+/// policy report list, a rollout, an OPA array): read whole and parsed,
+/// it would otherwise take the memory a gzip bomb asks for.
+pub const MAX_DOCUMENT_BYTES: u64 = 64 << 20;
+
+/// What [`read_line`] read.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LineRead {
+    /// The input ended before any byte of a line.
+    End,
+    /// A line, appended to the buffer with its newline (if it had one).
+    Line,
+    /// A line of this many bytes, over `max`: skipped to its end, nothing
+    /// appended.
+    TooLong(usize),
+}
+
+/// Reads one line of at most `max` bytes onto `buffer`; a longer one is
+/// read past (to its newline) without being kept.
+pub fn read_line(reader: &mut impl BufRead, buffer: &mut Vec<u8>, max: usize) -> io::Result<LineRead> {
+    let start = buffer.len();
+    let mut length = 0usize;
+    loop {
+        let available = match reader.fill_buf() {
+            Ok(available) => available,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+            Err(error) => return Err(error),
+        };
+        if available.is_empty() {
+            return Ok(match length {
+                0 => LineRead::End,
+                _ if length > max => LineRead::TooLong(length),
+                _ => LineRead::Line,
+            });
+        }
+        let (taken, ended) = match available.iter().position(|b| *b == b'\n') {
+            Some(at) => (at + 1, true),
+            None => (available.len(), false),
+        };
+        if length + taken <= max {
+            buffer.extend_from_slice(&available[..taken]);
+        } else if buffer.len() > start {
+            buffer.truncate(start);
+        }
+        length += taken;
+        reader.consume(taken);
+        if ended {
+            return Ok(if length > max { LineRead::TooLong(length) } else { LineRead::Line });
+        }
+    }
+}
+
+/// The reason of a line over [`MAX_LINE_BYTES`].
+pub fn too_long(bytes: usize) -> String {
+    format!("the line is {bytes} bytes, over the limit of {} MiB for one record", MAX_LINE_BYTES >> 20)
+}
+
+/// Reads a whole document of at most [`MAX_DOCUMENT_BYTES`].
+fn read_all(reader: impl Read) -> io::Result<Vec<u8>> {
+    // Reserved whole (address space, resident only as it fills): grown by
+    // doubling, the vector would pass 128 MiB, and copy, to learn it is too long.
+    let mut document = Vec::with_capacity(MAX_DOCUMENT_BYTES as usize + 1);
+    reader.take(MAX_DOCUMENT_BYTES + 1).read_to_end(&mut document)?;
+    if document.len() as u64 > MAX_DOCUMENT_BYTES {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "the document is over {} MiB (after decompression), the most one is read",
+                MAX_DOCUMENT_BYTES >> 20
+            ),
+        ));
+    }
     Ok(document)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_over_the_limit_is_read_past_and_the_next_read_whole() {
+        let mut input = io::BufReader::with_capacity(4, &b"short\nwaytoolongline\nend"[..]);
+        let mut buffer = Vec::new();
+        let mut reads = Vec::new();
+        loop {
+            buffer.clear();
+            let read = read_line(&mut input, &mut buffer, 8).expect("reads");
+            reads.push((String::from_utf8_lossy(&buffer).into_owned(), format!("{read:?}")));
+            if read == LineRead::End {
+                break;
+            }
+        }
+        let want = [("short\n", "Line"), ("", "TooLong(15)"), ("end", "Line"), ("", "End")];
+        assert_eq!(reads, want.map(|(line, read)| (line.to_owned(), read.to_owned())));
+    }
 }

@@ -16,6 +16,10 @@ pub fn objects(bytes: &[u8]) -> Result<Vec<(String, Value)>, String> {
         }
         documents
     } else {
+        let depth = flow_depth(bytes);
+        if depth > MAX_YAML_DEPTH {
+            return Err(format!("not read: the YAML nests {depth} levels deep, over the limit of {MAX_YAML_DEPTH}"));
+        }
         let mut documents = Vec::new();
         for document in yaml_serde::Deserializer::from_slice(bytes) {
             let value = Value::deserialize(document).map_err(|error| format!("not YAML: {error}"))?;
@@ -45,6 +49,45 @@ pub fn objects(bytes: &[u8]) -> Result<Vec<(String, Value)>, String> {
         }
     }
     Ok(out)
+}
+
+/// The deepest nesting of flow collections (`[`, `{`) a YAML input may
+/// have: the parser recurses per level and takes its time to refuse (200 kB
+/// of `[` took it 40 s), so deeper inputs are refused before it starts.
+const MAX_YAML_DEPTH: usize = 128;
+
+/// How deep the flow collections of a YAML text nest (brackets in quoted
+/// scalars and comments do not count).
+fn flow_depth(bytes: &[u8]) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let mut quote: Option<u8> = None;
+    let mut comment = false;
+    let mut previous = b'\n';
+    let mut escaped = false;
+    for &byte in bytes {
+        match quote {
+            Some(b'"') if escaped => escaped = false,
+            Some(b'"') if byte == b'\\' => escaped = true,
+            Some(open) if byte == open => quote = None,
+            Some(_) => {}
+            None if comment => comment = byte != b'\n',
+            None => {
+                let starts_scalar = previous.is_ascii_whitespace() || b"[{,:".contains(&previous);
+                match byte {
+                    b'#' if previous.is_ascii_whitespace() => comment = true,
+                    b'"' | b'\'' if starts_scalar => quote = Some(byte),
+                    b'[' | b'{' => {
+                        depth += 1;
+                        deepest = deepest.max(depth);
+                    }
+                    b']' | b'}' => depth = depth.saturating_sub(1),
+                    _ => {}
+                }
+            }
+        }
+        previous = byte;
+    }
+    deepest
 }
 
 /// A string at a JSON pointer.
@@ -97,6 +140,19 @@ impl std::fmt::Display for MetaField {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn yaml_nested_too_deep_is_refused_before_it_is_parsed() {
+        let deep = format!("spec: {}", "[".repeat(200_000));
+        let started = std::time::Instant::now();
+        let error = objects(deep.as_bytes()).expect_err("too deep");
+        assert_eq!(error, "not read: the YAML nests 200000 levels deep, over the limit of 128");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "{:?}", started.elapsed());
+        // Brackets in quoted scalars and comments are text.
+        let text = format!("a: \"{0}\"\nb: '{0}'\n# {0}\nc: [1, [2, {{d: 3}}]]\n", "[".repeat(500));
+        assert_eq!(flow_depth(text.as_bytes()), 3);
+        assert_eq!(objects(text.as_bytes()).expect("read").len(), 1);
+    }
 
     #[test]
     fn every_container_shape() {

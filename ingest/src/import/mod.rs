@@ -64,9 +64,30 @@ pub enum Record {
 }
 
 impl Record {
+    /// A failed record; its reason is cut to [`MAX_REASON_BYTES`] (reasons
+    /// quote the bad value, which may be a line's megabytes).
     fn failed(position: impl Into<String>, reason: impl Into<String>) -> Record {
-        Record::Failed { position: position.into(), reason: reason.into() }
+        Record::Failed { position: position.into(), reason: capped(reason.into()) }
     }
+}
+
+/// The longest reason a failed record gives.
+pub const MAX_REASON_BYTES: usize = 300;
+
+/// `reason`, cut at a character boundary to [`MAX_REASON_BYTES`] with its
+/// full length said.
+fn capped(mut reason: String) -> String {
+    if reason.len() <= MAX_REASON_BYTES {
+        return reason;
+    }
+    let length = reason.len();
+    let mut end = MAX_REASON_BYTES;
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    reason.truncate(end);
+    reason.push_str(&format!("… ({length} bytes in all)"));
+    reason
 }
 
 /// A deterministic event id: a UUID v5 over the format and the parts of the
@@ -116,6 +137,18 @@ pub fn lenient_timestamp(text: &str) -> Option<schemas::Timestamp> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_records_reason_quotes_at_most_a_few_hundred_bytes() {
+        let Record::Failed { reason, .. } = Record::failed("line 1", format!("bad value {:?}", "é".repeat(1 << 20)))
+        else {
+            unreachable!()
+        };
+        assert!(reason.len() < MAX_REASON_BYTES + 40, "{} bytes", reason.len());
+        assert!(reason.starts_with("bad value \"é") && reason.ends_with("… (2097164 bytes in all)"), "{reason}");
+        let Record::Failed { reason, .. } = Record::failed("line 1", "short") else { unreachable!() };
+        assert_eq!(reason, "short");
+    }
 
     #[test]
     fn timestamps_as_the_tools_write_them() {

@@ -63,7 +63,7 @@ pub struct Snapshot {
     pub queue: Queue,
     /// The lake's publication stamp it was opened at (the change signal,
     /// and the version the workers open).
-    records: usize,
+    stamp: usize,
 }
 
 /// The query service: cheap to clone, one state behind.
@@ -116,7 +116,7 @@ impl Service {
             },
             settings.max_concurrent_queries,
         );
-        tracing::info!(records = snapshot.records, elapsed_ms = started.elapsed().as_millis() as u64, "lake opened");
+        tracing::info!(publication = %format_args!("{:016x}", snapshot.stamp), elapsed_ms = started.elapsed().as_millis() as u64, "lake opened");
         let inner = Inner {
             lake,
             snapshot: RwLock::new(Arc::new(snapshot)),
@@ -167,7 +167,7 @@ impl Service {
     /// away (this future is dropped, and the worker is killed).
     pub async fn query(&self, sql: String, format: Format) -> Result<Answer, QueryError> {
         let started = Instant::now();
-        let version = self.snapshot().records;
+        let version = self.snapshot().stamp;
         let s = self.settings();
         let answer =
             self.inner.workers.query(sql, format, s.max_rows, s.max_answer_bytes, version, s.query_timeout).await;
@@ -188,7 +188,7 @@ impl Service {
             }
             // Workers idle for a minute go (each holds a session); one stays ready.
             inner.workers.reap(Duration::from_secs(60));
-            let seen = self.snapshot().records;
+            let seen = self.snapshot().stamp;
             let count = match inner.lake.publication_stamp().await {
                 Ok(count) => count,
                 Err(error) => {
@@ -263,9 +263,9 @@ async fn open_snapshot(
     metrics: &ServerMetrics,
     runtime: &Arc<RuntimeEnv>,
 ) -> Result<Snapshot, QueryError> {
-    let records = lake.publication_stamp().await?;
+    let stamp = lake.publication_stamp().await?;
     let session = LakeSession::open_with(lake, Some(Arc::clone(runtime)), &settings.weights).await?;
     let queue = Queue::compute(&session).await?;
     metrics.domain.update(&session).await?;
-    Ok(Snapshot { queue, records })
+    Ok(Snapshot { queue, stamp })
 }

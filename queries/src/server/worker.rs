@@ -70,8 +70,8 @@ struct Request {
     /// second fence behind the server's time limit, also when the server
     /// is gone.
     cpu_secs: u64,
-    /// The snapshot the server serves (its commit count): the worker opens
-    /// the lake again when its own is another.
+    /// The snapshot the server serves (the lake's publication stamp): the
+    /// worker opens the lake again when its own is another.
     version: usize,
 }
 
