@@ -22,6 +22,10 @@ pub struct ServerConfig {
     /// Bytes an encoded answer may take at most, in MiB: past it the query
     /// is stopped and answered 422.
     pub max_answer_mib: usize,
+    /// MiB the answers waiting for their clients to read them may take
+    /// together in the server; past it a query is answered 503 with
+    /// `Retry-After`.
+    pub answer_budget_mib: usize,
     /// How often the commit log is checked for new epochs.
     pub refresh_ms: u64,
     /// Publish the priority queue to the priorities topic of `[kafka]`.
@@ -31,8 +35,16 @@ pub struct ServerConfig {
     /// Queries running at once at most; past it a query is answered 503
     /// with `Retry-After`.
     pub max_concurrent_queries: usize,
-    /// Connections held at most; past it a new one is closed at once.
+    /// Connections held at most; past it the oldest idle one is closed for
+    /// a new one (none idle: the new one may ask `/healthz` only).
     pub max_connections: usize,
+    /// Connections held at most from one peer address (at most
+    /// `max_connections`); past it that peer's oldest idle one is closed for
+    /// its new one.
+    pub max_connections_per_peer: usize,
+    /// Time a write may wait for a client to read; past it the connection
+    /// is closed and the answer it held freed.
+    pub write_timeout_secs: u64,
     /// Time a connection has to send a request's headers (idle keep-alive
     /// time included) and then its body.
     pub header_timeout_secs: u64,
@@ -46,11 +58,14 @@ impl Default for ServerConfig {
             memory_limit_mib: 1_024,
             max_rows: 10_000,
             max_answer_mib: 64,
+            answer_budget_mib: 256,
             refresh_ms: 1_000,
             publish_priorities: false,
             priorities_interval_secs: 60,
             max_concurrent_queries: 8,
             max_connections: 1_024,
+            max_connections_per_peer: 256,
+            write_timeout_secs: 30,
             header_timeout_secs: 10,
         }
     }
@@ -79,6 +94,12 @@ impl ServerConfig {
         problems.check((1..=4_096).contains(&self.max_answer_mib), || {
             format!("server.max_answer_mib must be between 1 and 4096, got {}", self.max_answer_mib)
         });
+        problems.check((self.max_answer_mib..=1 << 20).contains(&self.answer_budget_mib), || {
+            format!(
+                "server.answer_budget_mib must be between server.max_answer_mib ({}) and 1048576, got {}",
+                self.max_answer_mib, self.answer_budget_mib
+            )
+        });
         problems.check(self.refresh_ms >= 50, || {
             format!("server.refresh_ms (--refresh-ms) must be at least 50, got {}", self.refresh_ms)
         });
@@ -93,6 +114,12 @@ impl ServerConfig {
         });
         problems.check((16..=1_000_000).contains(&self.max_connections), || {
             format!("server.max_connections must be between 16 and 1000000, got {}", self.max_connections)
+        });
+        problems.check(self.max_connections_per_peer >= 1, || {
+            "server.max_connections_per_peer must be at least 1".to_owned()
+        });
+        problems.check((1..=3_600).contains(&self.write_timeout_secs), || {
+            format!("server.write_timeout_secs must be between 1 and 3600, got {}", self.write_timeout_secs)
         });
         problems.check((1..=3_600).contains(&self.header_timeout_secs), || {
             format!(
@@ -163,13 +190,16 @@ impl ServerConfig {
             memory_limit_bytes: self.memory_limit_mib * 1024 * 1024,
             max_rows: self.max_rows,
             max_answer_bytes: self.max_answer_mib * 1024 * 1024,
+            answer_budget_bytes: self.answer_budget_mib * 1024 * 1024,
             refresh: Duration::from_millis(self.refresh_ms),
             token: auth.effective_token(),
             weights,
             max_concurrent_queries: self.max_concurrent_queries,
             connections: crate::server::listener::ConnectionLimits {
                 max_connections: self.max_connections,
+                max_connections_per_peer: self.max_connections_per_peer.min(self.max_connections),
                 header_timeout: Duration::from_secs(self.header_timeout_secs),
+                write_timeout: Duration::from_secs(self.write_timeout_secs),
             },
             worker,
         }

@@ -165,6 +165,7 @@ fn a_lake_of_an_earlier_layout_is_refused_then_migrated() {
 /// (as the Python package lists them).
 fn files_of(lake: &std::path::Path, table: &str) -> (usize, BTreeSet<String>) {
     let on_disk = walk(&lake.join(table))
+        .into_iter()
         .filter(|file| file.extension().is_some_and(|ext| ext == "parquet"))
         .filter(|file| !file.to_string_lossy().contains("_delta_log"))
         .count();
@@ -231,7 +232,7 @@ fn a_lake_of_many_small_files_is_read_under_a_low_open_file_limit() {
     let (events, _) = simulate(dir.path(), 100, 4, 5, false);
     let lake = dir.path().join("lake");
     replay(&events, &lake, &["--partitions", "3", "--epoch-lines", "8"]);
-    let files = walk(&lake).filter(|file| file.extension().is_some_and(|ext| ext == "parquet")).count();
+    let files = walk(&lake).into_iter().filter(|file| file.extension().is_some_and(|ext| ext == "parquet")).count();
     assert!(files > 2_000, "{files} files: too few to test the limit");
 
     let query = "SELECT (SELECT count(*) FROM exposures_history) AS revisions, (SELECT count(*) FROM alerts) AS alerts";
@@ -245,19 +246,6 @@ fn a_lake_of_many_small_files_is_read_under_a_low_open_file_limit() {
     let rows = sql(&lake, query);
     assert_eq!(limited.as_array().expect("rows"), &rows);
     assert!(rows[0]["revisions"].as_u64() > Some(0));
-}
-
-/// Every file under `dir`, recursively.
-fn walk(dir: &std::path::Path) -> impl Iterator<Item = std::path::PathBuf> {
-    let mut stack = vec![dir.to_path_buf()];
-    let mut files = Vec::new();
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).expect("readable dir").flatten() {
-            let path = entry.path();
-            if path.is_dir() { stack.push(path) } else { files.push(path) }
-        }
-    }
-    files.into_iter()
 }
 
 /// The first three fifths of the lines of `events`, as a file in `dir`

@@ -25,6 +25,11 @@ struct Server {
 
 impl Server {
     fn start(lake: &Path, extra: &[&str]) -> Server {
+        Server::start_with(lake, extra, &[])
+    }
+
+    /// With settings of `[server]` that have no flag, as `PATCHTRAIL__SERVER__*`.
+    fn start_with(lake: &Path, extra: &[&str], settings: &[(&str, &str)]) -> Server {
         let tmp = tempfile::tempdir().expect("temp dir");
         let address = format!("127.0.0.1:{}", free_port());
         let child = Command::new(env!("CARGO_BIN_EXE_patchtrail"))
@@ -32,6 +37,7 @@ impl Server {
             .args(extra)
             .env("PATCHTRAIL__AUTH__TOKEN", TOKEN)
             .env("TMPDIR", tmp.path())
+            .envs(settings.iter().map(|(key, value)| (format!("PATCHTRAIL__SERVER__{}", key.to_uppercase()), value)))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -112,12 +118,17 @@ fn tree_rss_mib(pid: u32) -> f64 {
 /// Runs `work` while sampling the resident memory of `pid` and its
 /// children every 5 ms; its result and the peak, MiB.
 fn peak_while<T>(pid: u32, work: impl FnOnce() -> T) -> (T, f64) {
+    peak_of(|| tree_rss_mib(pid), work)
+}
+
+/// Runs `work` while taking `sample` every 5 ms; its result and the largest sample.
+fn peak_of<T>(sample: impl Fn() -> f64 + Sync, work: impl FnOnce() -> T) -> (T, f64) {
     let done = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|scope| {
         let sampler = scope.spawn(|| {
             let mut peak = 0.0f64;
             while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                peak = peak.max(tree_rss_mib(pid));
+                peak = peak.max(sample());
                 std::thread::sleep(Duration::from_millis(5));
             }
             peak
@@ -126,6 +137,40 @@ fn peak_while<T>(pid: u32, work: impl FnOnce() -> T) -> (T, f64) {
         done.store(true, std::sync::atomic::Ordering::Relaxed);
         (result, sampler.join().expect("sampler"))
     })
+}
+
+/// Resident memory of `pid` alone now, MiB.
+fn own_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap_or("VmRSS: 0 kB");
+    line.split_whitespace().nth(1).and_then(|kib| kib.parse::<f64>().ok()).unwrap_or(0.0) / 1024.0
+}
+
+/// Runs `work` while sampling the resident memory of `pid` alone every
+/// 5 ms; its result and the peak, MiB.
+fn own_peak_while<T>(pid: u32, work: impl FnOnce() -> T) -> (T, f64) {
+    peak_of(|| own_rss_mib(pid), work)
+}
+
+/// Reads what `stream` is sent until it ends or goes quiet for 2 s: the
+/// status (0 for none) and the bytes after the head.
+fn read_answer(stream: &mut TcpStream) -> (u16, Vec<u8>) {
+    stream.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
+    let mut response = Vec::new();
+    let mut buffer = vec![0u8; 1 << 16];
+    while let Ok(n @ 1..) = stream.read(&mut buffer) {
+        response.extend_from_slice(&buffer[..n]);
+    }
+    let Some(split) = response.windows(4).position(|w| w == b"\r\n\r\n") else { return (0, response) };
+    let head = String::from_utf8_lossy(&response[..split]);
+    let status = head.split(' ').nth(1).and_then(|code| code.parse().ok()).unwrap_or(0);
+    (status, response[split + 4..].to_vec())
+}
+
+/// The `p`-quantile of `samples`.
+fn quantile(samples: &mut [Duration], p: f64) -> Duration {
+    samples.sort();
+    samples[((samples.len() - 1) as f64 * p).round() as usize]
 }
 
 /// CPU seconds `pid` and its children have used (user + system).
@@ -397,6 +442,18 @@ fn the_token_is_checked_first_readyz_needs_it_and_lake_paths_stay_hidden() {
         let (_, body) = server.sql(query);
         assert!(!body.to_string().contains(root), "{query}: the lake's path shows: {body}");
     }
+    // A file gone under a reader (a vacuum, a hand): 503, the file named by its place in the lake.
+    let (status, body) = server.sql("SELECT max(length(asset_id || cve_id)) FROM exposures_history");
+    assert_eq!(status, 200, "{body}");
+    let history = lake.join("exposures_history");
+    let files: Vec<PathBuf> =
+        walk(&history).into_iter().filter(|f| f.extension().is_some_and(|e| e == "parquet")).collect();
+    assert!(!files.is_empty(), "no Parquet files under {}", history.display());
+    files.iter().for_each(|file| std::fs::remove_file(file).expect("removes"));
+    let (status, body) = server.sql("SELECT max(length(asset_id || cve_id)) FROM exposures_history");
+    assert_eq!(status, 503, "{body}");
+    assert!(!body.to_string().contains(root), "the lake's path shows in a 503: {body}");
+    assert!(body.to_string().contains("exposures_history/"), "the file is not named: {body}");
     // The JSON answer keeps two columns of the same name apart.
     let (status, body) = server.sql(
         "SELECT a.asset_id, b.asset_id FROM assets a JOIN assets b ON a.segment = b.segment AND a.asset_id < b.asset_id \
@@ -459,4 +516,178 @@ fn warm_workers_are_reused_carry_no_token_and_die_with_serve() {
     assert!(busy.iter().all(|&pid| !running(pid)), "workers {busy:?} outlived serve");
     assert!(gone_after < Duration::from_secs(1), "workers outlived serve by {gone_after:?}");
     let _ = client.join();
+}
+
+#[test]
+fn clients_that_never_read_hold_at_most_the_answer_budget_and_are_closed() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let lake = lake_of(dir.path());
+    let settings = [("answer_budget_mib", "64"), ("write_timeout_secs", "3")];
+    let server = Server::start_with(&lake, &["--memory-limit-mib", "256"], &settings);
+    // About 20 MB of JSON: three fit in the budget, and far more than the socket buffers hold.
+    let query = "SELECT repeat('x', 10000) AS s FROM generate_series(1, 2000)";
+    let (status, _, whole) = server.send("POST", "/v1/sql", &serde_json::json!({ "sql": query }).to_string());
+    assert_eq!(status, 200);
+    let before = own_rss_mib(server.pid());
+    let request = serde_json::json!({ "sql": query }).to_string();
+    let (mut clients, peak) = own_peak_while(server.pid(), || {
+        let clients: Vec<TcpStream> = (0..24)
+            .map(|_| {
+                let mut stream = TcpStream::connect(&server.address).expect("connects");
+                write!(
+                    stream,
+                    "POST /v1/sql HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: {}\r\n\r\n{request}",
+                    request.len()
+                )
+                .expect("writes");
+                stream
+            })
+            .collect();
+        // They never read: the queries run, answers wait, the write timeout passes.
+        std::thread::sleep(Duration::from_secs(8));
+        clients
+    });
+    let grew = peak - before;
+    let (mut whole_answers, mut cut, mut refused_budget, mut refused_busy) = (0, 0, 0, 0);
+    for client in &mut clients {
+        let (status, body) = read_answer(client);
+        let text = String::from_utf8_lossy(&body[..body.len().min(1000)]).into_owned();
+        match status {
+            200 if body.len() == whole.len() => whole_answers += 1,
+            200 => cut += 1,
+            503 if text.contains("answer_budget_mib") => refused_budget += 1,
+            503 if text.contains("max_concurrent_queries") => refused_busy += 1,
+            _ => panic!("{status}: {text}"),
+        }
+    }
+    eprintln!(
+        "24 clients that never read ~20 MB answers: serve's own RSS {before:.0} -> peak {peak:.0} MiB (+{grew:.0}, \
+         budget 64); {cut} cut at the write timeout, {whole_answers} whole, {refused_budget} refused for the answer \
+         budget, {refused_busy} for the query slots"
+    );
+    assert!(grew < 64.0 + 40.0, "serve grew by {grew:.0} MiB with an answer budget of 64");
+    assert!(refused_budget >= 1, "the answer budget refused nothing");
+    assert!(cut >= 1, "no answer was cut at the write timeout");
+    // What they held is free again: an answer of the same size goes through.
+    let (status, _, again) = server.send("POST", "/v1/sql", &request);
+    assert_eq!((status, again.len()), (200, whole.len()));
+}
+
+#[test]
+fn large_headers_are_refused_within_a_small_buffer() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let lake = lake_of(dir.path());
+    let server = Server::start(&lake, &[]);
+    let before = own_rss_mib(server.pid());
+    let filler = "a".repeat(300_000);
+    let (statuses, peak) = own_peak_while(server.pid(), || {
+        let mut held = Vec::new();
+        let mut statuses = Vec::new();
+        for i in 0..400 {
+            let mut stream = TcpStream::connect(&server.address).expect("connects");
+            stream.set_write_timeout(Some(Duration::from_secs(2))).expect("timeout");
+            if i % 2 == 0 {
+                // A header just under the limit, never ended: held until the header timeout.
+                let _ = write!(stream, "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: {}", &filler[..15_000]);
+                held.push(stream);
+            } else {
+                let _ = write!(stream, "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: {filler}\r\n\r\n");
+                statuses.push(read_answer(&mut stream).0);
+            }
+        }
+        (statuses, held)
+    });
+    let (statuses, _held) = statuses;
+    let grew = peak - before;
+    eprintln!("200 connections holding 15 kB of headers, 200 sending 300 kB: serve's own RSS +{grew:.0} MiB");
+    assert!(statuses.iter().all(|&status| status == 431 || status == 0), "{statuses:?}");
+    assert!(statuses.contains(&431), "{statuses:?}");
+    assert!(grew < 40.0, "serve grew by {grew:.0} MiB");
+    assert!(server.health() < Duration::from_millis(100));
+}
+
+#[test]
+fn idle_sockets_give_way_and_busy_ones_leave_healthz_reachable() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let lake = lake_of(dir.path());
+    let mut server = Server::start_with(&lake, &[], &[("max_connections", "64")]);
+    // 300 sockets that send nothing, opened in a row: past 64, each new one closes the oldest idle.
+    let mut idle: Vec<TcpStream> = (0..300).map(|_| TcpStream::connect(&server.address).expect("connects")).collect();
+    let mut probes: Vec<Duration> = (0..20).map(|_| server.health()).collect();
+    let worst_idle = quantile(&mut probes, 1.0);
+    let mut buffer = [0u8; 16];
+    idle[0].set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
+    assert!(matches!(idle[0].read(&mut buffer), Ok(0)), "the oldest idle socket is still open");
+    idle[299].set_read_timeout(Some(Duration::from_millis(200))).expect("timeout");
+    assert!(idle[299].read(&mut buffer).is_err(), "the newest idle socket was closed");
+    // 64 requests whose bodies never come: every connection busy (for the 10 s body timeout).
+    let _busy: Vec<TcpStream> = (0..64)
+        .map(|_| {
+            let mut stream = TcpStream::connect(&server.address).expect("connects");
+            write!(
+                stream,
+                "POST /v1/sql HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 100\r\n\r\n"
+            )
+            .expect("writes");
+            stream
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut probes: Vec<Duration> = (0..20).map(|_| server.health()).collect();
+    let worst_busy = quantile(&mut probes, 1.0);
+    // Anything else on a reserve connection is 503.
+    let (status, head, _) = server.send("GET", "/v1/priorities?limit=1", "");
+    eprintln!(
+        "/healthz with 300 idle sockets opened past a limit of 64: worst {worst_idle:.1?}; with all 64 busy: \
+         worst {worst_busy:.1?}; /v1/priorities then: {status}"
+    );
+    assert!(worst_idle < Duration::from_millis(50), "{worst_idle:?}");
+    assert!(worst_busy < Duration::from_millis(50), "{worst_busy:?}");
+    assert_eq!(status, 503, "{head}");
+    assert!(head.to_lowercase().contains("retry-after"), "{head}");
+    server.alive();
+}
+
+#[test]
+fn healthz_stays_fast_while_clients_loop_the_whole_queue() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let lake = lake_of(dir.path());
+    let server = Server::start(&lake, &[]);
+    let (status, _, body) = server.send("GET", "/v1/priorities?limit=10000", "");
+    assert_eq!(status, 200);
+    let queue: Value = serde_json::from_slice(&body).expect("JSON");
+    let count = queue["count"].as_u64().expect("a count");
+    assert_eq!(queue["items"].as_array().map(Vec::len), Some(count as usize), "{queue}");
+    assert!(count > 100, "a queue of {count} rows is too short to load the server");
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (mut probes, answers) = std::thread::scope(|scope| {
+        let loops: Vec<_> = (0..8)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut answers = 0;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let (status, _, _) = server.send("GET", "/v1/priorities?limit=10000", "");
+                        assert_eq!(status, 200);
+                        answers += 1;
+                    }
+                    answers
+                })
+            })
+            .collect();
+        let probes: Vec<Duration> = (0..50)
+            .map(|_| {
+                std::thread::sleep(Duration::from_millis(40));
+                server.health()
+            })
+            .collect();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        (probes, loops.into_iter().map(|l| l.join().expect("loop")).sum::<usize>())
+    });
+    let p95 = quantile(&mut probes, 0.95);
+    let worst = quantile(&mut probes, 1.0);
+    eprintln!(
+        "/healthz while 8 clients loop /v1/priorities?limit=10000 ({count} rows, {answers} answers): p95 {p95:.1?}, \
+         worst {worst:.1?}"
+    );
+    assert!(p95 < Duration::from_millis(50), "p95 {p95:?}");
 }

@@ -2,7 +2,7 @@
 //! `{"error": "...", "class": "..."}` with the status of their class.
 
 use axum::Router;
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -33,6 +33,19 @@ pub(super) fn router(service: Service) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .with_state(service)
+}
+
+/// The routes of a connection taken beyond the limits (`listener`): the
+/// liveness probe, and 503 for the rest.
+pub(super) fn reserve_router() -> Router {
+    Router::new().route("/healthz", get(|| async { "ok" })).fallback(|| async {
+        let mut response = refusal(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "every connection this server holds is busy (server.max_connections); try again in a moment",
+        );
+        response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        response
+    })
 }
 
 /// A JSON error with the status its class calls for.
@@ -170,10 +183,78 @@ fn priorities_response(
         Err(rejection) => return refusal(StatusCode::BAD_REQUEST, &format!("limit must be a number: {rejection}")),
     };
     let snapshot = service.snapshot();
-    let queue = &snapshot.queue;
-    let items = &queue.rows[..limit.min(queue.rows.len())];
-    let as_of = queue.as_of.map(|t| t.to_string());
-    axum::Json(json!({ "as_of": as_of, "count": items.len(), "items": items })).into_response()
+    let count = limit.min(snapshot.queue.rows.len());
+    let as_of = serde_json::to_string(&snapshot.queue.as_of.map(|t| t.to_string())).expect("a string serializes");
+    let head = format!("{{\"as_of\":{as_of},\"count\":{count},\"items\":[");
+    let chunks = [Bytes::from(head), snapshot.items.first(count), Bytes::from_static(b"]}")];
+    ([(header::CONTENT_TYPE, "application/json")], Body::new(Chunks::new(chunks))).into_response()
+}
+
+/// Rows encoded as JSON once, joined by commas, with where each ends.
+pub(super) struct EncodedRows {
+    bytes: Bytes,
+    ends: Vec<usize>,
+}
+
+impl EncodedRows {
+    pub(super) fn of<T: serde::Serialize>(rows: &[T]) -> Result<EncodedRows, QueryError> {
+        let mut bytes = Vec::new();
+        let mut ends = Vec::with_capacity(rows.len());
+        for row in rows {
+            if !ends.is_empty() {
+                bytes.push(b',');
+            }
+            serde_json::to_writer(&mut bytes, row).map_err(|e| QueryError::Internal(format!("a queue row: {e}")))?;
+            ends.push(bytes.len());
+        }
+        Ok(EncodedRows { bytes: bytes.into(), ends })
+    }
+
+    /// The first `n` rows (a reference to the shared bytes).
+    fn first(&self, n: usize) -> Bytes {
+        match n.checked_sub(1).and_then(|last| self.ends.get(last)) {
+            Some(&end) => self.bytes.slice(..end),
+            None => Bytes::new(),
+        }
+    }
+}
+
+/// A body of a few shared chunks, its length known.
+struct Chunks {
+    chunks: std::collections::VecDeque<Bytes>,
+    remaining: u64,
+}
+
+impl Chunks {
+    fn new(chunks: impl IntoIterator<Item = Bytes>) -> Chunks {
+        let chunks: std::collections::VecDeque<Bytes> = chunks.into_iter().filter(|c| !c.is_empty()).collect();
+        let remaining = chunks.iter().map(|c| c.len() as u64).sum();
+        Chunks { chunks, remaining }
+    }
+}
+
+impl http_body::Body for Chunks {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let chunk = self.chunks.pop_front();
+        if let Some(chunk) = &chunk {
+            self.remaining -= chunk.len() as u64;
+        }
+        std::task::Poll::Ready(chunk.map(|chunk| Ok(http_body::Frame::data(chunk))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.remaining)
+    }
 }
 
 /// `GET /metrics`: the Prometheus text exposition.

@@ -43,6 +43,9 @@ pub struct Settings {
     pub max_rows: usize,
     /// Bytes an encoded answer may take at most.
     pub max_answer_bytes: usize,
+    /// Bytes the answers waiting for their clients may take together;
+    /// past it a query is answered 503.
+    pub answer_budget_bytes: usize,
     /// How often the commit log is checked for new epochs.
     pub refresh: Duration,
     /// The bearer token every route but `/healthz` requires.
@@ -61,6 +64,9 @@ pub struct Settings {
 pub struct Snapshot {
     /// Its priority queue.
     pub queue: Queue,
+    /// The queue's rows as JSON, encoded once: `/v1/priorities` answers
+    /// with a slice of it, never a copy.
+    items: http::EncodedRows,
     /// The lake's publication stamp it was opened at (the change signal,
     /// and the version the workers open).
     stamp: usize,
@@ -90,8 +96,9 @@ struct Inner {
 
 /// An encoded answer of `POST /v1/sql`.
 pub struct Answer {
-    /// The body.
-    pub body: Vec<u8>,
+    /// The body (on the server, it holds its share of the answer budget
+    /// until the last reference to it goes).
+    pub body: bytes::Bytes,
     /// Its format.
     pub format: Format,
     /// Whether rows were left out (more than `max_rows`).
@@ -115,6 +122,7 @@ impl Service {
                 server_pid: std::process::id(),
             },
             settings.max_concurrent_queries,
+            settings.answer_budget_bytes,
         );
         tracing::info!(publication = %format_args!("{:016x}", snapshot.stamp), elapsed_ms = started.elapsed().as_millis() as u64, "lake opened");
         let inner = Inner {
@@ -158,7 +166,7 @@ impl Service {
     pub async fn serve(self, listener: tokio::net::TcpListener, cancel: CancellationToken) -> std::io::Result<()> {
         tracing::info!(listen = %listener.local_addr()?, "serving the lake");
         let limits = self.settings().connections;
-        listener::serve(listener, http::router(self), limits, cancel).await
+        listener::serve(listener, http::router(self), http::reserve_router(), limits, cancel).await
     }
 
     /// Runs one user query in a worker under the time limit and memory
@@ -267,5 +275,6 @@ async fn open_snapshot(
     let session = LakeSession::open_with(lake, Some(Arc::clone(runtime)), &settings.weights).await?;
     let queue = Queue::compute(&session).await?;
     metrics.domain.update(&session).await?;
-    Ok(Snapshot { queue, stamp })
+    let items = http::EncodedRows::of(&queue.rows)?;
+    Ok(Snapshot { queue, items, stamp })
 }

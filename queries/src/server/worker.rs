@@ -111,6 +111,12 @@ pub struct WorkerPool {
     idle: Mutex<Vec<Worker>>,
     slots: Arc<Semaphore>,
     max: usize,
+    /// The answers the server holds until their clients have read them, in
+    /// KiB: each takes its size from here before it is read from its
+    /// worker, and gives it back when its last byte is sent or its client
+    /// gone (the permit lives in the answer's bytes).
+    answers: Arc<Semaphore>,
+    answer_budget_bytes: usize,
 }
 
 /// A running worker.
@@ -126,13 +132,38 @@ struct Worker {
 enum Stopped {
     Timeout,
     Memory(usize),
+    /// The answer, this many bytes, does not fit in what is left of the
+    /// server's answer budget.
+    NoRoom(usize),
     Gone(String),
 }
 
+/// An answer read from a worker with its share of the answer budget.
+struct Held {
+    body: Vec<u8>,
+    _share: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl AsRef<[u8]> for Held {
+    fn as_ref(&self) -> &[u8] {
+        &self.body
+    }
+}
+
 impl WorkerPool {
-    /// A pool of at most `max` workers started with `command`, told `settings`.
-    pub fn new(command: WorkerCommand, settings: WorkerSettings, max: usize) -> WorkerPool {
-        WorkerPool { command, settings, idle: Mutex::new(Vec::new()), slots: Arc::new(Semaphore::new(max)), max }
+    /// A pool of at most `max` workers started with `command`, told
+    /// `settings`, whose answers waiting for their clients take at most
+    /// `answer_budget_bytes` of the server's memory.
+    pub fn new(command: WorkerCommand, settings: WorkerSettings, max: usize, answer_budget_bytes: usize) -> WorkerPool {
+        WorkerPool {
+            command,
+            settings,
+            idle: Mutex::new(Vec::new()),
+            slots: Arc::new(Semaphore::new(max)),
+            max,
+            answers: Arc::new(Semaphore::new(answer_budget_bytes >> 10)),
+            answer_budget_bytes,
+        }
     }
 
     /// Runs `sql` on a worker; `Busy` when every worker is taken.
@@ -164,7 +195,7 @@ impl WorkerPool {
         let pid = worker.pid;
         let mut yielded = false;
         let outcome = tokio::select! {
-            outcome = worker.ask(&request) => outcome,
+            outcome = worker.ask(&request, &self.answers) => outcome,
             () = tokio::time::sleep(timeout) => Err(Stopped::Timeout),
             used = watch_memory(pid, budget) => Err(Stopped::Memory(used)),
             () = yield_after(pid, YIELD_AFTER, &mut yielded) => unreachable!("yield_after never resolves"),
@@ -205,6 +236,12 @@ impl WorkerPool {
                         "query stopped: it needed more than {} MiB of memory ({} MiB, server.memory_limit_mib)",
                         budget >> 20,
                         used >> 20
+                    )),
+                    Stopped::NoRoom(bytes) => QueryError::Busy(format!(
+                        "the answer ({} MiB) does not fit in what is left of the {} MiB this server holds for \
+                         answers its clients have not read yet (server.answer_budget_mib); try again in a moment",
+                        bytes.div_ceil(1 << 20),
+                        self.answer_budget_bytes >> 20
                     )),
                     Stopped::Gone(why) => QueryError::Internal(format!("the query worker stopped: {why}")),
                 })
@@ -250,15 +287,25 @@ impl WorkerPool {
 }
 
 impl Worker {
-    /// Sends a request and reads its reply (and answer).
-    async fn ask(&mut self, request: &Request) -> Result<(Reply, Vec<u8>), Stopped> {
+    /// Sends a request and reads its reply and answer, the answer only
+    /// once it has its share of `answers` (KiB).
+    async fn ask(&mut self, request: &Request, answers: &Arc<Semaphore>) -> Result<(Reply, bytes::Bytes), Stopped> {
         let gone = |e: std::io::Error| Stopped::Gone(e.to_string());
         let request = serde_json::to_vec(request).map_err(|e| Stopped::Gone(e.to_string()))?;
         write_frame(&mut self.stdin, &request).await.map_err(gone)?;
         let reply: Reply = serde_json::from_slice(&read_frame(&mut self.stdout).await.map_err(gone)?)
             .map_err(|e| Stopped::Gone(format!("an unreadable reply: {e}")))?;
-        let body = if reply.ok { read_frame(&mut self.stdout).await.map_err(gone)? } else { Vec::new() };
-        Ok((reply, body))
+        if !reply.ok {
+            return Ok((reply, bytes::Bytes::new()));
+        }
+        let mut length = [0u8; 4];
+        self.stdout.read_exact(&mut length).await.map_err(gone)?;
+        let length = u32::from_be_bytes(length);
+        let share = Arc::clone(answers).try_acquire_many_owned(length.div_ceil(1024));
+        let share = share.map_err(|_| Stopped::NoRoom(length as usize))?;
+        let mut body = vec![0u8; length as usize];
+        self.stdout.read_exact(&mut body).await.map_err(gone)?;
+        Ok((reply, bytes::Bytes::from_owner(Held { body, _share: share })))
     }
 }
 
@@ -446,6 +493,7 @@ pub fn serve_queries(
         return Ok(());
     }
     let lake = Lake::open(&settings.lake)?;
+    let roots = local_roots(&settings.lake);
     let pool = bounded_runtime(settings.memory_limit_bytes)?;
     let mut session: Option<(usize, Arc<LakeSession>)> = None;
     while let Some(request) = read_frame_blocking(&mut input).map_err(io)? {
@@ -490,7 +538,7 @@ pub fn serve_queries(
                     ok: false,
                     truncated: false,
                     class: Some(class.to_owned()),
-                    message: Some(error.to_string()),
+                    message: Some(hide_roots(error.to_string(), &roots)),
                 };
                 write_frame_blocking(&mut output, &serde_json::to_vec(&reply).expect("a reply serializes"))
                     .map_err(io)?;
@@ -498,6 +546,33 @@ pub fn serve_queries(
         }
     }
     Ok(())
+}
+
+/// The ways a local lake's root can appear in an error (the file store's
+/// "not found" names a vacuumed file by its absolute path), longest first.
+fn local_roots(location: &str) -> Vec<String> {
+    let path = location.strip_prefix("file://").unwrap_or(location);
+    if path.contains("://") {
+        return Vec::new();
+    }
+    let mut roots: Vec<String> = std::fs::canonicalize(path)
+        .ok()
+        .and_then(|root| root.to_str().map(str::to_owned))
+        .into_iter()
+        .chain([path.trim_end_matches('/').to_owned()])
+        .filter(|root| root.len() > 1)
+        .collect();
+    roots.sort_by_key(|root| std::cmp::Reverse(root.len()));
+    roots
+}
+
+/// `message` with the lake's local root taken out of every path in it, so a
+/// client sees files by their place in the lake (`exposures/…parquet`).
+fn hide_roots(mut message: String, roots: &[String]) -> String {
+    for root in roots {
+        message = message.replace(&format!("{root}/"), "").replace(root.as_str(), "<lake>");
+    }
+    message
 }
 
 /// Runs `sql` and encodes its answer as it streams: at most `max_rows`
@@ -524,7 +599,7 @@ async fn answer(
         encoder.write(&batch)?;
     }
     drop(stream);
-    Ok(Answer { body: encoder.finish(truncated)?, format, truncated })
+    Ok(Answer { body: encoder.finish(truncated)?.into(), format, truncated })
 }
 
 #[cfg(test)]
@@ -541,7 +616,7 @@ mod tests {
             weights: Weights::default(),
             server_pid: std::process::id(),
         };
-        let pool = WorkerPool::new(command, settings, 4);
+        let pool = WorkerPool::new(command, settings, 4, 1 << 20);
         pool.reap(Duration::from_secs(60));
         assert_eq!(pool.idle(), 0, "an empty pool is reaped too");
         let mut workers = Vec::new();
@@ -558,6 +633,16 @@ mod tests {
         }
         pool.reap(Duration::from_secs(60));
         assert_eq!(pool.idle(), 1, "one worker stays ready");
+    }
+
+    #[test]
+    fn errors_name_files_by_their_place_in_the_lake() {
+        let dir = std::env::temp_dir();
+        let roots = local_roots(dir.to_str().expect("utf-8"));
+        let canonical = std::fs::canonicalize(&dir).expect("canonical");
+        let message = format!("Object at location {}/exposures/a.parquet not found", canonical.display());
+        assert_eq!(hide_roots(message, &roots), "Object at location exposures/a.parquet not found");
+        assert!(local_roots("s3://bucket/lake").is_empty());
     }
 
     #[test]
