@@ -816,7 +816,7 @@ fn import_measured(dir: &Path, args: &[&str]) -> (Option<i32>, String, f64) {
 }
 
 #[test]
-fn a_gzip_bomb_is_refused_in_little_memory_by_every_importer_that_unzips() {
+fn a_gzip_bomb_or_a_giant_cell_is_refused_in_little_memory_by_every_importer() {
     let dir = tempfile::tempdir().expect("temp dir");
     let bomb = dir.path().join("bomb.gz");
     // 256 MiB: past the line and document limits, and past the memory bound
@@ -842,4 +842,14 @@ fn a_gzip_bomb_is_refused_in_little_memory_by_every_importer_that_unzips() {
         assert!(stderr.contains("over the limit") || stderr.contains("over 64 MiB"), "{}: {stderr}", args[0]);
         assert!(peak < 200.0, "{}: peak RSS {peak:.0} MiB", args[0]);
     }
+    // The inventory is a plain CSV: one cell of 256 MiB.
+    let csv = dir.path().join("inventory.csv");
+    let mut cell = b"asset_id,environment,criticality,internet_exposed,segment\n\"".to_vec();
+    cell.resize(256 << 20, b'a');
+    std::fs::write(&csv, cell).expect("writes");
+    let (code, stderr, peak) = import_measured(dir.path(), &["inventory", path(&csv)]);
+    eprintln!("inventory: a CSV cell of 256 MiB: exit {code:?}, peak RSS {peak:.0} MiB");
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("over the limit"), "{stderr}");
+    assert!(peak < 200.0, "inventory: peak RSS {peak:.0} MiB");
 }

@@ -34,6 +34,7 @@ pub const COLUMNS: [&str; 10] = [
 /// Converts an inventory CSV, calling `sink` with each record as it is
 /// read. `time` is the event time of rows without a `time` cell.
 pub fn convert(input: impl Read, time: Option<Timestamp>, mut sink: impl FnMut(Record)) {
+    let input = Bounded { inner: input, quoted: false, length: 0, ended: false };
     let mut reader = csv::ReaderBuilder::new().flexible(false).trim(csv::Trim::All).from_reader(input);
     let header: Vec<String> = match reader.headers() {
         Ok(header) => header.iter().map(str::to_owned).collect(),
@@ -68,6 +69,47 @@ pub fn convert(input: impl Read, time: Option<Timestamp>, mut sink: impl FnMut(R
             }
         };
         sink(convert_row(position, &header, &row, time));
+    }
+}
+
+/// A CSV input that ends, with an error, at a record longer than
+/// [`MAX_LINE_BYTES`](super::input::MAX_LINE_BYTES) (a newline inside
+/// quotes does not end a record), so one giant cell cannot take the
+/// importer's memory. Quote parity is enough to tell: `""` inside a quoted
+/// cell toggles twice.
+struct Bounded<R> {
+    inner: R,
+    quoted: bool,
+    /// Bytes since the last record's end.
+    length: usize,
+    ended: bool,
+}
+
+impl<R: Read> Read for Bounded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.ended {
+            return Ok(0);
+        }
+        let read = self.inner.read(buf)?;
+        for &byte in &buf[..read] {
+            match byte {
+                b'"' => self.quoted = !self.quoted,
+                b'\n' if !self.quoted => self.length = 0,
+                _ => {}
+            }
+            self.length += 1;
+            if self.length > super::input::MAX_LINE_BYTES {
+                self.ended = true;
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!(
+                        "a record over the limit of {} MiB; the rest of the file is not read",
+                        super::input::MAX_LINE_BYTES >> 20
+                    ),
+                ));
+            }
+        }
+        Ok(read)
     }
 }
 
@@ -176,6 +218,18 @@ mod tests {
         let mut out = Vec::new();
         convert(csv.as_bytes(), time, |record| out.push(record));
         out
+    }
+
+    #[test]
+    fn a_record_over_the_line_limit_ends_the_file_newlines_in_quotes_do_not_end_it() {
+        let header = "asset_id,environment,criticality,internet_exposed,segment,time,hostname\n";
+        let long_quoted = format!("{header}a-1,cloud,high,no,dmz,2026-11-01T00:00:00Z,\"{}\"\n", "x\n".repeat(5 << 20));
+        let read = records(&long_quoted, None);
+        assert!(matches!(&read[..], [Record::Failed { reason, .. }] if reason.contains("over the limit")), "{read:?}");
+        let many_lines = format!("{header}{}", "a-1,cloud,high,no,dmz,2026-11-01T00:00:00Z,\"h\"\n".repeat(1 << 20));
+        let read = records(&many_lines, None);
+        assert_eq!(read.len(), 1 << 20);
+        assert!(read.iter().all(|record| matches!(record, Record::Event(_))), "{:?}", &read[0]);
     }
 
     #[test]
